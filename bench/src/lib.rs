@@ -1,0 +1,1 @@
+//! Benchmarks for settled live in `benches/`.

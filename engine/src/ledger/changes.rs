@@ -1,0 +1,103 @@
+//! What the ledger remembers beyond its state: the undo log of the open linked chain and
+//! the set of objects changed since the engine last took them (for checkpoints).
+
+use protocol::{Account, AccountBalance, Transfer};
+
+use super::stores::{PendingStatus, Slot};
+
+/// One reversible step taken inside an open linked chain. Rolled back in LIFO order.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Undo {
+    AccountCreated { id: u128 },
+    AccountChanged { slot: Slot, before: Account },
+    TransferCreated { id: u128 },
+    StatusChanged { slot: Slot, before: PendingStatus },
+    ExpiryRemoved { expires_at: u64, slot: Slot },
+}
+
+/// Undo entries are only recorded while a linked chain is open: events outside a chain
+/// either apply whole or not at all, so they need no undo.
+#[derive(Clone, Default)]
+pub(crate) struct UndoLog {
+    active: bool,
+    entries: Vec<Undo>,
+}
+
+impl UndoLog {
+    pub fn begin(&mut self) {
+        assert!(!self.active, "linked chains do not nest");
+        assert!(self.entries.is_empty());
+        self.active = true;
+    }
+
+    pub fn commit(&mut self) {
+        self.active = false;
+        self.entries.clear();
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    pub fn record(&mut self, undo: Undo) {
+        if self.active {
+            self.entries.push(undo);
+        }
+    }
+
+    /// Take the next entry to roll back (newest first); `None` ends the rollback.
+    pub fn pop(&mut self) -> Option<Undo> {
+        debug_assert!(self.active);
+        self.entries.pop()
+    }
+}
+
+/// Everything changed since the last [`Ledger::take_changes`](super::Ledger::take_changes):
+/// what a checkpoint must write so that the store plus the WAL suffix equals the state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Current state of every account created or changed, in slot (creation) order.
+    pub accounts: Vec<Account>,
+    /// Transfers created, oldest first.
+    pub transfers: Vec<Transfer>,
+    /// Pending transfers whose status changed (posted, voided, expired), with that status.
+    pub pending_statuses: Vec<(u128, PendingStatus)>,
+    /// Transfer ids that failed transiently (retries get `id_already_failed`).
+    pub failed_ids: Vec<u128>,
+    /// New balance snapshots of history accounts, as `(account_id, balance)`.
+    pub balances: Vec<(u128, AccountBalance)>,
+}
+
+/// Cheap bookkeeping on the hot path: a bit per account slot plus append-only watermarks.
+#[derive(Clone, Default)]
+pub(crate) struct ChangeTracker {
+    account_marks: Vec<u64>,
+    pub accounts: Vec<Slot>,
+    pub transfers_from: usize,
+    pub history_from: usize,
+    pub resolved: Vec<Slot>,
+    pub failed: Vec<u128>,
+}
+
+impl ChangeTracker {
+    pub fn mark_account(&mut self, slot: Slot) {
+        let (word, bit) = (slot as usize / 64, slot % 64);
+        if word >= self.account_marks.len() {
+            self.account_marks.resize(word + 1, 0);
+        }
+        if self.account_marks[word] & (1 << bit) == 0 {
+            self.account_marks[word] |= 1 << bit;
+            self.accounts.push(slot);
+        }
+    }
+
+    /// Clear the marks and hand back the marked slots, sorted.
+    pub fn take_accounts(&mut self) -> Vec<Slot> {
+        let mut slots = std::mem::take(&mut self.accounts);
+        for slot in &slots {
+            self.account_marks[*slot as usize / 64] &= !(1 << (slot % 64));
+        }
+        slots.sort_unstable();
+        slots
+    }
+}

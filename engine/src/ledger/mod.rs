@@ -1,0 +1,282 @@
+//! The ledger: a pure, deterministic double-entry state machine.
+//!
+//! Inputs are requests (an operation, its events, and the engine's clock reading `now`)
+//! and explicit expiry steps; outputs are one result per event plus the set of changed
+//! objects ([`Changes`]). The ledger reads no clock, does no I/O, uses no randomness that
+//! can reach a result (hash maps are only ever probed, never iterated for output), so
+//! replaying the same inputs from the same state gives the same results and the same
+//! [`Ledger::state_hash`], bit for bit. That is what lets the WAL log inputs only.
+//!
+//! Semantics and result precedence are those of `shared/SEMANTICS.md`:
+//! - [`Ledger::create_accounts`] / [`Ledger::create_transfers`]: linked chains apply
+//!   atomically (an undo log rolls back a failed chain), imported events carry their own
+//!   timestamps, every other event is stamped `max(now, last + 1) + index`.
+//! - [`Ledger::expire`]: voids pending transfers whose timeout passed, in order of expiry
+//!   then creation. The engine calls it with its own clock and logs the call.
+//! - lookups and queries read the state and never change it.
+
+mod changes;
+mod create_account;
+mod create_transfer;
+mod hash;
+mod query;
+mod stores;
+
+use protocol::{Account, AccountFlags, CreateResult, Transfer, TransferFlags, TIMESTAMP_MAX};
+
+pub use changes::Changes;
+pub use query::QUERY_LIMIT_MAX;
+pub use stores::PendingStatus;
+
+use changes::{ChangeTracker, Undo, UndoLog};
+use stores::{AccountStore, TransferStore};
+
+/// The state of every account and transfer, and the rules that change it.
+///
+/// `Clone` exists for tests and tools that compare a state with an alternative history.
+#[derive(Clone, Default)]
+pub struct Ledger {
+    accounts: AccountStore,
+    transfers: TransferStore,
+    /// The newest timestamp handed out (or passed to `expire`); never goes backwards.
+    timestamp_last: u64,
+    undo: UndoLog,
+    changes: ChangeTracker,
+}
+
+/// The parts of `create_accounts` and `create_transfers` that are the same for both: one
+/// event type, its status enum and the statuses shared by both operations.
+trait Event: Copy {
+    type Status: Copy + PartialEq;
+    const CREATED: Self::Status;
+    const LINKED_EVENT_FAILED: Self::Status;
+    const LINKED_EVENT_CHAIN_OPEN: Self::Status;
+    const IMPORTED_EVENT_EXPECTED: Self::Status;
+    const IMPORTED_EVENT_NOT_EXPECTED: Self::Status;
+    const TIMESTAMP_MUST_BE_ZERO: Self::Status;
+    const IMPORTED_EVENT_TIMESTAMP_OUT_OF_RANGE: Self::Status;
+    const IMPORTED_EVENT_TIMESTAMP_MUST_NOT_ADVANCE: Self::Status;
+
+    fn linked(&self) -> bool;
+    fn imported(&self) -> bool;
+    fn timestamp(&self) -> u64;
+    fn result(status: Self::Status, timestamp: u64) -> CreateResult;
+    /// Validate and apply one event at `timestamp`; returns its status and the timestamp
+    /// its result carries.
+    fn create(ledger: &mut Ledger, event: &Self, timestamp: u64) -> (Self::Status, u64);
+}
+
+impl Ledger {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The newest timestamp the ledger has handed out or been advanced to.
+    pub fn timestamp_last(&self) -> u64 {
+        self.timestamp_last
+    }
+
+    pub fn accounts_count(&self) -> u64 {
+        self.accounts.len() as u64
+    }
+
+    pub fn transfers_count(&self) -> u64 {
+        self.transfers.len() as u64
+    }
+
+    /// Create accounts; one result per event, in order. `now` is the engine's clock.
+    pub fn create_accounts(&mut self, now: u64, events: &[Account]) -> Vec<CreateResult> {
+        self.execute(now, events)
+    }
+
+    /// Create transfers; one result per event, in order. `now` is the engine's clock.
+    pub fn create_transfers(&mut self, now: u64, events: &[Transfer]) -> Vec<CreateResult> {
+        self.execute(now, events)
+    }
+
+    /// Where the pending transfer `id` stands; `None` when no transfer has that id.
+    pub fn pending_status(&self, id: u128) -> Option<PendingStatus> {
+        self.transfers.slot(id).map(|slot| self.transfers.status(slot))
+    }
+
+    /// Void every pending transfer whose expiry (`timestamp + timeout`) is at or before
+    /// `now`, oldest expiry first, ties by creation. Returns the expired transfer ids.
+    /// Also advances the ledger clock to `now`, so later events are stamped after it.
+    pub fn expire(&mut self, now: u64) -> Vec<u128> {
+        assert!(now <= TIMESTAMP_MAX, "engine clock out of range: {now}");
+        let mut expired = Vec::new();
+        while let Some((expires_at, slot)) = self.transfers.expiry_due(now) {
+            assert!(self.transfers.expiry_remove(expires_at, slot));
+            let pending = *self.transfers.get(slot);
+            let before = self.transfers.set_status(slot, PendingStatus::Expired);
+            assert_eq!(before, PendingStatus::Pending, "expiry of a resolved transfer");
+            self.release_pending(&pending);
+            self.changes.resolved.push(slot);
+            expired.push(pending.id);
+        }
+        self.timestamp_last = self.timestamp_last.max(now);
+        expired
+    }
+
+    /// Hand over everything changed since the previous call.
+    pub fn take_changes(&mut self) -> Changes {
+        assert!(!self.undo.is_active(), "changes taken inside a linked chain");
+        let accounts = self.changes.take_accounts();
+        let accounts = accounts
+            .into_iter()
+            .filter(|slot| (*slot as usize) < self.accounts.len())
+            .map(|slot| *self.accounts.get(slot))
+            .collect();
+        let transfers = self.transfers.records()[self.changes.transfers_from..].to_vec();
+        self.changes.transfers_from = self.transfers.len();
+        let pending_statuses = std::mem::take(&mut self.changes.resolved)
+            .into_iter()
+            .filter(|slot| (*slot as usize) < self.transfers.len())
+            .map(|slot| (self.transfers.get(slot).id, self.transfers.status(slot)))
+            .collect();
+        let balances = self.accounts.history()[self.changes.history_from..]
+            .iter()
+            .map(|entry| (self.accounts.get(entry.account_slot).id, self.history_balance(entry)))
+            .collect();
+        self.changes.history_from = self.accounts.history().len();
+        let failed_ids = std::mem::take(&mut self.changes.failed);
+        Changes { accounts, transfers, pending_statuses, failed_ids, balances }
+    }
+
+    /// Run one request: stamp timestamps, apply events in order with linked-chain
+    /// atomicity, and produce exactly one result per event.
+    fn execute<E: Event>(&mut self, now: u64, events: &[E]) -> Vec<CreateResult> {
+        let timestamp_first = self.reserve_timestamps(now, events.len());
+        let imported_batch = events.first().is_some_and(E::imported);
+        let mut results = Vec::with_capacity(events.len());
+        let mut chain_start: Option<usize> = None;
+        let mut chain_broken = false;
+        for (index, event) in events.iter().enumerate() {
+            let timestamp = timestamp_first + index as u64;
+            if event.linked() && chain_start.is_none() {
+                chain_start = Some(index);
+                self.undo.begin();
+            }
+            let (status, result_timestamp) = if chain_broken {
+                (E::LINKED_EVENT_FAILED, timestamp)
+            } else if event.linked() && index + 1 == events.len() {
+                (E::LINKED_EVENT_CHAIN_OPEN, timestamp)
+            } else if let Some(status) = check_import(event, imported_batch, timestamp) {
+                (status, timestamp)
+            } else {
+                let event_timestamp = if event.imported() { event.timestamp() } else { timestamp };
+                E::create(self, event, event_timestamp)
+            };
+            if status != E::CREATED && !chain_broken {
+                if let Some(start) = chain_start {
+                    chain_broken = true;
+                    self.rollback();
+                    for (offset, result) in results[start..index].iter_mut().enumerate() {
+                        *result = E::result(E::LINKED_EVENT_FAILED, timestamp_first + (start + offset) as u64);
+                    }
+                }
+            }
+            results.push(E::result(status, result_timestamp));
+            if !event.linked() || index + 1 == events.len() {
+                if chain_start.take().is_some() {
+                    self.undo.commit();
+                }
+                chain_broken = false;
+            }
+        }
+        debug_assert_eq!(results.len(), events.len());
+        results
+    }
+
+    /// Timestamps of a request: strictly after everything before, and not before `now`.
+    fn reserve_timestamps(&mut self, now: u64, count: usize) -> u64 {
+        let first = now.max(self.timestamp_last + 1);
+        if count > 0 {
+            let last = first + count as u64 - 1;
+            assert!(last <= TIMESTAMP_MAX, "engine clock out of range: {last}");
+            self.timestamp_last = last;
+        }
+        first
+    }
+
+    /// Undo every step of the open linked chain, newest first.
+    fn rollback(&mut self) {
+        while let Some(undo) = self.undo.pop() {
+            match undo {
+                Undo::AccountCreated { id } => self.accounts.remove_last(id),
+                Undo::AccountChanged { slot, before } => {
+                    self.accounts.replace(slot, before);
+                }
+                Undo::TransferCreated { id } => self.remove_newest_transfer(id),
+                Undo::StatusChanged { slot, before } => {
+                    self.transfers.set_status(slot, before);
+                }
+                Undo::ExpiryRemoved { expires_at, slot } => {
+                    self.transfers.expiry_insert(expires_at, slot);
+                }
+            }
+        }
+    }
+
+    fn remove_newest_transfer(&mut self, id: u128) {
+        let slot = (self.transfers.len() - 1) as u32;
+        let transfer = self.transfers.remove_last(id);
+        if let Some(expires_at) = transfer.expires_at() {
+            self.transfers.expiry_remove(expires_at, slot);
+        }
+        self.accounts.pop_history(slot);
+        for account_id in [transfer.credit_account_id, transfer.debit_account_id] {
+            let account_slot = self.accounts.slot(account_id).expect("transfer of unknown account");
+            self.accounts.pop_transfer(account_slot, slot);
+        }
+    }
+
+    /// Release a pending transfer's amounts (void and expiry), reopening accounts that
+    /// the transfer closed.
+    fn release_pending(&mut self, pending: &Transfer) {
+        let debit_slot = self.accounts.slot(pending.debit_account_id).expect("debit account");
+        let credit_slot = self.accounts.slot(pending.credit_account_id).expect("credit account");
+        let mut debit = *self.accounts.get(debit_slot);
+        let mut credit = *self.accounts.get(credit_slot);
+        debit.debits_pending -= pending.amount;
+        credit.credits_pending -= pending.amount;
+        if pending.flags.contains(TransferFlags::CLOSING_DEBIT) {
+            debit.flags.set(AccountFlags::CLOSED, false);
+        }
+        if pending.flags.contains(TransferFlags::CLOSING_CREDIT) {
+            credit.flags.set(AccountFlags::CLOSED, false);
+        }
+        self.update_account(debit_slot, debit);
+        self.update_account(credit_slot, credit);
+    }
+
+    /// Write an account back, remembering the old value for rollback and checkpoints.
+    fn update_account(&mut self, slot: u32, account: Account) {
+        let before = self.accounts.replace(slot, account);
+        self.undo.record(Undo::AccountChanged { slot, before });
+        self.changes.mark_account(slot);
+    }
+}
+
+/// The statuses that depend only on the request's shape: imported flags must agree with
+/// the first event, and timestamps are the engine's unless imported.
+fn check_import<E: Event>(event: &E, imported_batch: bool, timestamp: u64) -> Option<E::Status> {
+    if imported_batch && !event.imported() {
+        return Some(E::IMPORTED_EVENT_EXPECTED);
+    }
+    if !imported_batch && event.imported() {
+        return Some(E::IMPORTED_EVENT_NOT_EXPECTED);
+    }
+    if !event.imported() {
+        return (event.timestamp() != 0).then_some(E::TIMESTAMP_MUST_BE_ZERO);
+    }
+    if event.timestamp() == 0 || event.timestamp() > TIMESTAMP_MAX {
+        return Some(E::IMPORTED_EVENT_TIMESTAMP_OUT_OF_RANGE);
+    }
+    // An imported event may use any past instant up to the slot reserved for it, which no
+    // other object will ever take.
+    (event.timestamp() > timestamp).then_some(E::IMPORTED_EVENT_TIMESTAMP_MUST_NOT_ADVANCE)
+}
+
+#[cfg(test)]
+mod tests;
