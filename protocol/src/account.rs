@@ -46,20 +46,35 @@ impl Account {
     /// True when this account's balance rule would be broken by debiting `amount` more
     /// (checked against posted plus pending debits).
     pub fn debits_exceed_credits(&self, amount: u128) -> bool {
-        self.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-            && exceeds(self.debits_pending, self.debits_posted, amount, self.credits_posted)
+        self.flags
+            .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+            && exceeds(
+                self.debits_pending,
+                self.debits_posted,
+                amount,
+                self.credits_posted,
+            )
     }
 
     /// True when this account's balance rule would be broken by crediting `amount` more.
     pub fn credits_exceed_debits(&self, amount: u128) -> bool {
-        self.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
-            && exceeds(self.credits_pending, self.credits_posted, amount, self.debits_posted)
+        self.flags
+            .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+            && exceeds(
+                self.credits_pending,
+                self.credits_posted,
+                amount,
+                self.debits_posted,
+            )
     }
 }
 
 /// `pending + posted + amount > limit`, without overflow (an overflowing sum exceeds any limit).
 fn exceeds(pending: u128, posted: u128, amount: u128, limit: u128) -> bool {
-    match pending.checked_add(posted).and_then(|sum| sum.checked_add(amount)) {
+    match pending
+        .checked_add(posted)
+        .and_then(|sum| sum.checked_add(amount))
+    {
         Some(total) => total > limit,
         None => true,
     }

@@ -139,7 +139,10 @@ mod tests {
     fn names_round_trip_and_reserved_bits_are_seen() {
         let flags = TransferFlags::PENDING | TransferFlags::LINKED;
         assert_eq!(flags.names().collect::<Vec<_>>(), ["linked", "pending"]);
-        assert_eq!(TransferFlags::from_name("closing_credit"), Some(TransferFlags::CLOSING_CREDIT));
+        assert_eq!(
+            TransferFlags::from_name("closing_credit"),
+            Some(TransferFlags::CLOSING_CREDIT)
+        );
         assert_eq!(TransferFlags::from_name("nope"), None);
         assert!(!flags.has_reserved_bits());
         assert!(TransferFlags(1 << 9).has_reserved_bits());

@@ -20,7 +20,9 @@
 //! The semantics of every field and result are those of `shared/SEMANTICS.md`.
 
 #[cfg(not(target_endian = "little"))]
-compile_error!("settled's wire and disk records are little-endian; big-endian targets are not supported");
+compile_error!(
+    "settled's wire and disk records are little-endian; big-endian targets are not supported"
+);
 
 mod account;
 mod filter;
@@ -30,7 +32,9 @@ mod results;
 mod transfer;
 
 pub use account::Account;
-pub use filter::{AccountBalance, AccountFilter, AccountFilterFlags, QueryFilter, QueryFilterFlags};
+pub use filter::{
+    AccountBalance, AccountFilter, AccountFilterFlags, QueryFilter, QueryFilterFlags,
+};
 pub use flags::{AccountFlags, TransferFlags};
 pub use results::{CreateAccountResult, CreateResult, CreateTransferResult, UnknownResultCode};
 pub use transfer::Transfer;

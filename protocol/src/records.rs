@@ -34,7 +34,7 @@ pub fn as_bytes<T: Pod>(records: &[T]) -> &[u8] {
 /// Either way no per-field work is done.
 pub fn from_bytes<T: Pod>(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [T]>, LengthError> {
     let record_bytes = core::mem::size_of::<T>();
-    if bytes.len() % record_bytes != 0 {
+    if !bytes.len().is_multiple_of(record_bytes) {
         return Err(LengthError {
             length_bytes: bytes.len() as u64,
             record_bytes: record_bytes as u32,
@@ -43,7 +43,10 @@ pub fn from_bytes<T: Pod>(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [T]>, Len
     match bytemuck::try_cast_slice(bytes) {
         Ok(records) => Ok(std::borrow::Cow::Borrowed(records)),
         Err(_) => Ok(std::borrow::Cow::Owned(
-            bytes.chunks_exact(record_bytes).map(bytemuck::pod_read_unaligned).collect(),
+            bytes
+                .chunks_exact(record_bytes)
+                .map(bytemuck::pod_read_unaligned)
+                .collect(),
         )),
     }
 }
@@ -78,12 +81,22 @@ mod tests {
 
     #[test]
     fn unaligned_buffers_decode_by_copy_and_bad_lengths_are_errors() {
-        let accounts = [Account { id: 5, ledger: 1, ..Account::default() }; 3];
+        let accounts = [Account {
+            id: 5,
+            ledger: 1,
+            ..Account::default()
+        }; 3];
         let mut buffer = vec![0u8; 1];
         buffer.extend_from_slice(as_bytes(&accounts));
         let decoded = from_bytes::<Account>(&buffer[1..]).unwrap();
         assert_eq!(&decoded[..], &accounts[..]);
         let error = from_bytes::<Account>(&buffer[1..200]).unwrap_err();
-        assert_eq!(error, LengthError { length_bytes: 199, record_bytes: 128 });
+        assert_eq!(
+            error,
+            LengthError {
+                length_bytes: 199,
+                record_bytes: 128
+            }
+        );
     }
 }

@@ -205,11 +205,19 @@ const _: () = assert!(core::mem::size_of::<CreateResult>() == 16);
 
 impl CreateResult {
     pub fn account(status: CreateAccountResult, timestamp: u64) -> Self {
-        Self { timestamp, status: status.code(), reserved: 0 }
+        Self {
+            timestamp,
+            status: status.code(),
+            reserved: 0,
+        }
     }
 
     pub fn transfer(status: CreateTransferResult, timestamp: u64) -> Self {
-        Self { timestamp, status: status.code(), reserved: 0 }
+        Self {
+            timestamp,
+            status: status.code(),
+            reserved: 0,
+        }
     }
 
     pub fn account_status(&self) -> Result<CreateAccountResult, UnknownResultCode> {
@@ -229,22 +237,33 @@ mod tests {
     fn codes_are_dense_in_precedence_order_and_names_round_trip() {
         for (index, status) in CreateTransferResult::ALL.iter().enumerate() {
             assert_eq!(status.code(), index as u32);
-            assert_eq!(CreateTransferResult::from_name(status.as_str()), Some(*status));
+            assert_eq!(
+                CreateTransferResult::from_name(status.as_str()),
+                Some(*status)
+            );
             assert_eq!(CreateTransferResult::from_code(status.code()), Ok(*status));
         }
         for (index, status) in CreateAccountResult::ALL.iter().enumerate() {
             assert_eq!(status.code(), index as u32);
-            assert_eq!(CreateAccountResult::from_name(status.as_str()), Some(*status));
+            assert_eq!(
+                CreateAccountResult::from_name(status.as_str()),
+                Some(*status)
+            );
         }
         assert_eq!(CreateTransferResult::ALL.len(), 68);
         assert_eq!(CreateAccountResult::ALL.len(), 27);
-        assert_eq!(CreateTransferResult::from_code(68), Err(UnknownResultCode(68)));
+        assert_eq!(
+            CreateTransferResult::from_code(68),
+            Err(UnknownResultCode(68))
+        );
     }
 
     #[test]
     fn exactly_seven_transfer_results_are_transient() {
-        let transient: Vec<_> =
-            CreateTransferResult::ALL.iter().filter(|status| status.is_transient()).collect();
+        let transient: Vec<_> = CreateTransferResult::ALL
+            .iter()
+            .filter(|status| status.is_transient())
+            .collect();
         assert_eq!(transient.len(), 7);
     }
 }

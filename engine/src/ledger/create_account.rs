@@ -45,16 +45,24 @@ impl Ledger {
         }
         if let Some(existing) = self.accounts.by_id(account.id) {
             let status = account_exists(account, existing);
-            let result_timestamp = if status == Status::Exists { existing.timestamp } else { timestamp };
+            let result_timestamp = if status == Status::Exists {
+                existing.timestamp
+            } else {
+                timestamp
+            };
             return (status, result_timestamp);
         }
         if let Err(status) = validate_new(account) {
             return (status, timestamp);
         }
-        if account.flags.contains(AccountFlags::IMPORTED) && !self.imported_account_fits(timestamp) {
+        if account.flags.contains(AccountFlags::IMPORTED) && !self.imported_account_fits(timestamp)
+        {
             return (Status::ImportedEventTimestampMustNotRegress, timestamp);
         }
-        let slot = self.accounts.insert(Account { timestamp, ..*account });
+        let slot = self.accounts.insert(Account {
+            timestamp,
+            ..*account
+        });
         self.undo.record(Undo::AccountCreated { id: account.id });
         self.changes.mark_account(slot);
         (Status::Created, timestamp)

@@ -69,7 +69,11 @@ impl Ledger {
         }
         if let Some(existing) = self.transfers.by_id(transfer.id) {
             let status = self.transfer_exists(transfer, existing);
-            let result_timestamp = if status == Status::Exists { existing.timestamp } else { timestamp };
+            let result_timestamp = if status == Status::Exists {
+                existing.timestamp
+            } else {
+                timestamp
+            };
             return (status, result_timestamp);
         }
         if self.transfers.has_failed(transfer.id) {
@@ -102,14 +106,23 @@ impl Ledger {
         validate_open(&parties)?;
         let amount = balancing_amount(transfer, &parties);
         validate_amount(transfer, amount, timestamp, &parties)?;
-        self.apply_new(Transfer { amount, timestamp, ..*transfer }, parties);
+        self.apply_new(
+            Transfer {
+                amount,
+                timestamp,
+                ..*transfer
+            },
+            parties,
+        );
         Ok(())
     }
 
     fn post_or_void(&mut self, transfer: &Transfer, timestamp: u64) -> Result<(), Status> {
         validate_post_or_void_fields(transfer)?;
-        let pending_slot =
-            self.transfers.slot(transfer.pending_id).ok_or(Status::PendingTransferNotFound)?;
+        let pending_slot = self
+            .transfers
+            .slot(transfer.pending_id)
+            .ok_or(Status::PendingTransferNotFound)?;
         let pending = *self.transfers.get(pending_slot);
         let amount = validate_against_pending(transfer, &pending)?;
         match self.transfers.status(pending_slot) {
@@ -120,7 +133,10 @@ impl Ledger {
             PendingStatus::Expired => return Err(Status::PendingTransferExpired),
         }
         // Expired by the clock even if no expiry step has run yet.
-        if pending.expires_at().is_some_and(|expires_at| timestamp >= expires_at) {
+        if pending
+            .expires_at()
+            .is_some_and(|expires_at| timestamp >= expires_at)
+        {
             return Err(Status::PendingTransferExpired);
         }
         let parties = self.parties(pending.debit_account_id, pending.credit_account_id)?;
@@ -129,7 +145,10 @@ impl Ledger {
         }
         // A closed account still lets its pending transfers be voided (that is how a
         // closing transfer is undone), but accepts nothing else.
-        if !transfer.flags.contains(TransferFlags::VOID_PENDING_TRANSFER) {
+        if !transfer
+            .flags
+            .contains(TransferFlags::VOID_PENDING_TRANSFER)
+        {
             validate_open(&parties)?;
         }
         let resolved = Transfer {
@@ -152,9 +171,14 @@ impl Ledger {
     }
 
     fn parties(&self, debit_account_id: u128, credit_account_id: u128) -> Result<Parties, Status> {
-        let debit_slot = self.accounts.slot(debit_account_id).ok_or(Status::DebitAccountNotFound)?;
-        let credit_slot =
-            self.accounts.slot(credit_account_id).ok_or(Status::CreditAccountNotFound)?;
+        let debit_slot = self
+            .accounts
+            .slot(debit_account_id)
+            .ok_or(Status::DebitAccountNotFound)?;
+        let credit_slot = self
+            .accounts
+            .slot(credit_account_id)
+            .ok_or(Status::CreditAccountNotFound)?;
         Ok(Parties {
             debit_slot,
             credit_slot,
@@ -165,7 +189,12 @@ impl Ledger {
 
     /// Imported transfers keep the store in timestamp order, never share a timestamp with
     /// an account, and come after both of their accounts.
-    fn validate_imported(&self, transfer: &Transfer, timestamp: u64, parties: &Parties) -> Result<(), Status> {
+    fn validate_imported(
+        &self,
+        transfer: &Transfer,
+        timestamp: u64,
+        parties: &Parties,
+    ) -> Result<(), Status> {
         if timestamp <= self.transfers.timestamp_last() || self.accounts.has_timestamp(timestamp) {
             return Err(Status::ImportedEventTimestampMustNotRegress);
         }
@@ -205,8 +234,16 @@ impl Ledger {
         self.insert_transfer(transfer, status, &parties);
     }
 
-    fn apply_post_or_void(&mut self, transfer: Transfer, pending: &Transfer, pending_slot: Slot, mut parties: Parties) {
-        let post = transfer.flags.contains(TransferFlags::POST_PENDING_TRANSFER);
+    fn apply_post_or_void(
+        &mut self,
+        transfer: Transfer,
+        pending: &Transfer,
+        pending_slot: Slot,
+        mut parties: Parties,
+    ) {
+        let post = transfer
+            .flags
+            .contains(TransferFlags::POST_PENDING_TRANSFER);
         let (debit, credit) = (&mut parties.debit, &mut parties.credit);
         debit.debits_pending -= pending.amount;
         credit.credits_pending -= pending.amount;
@@ -222,14 +259,24 @@ impl Ledger {
                 credit.flags.set(AccountFlags::CLOSED, false);
             }
         }
-        let status = if post { PendingStatus::Posted } else { PendingStatus::Voided };
+        let status = if post {
+            PendingStatus::Posted
+        } else {
+            PendingStatus::Voided
+        };
         let before = self.transfers.set_status(pending_slot, status);
         debug_assert_eq!(before, PendingStatus::Pending);
-        self.undo.record(Undo::StatusChanged { slot: pending_slot, before });
+        self.undo.record(Undo::StatusChanged {
+            slot: pending_slot,
+            before,
+        });
         self.changes.resolved.push(pending_slot);
         if let Some(expires_at) = pending.expires_at() {
             if self.transfers.expiry_remove(expires_at, pending_slot) {
-                self.undo.record(Undo::ExpiryRemoved { expires_at, slot: pending_slot });
+                self.undo.record(Undo::ExpiryRemoved {
+                    expires_at,
+                    slot: pending_slot,
+                });
             }
         }
         self.insert_transfer(transfer, PendingStatus::NotPending, &parties);
@@ -247,9 +294,10 @@ impl Ledger {
                 self.transfers.expiry_insert(expires_at, slot);
             }
         }
-        for (account_slot, account) in
-            [(parties.debit_slot, &parties.debit), (parties.credit_slot, &parties.credit)]
-        {
+        for (account_slot, account) in [
+            (parties.debit_slot, &parties.debit),
+            (parties.credit_slot, &parties.credit),
+        ] {
             self.accounts.push_transfer(account_slot, slot);
             if account.flags.contains(AccountFlags::HISTORY) {
                 self.accounts.push_history(HistoryEntry {
@@ -290,10 +338,16 @@ impl Ledger {
         if differs_unless_zero(transfer.credit_account_id, existing.credit_account_id) {
             return Status::ExistsWithDifferentCreditAccountId;
         }
-        let amount_matches = if transfer.flags.contains(TransferFlags::VOID_PENDING_TRANSFER) {
+        let amount_matches = if transfer
+            .flags
+            .contains(TransferFlags::VOID_PENDING_TRANSFER)
+        {
             transfer.amount == 0 || transfer.amount == existing.amount
         } else {
-            let pending_amount = self.transfers.by_id(existing.pending_id).map_or(0, |p| p.amount);
+            let pending_amount = self
+                .transfers
+                .by_id(existing.pending_id)
+                .map_or(0, |p| p.amount);
             if existing.amount < pending_amount {
                 transfer.amount == existing.amount
             } else {
@@ -457,7 +511,9 @@ fn validate_against_pending(transfer: &Transfer, pending: &Transfer) -> Result<u
     if differs_unless_zero(transfer.code.into(), pending.code.into()) {
         return Err(Status::PendingTransferHasDifferentCode);
     }
-    let void = transfer.flags.contains(TransferFlags::VOID_PENDING_TRANSFER);
+    let void = transfer
+        .flags
+        .contains(TransferFlags::VOID_PENDING_TRANSFER);
     let amount = match (void, transfer.amount) {
         (false, AMOUNT_MAX) | (true, 0) => pending.amount,
         (_, amount) => amount,
@@ -510,7 +566,12 @@ fn balancing_amount(transfer: &Transfer, parties: &Parties) -> u128 {
 }
 
 /// Overflow and balance-rule checks of a new transfer moving `amount`.
-fn validate_amount(transfer: &Transfer, amount: u128, timestamp: u64, parties: &Parties) -> Result<(), Status> {
+fn validate_amount(
+    transfer: &Transfer,
+    amount: u128,
+    timestamp: u64,
+    parties: &Parties,
+) -> Result<(), Status> {
     let (debit, credit) = (&parties.debit, &parties.credit);
     if transfer.flags.contains(TransferFlags::PENDING) {
         if debit.debits_pending.checked_add(amount).is_none() {
@@ -545,5 +606,7 @@ fn validate_amount(transfer: &Transfer, amount: u128, timestamp: u64, parties: &
 }
 
 fn sum3_overflows(a: u128, b: u128, c: u128) -> bool {
-    a.checked_add(b).and_then(|sum| sum.checked_add(c)).is_none()
+    a.checked_add(b)
+        .and_then(|sum| sum.checked_add(c))
+        .is_none()
 }

@@ -43,12 +43,19 @@ impl Ledger {
         for entry in self.accounts.history() {
             hasher.update(&entry.account_slot.to_le_bytes());
             hasher.update(&entry.transfer_slot.to_le_bytes());
-            for balance in [entry.debits_pending, entry.debits_posted, entry.credits_pending, entry.credits_posted] {
+            for balance in [
+                entry.debits_pending,
+                entry.debits_posted,
+                entry.credits_pending,
+                entry.credits_posted,
+            ] {
                 hasher.update(&balance.to_le_bytes());
             }
         }
         for slot in 0..self.accounts.len() as u32 {
-            hasher.update(protocol::records::as_bytes(self.accounts.transfer_slots(slot)));
+            hasher.update(protocol::records::as_bytes(
+                self.accounts.transfer_slots(slot),
+            ));
         }
         hasher.digest128()
     }

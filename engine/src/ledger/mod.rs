@@ -96,7 +96,9 @@ impl Ledger {
 
     /// Where the pending transfer `id` stands; `None` when no transfer has that id.
     pub fn pending_status(&self, id: u128) -> Option<PendingStatus> {
-        self.transfers.slot(id).map(|slot| self.transfers.status(slot))
+        self.transfers
+            .slot(id)
+            .map(|slot| self.transfers.status(slot))
     }
 
     /// Void every pending transfer whose expiry (`timestamp + timeout`) is at or before
@@ -109,7 +111,11 @@ impl Ledger {
             assert!(self.transfers.expiry_remove(expires_at, slot));
             let pending = *self.transfers.get(slot);
             let before = self.transfers.set_status(slot, PendingStatus::Expired);
-            assert_eq!(before, PendingStatus::Pending, "expiry of a resolved transfer");
+            assert_eq!(
+                before,
+                PendingStatus::Pending,
+                "expiry of a resolved transfer"
+            );
             self.release_pending(&pending);
             self.changes.resolved.push(slot);
             expired.push(pending.id);
@@ -120,7 +126,10 @@ impl Ledger {
 
     /// Hand over everything changed since the previous call.
     pub fn take_changes(&mut self) -> Changes {
-        assert!(!self.undo.is_active(), "changes taken inside a linked chain");
+        assert!(
+            !self.undo.is_active(),
+            "changes taken inside a linked chain"
+        );
         let accounts = self.changes.take_accounts();
         let accounts = accounts
             .into_iter()
@@ -136,11 +145,22 @@ impl Ledger {
             .collect();
         let balances = self.accounts.history()[self.changes.history_from..]
             .iter()
-            .map(|entry| (self.accounts.get(entry.account_slot).id, self.history_balance(entry)))
+            .map(|entry| {
+                (
+                    self.accounts.get(entry.account_slot).id,
+                    self.history_balance(entry),
+                )
+            })
             .collect();
         self.changes.history_from = self.accounts.history().len();
         let failed_ids = std::mem::take(&mut self.changes.failed);
-        Changes { accounts, transfers, pending_statuses, failed_ids, balances }
+        Changes {
+            accounts,
+            transfers,
+            pending_statuses,
+            failed_ids,
+            balances,
+        }
     }
 
     /// Run one request: stamp timestamps, apply events in order with linked-chain
@@ -164,7 +184,11 @@ impl Ledger {
             } else if let Some(status) = check_import(event, imported_batch, timestamp) {
                 (status, timestamp)
             } else {
-                let event_timestamp = if event.imported() { event.timestamp() } else { timestamp };
+                let event_timestamp = if event.imported() {
+                    event.timestamp()
+                } else {
+                    timestamp
+                };
                 E::create(self, event, event_timestamp)
             };
             if status != E::CREATED && !chain_broken {
@@ -172,7 +196,10 @@ impl Ledger {
                     chain_broken = true;
                     self.rollback();
                     for (offset, result) in results[start..index].iter_mut().enumerate() {
-                        *result = E::result(E::LINKED_EVENT_FAILED, timestamp_first + (start + offset) as u64);
+                        *result = E::result(
+                            E::LINKED_EVENT_FAILED,
+                            timestamp_first + (start + offset) as u64,
+                        );
                     }
                 }
             }
@@ -226,7 +253,10 @@ impl Ledger {
         }
         self.accounts.pop_history(slot);
         for account_id in [transfer.credit_account_id, transfer.debit_account_id] {
-            let account_slot = self.accounts.slot(account_id).expect("transfer of unknown account");
+            let account_slot = self
+                .accounts
+                .slot(account_id)
+                .expect("transfer of unknown account");
             self.accounts.pop_transfer(account_slot, slot);
         }
     }
@@ -234,8 +264,14 @@ impl Ledger {
     /// Release a pending transfer's amounts (void and expiry), reopening accounts that
     /// the transfer closed.
     fn release_pending(&mut self, pending: &Transfer) {
-        let debit_slot = self.accounts.slot(pending.debit_account_id).expect("debit account");
-        let credit_slot = self.accounts.slot(pending.credit_account_id).expect("credit account");
+        let debit_slot = self
+            .accounts
+            .slot(pending.debit_account_id)
+            .expect("debit account");
+        let credit_slot = self
+            .accounts
+            .slot(pending.credit_account_id)
+            .expect("credit account");
         let mut debit = *self.accounts.get(debit_slot);
         let mut credit = *self.accounts.get(credit_slot);
         debit.debits_pending -= pending.amount;

@@ -18,12 +18,18 @@ pub const QUERY_LIMIT_MAX: u32 = protocol::BATCH_EVENTS_MAX;
 impl Ledger {
     /// The accounts with these ids, in request order; unknown ids are skipped.
     pub fn lookup_accounts(&self, ids: &[u128]) -> Vec<Account> {
-        ids.iter().filter_map(|id| self.accounts.by_id(*id)).copied().collect()
+        ids.iter()
+            .filter_map(|id| self.accounts.by_id(*id))
+            .copied()
+            .collect()
     }
 
     /// The transfers with these ids, in request order; unknown ids are skipped.
     pub fn lookup_transfers(&self, ids: &[u128]) -> Vec<Transfer> {
-        ids.iter().filter_map(|id| self.transfers.by_id(*id)).copied().collect()
+        ids.iter()
+            .filter_map(|id| self.transfers.by_id(*id))
+            .copied()
+            .collect()
     }
 
     /// Transfers of one account, oldest first (or newest first with `reversed`).
@@ -31,10 +37,19 @@ impl Ledger {
         let Some(slot) = self.valid_account_filter(filter) else {
             return Vec::new();
         };
-        let transfers = self.accounts.transfer_slots(slot).iter().map(|t| self.transfers.get(*t));
-        let selected =
-            transfers.filter(|transfer| account_filter_matches(filter, transfer)).copied();
-        take(selected, filter.flags.contains(AccountFilterFlags::REVERSED), filter.limit)
+        let transfers = self
+            .accounts
+            .transfer_slots(slot)
+            .iter()
+            .map(|t| self.transfers.get(*t));
+        let selected = transfers
+            .filter(|transfer| account_filter_matches(filter, transfer))
+            .copied();
+        take(
+            selected,
+            filter.flags.contains(AccountFilterFlags::REVERSED),
+            filter.limit,
+        )
     }
 
     /// Balance snapshots of one account with the `history` flag, taken right after each of
@@ -43,7 +58,12 @@ impl Ledger {
         let Some(slot) = self.valid_account_filter(filter) else {
             return Vec::new();
         };
-        if !self.accounts.get(slot).flags.contains(AccountFlags::HISTORY) {
+        if !self
+            .accounts
+            .get(slot)
+            .flags
+            .contains(AccountFlags::HISTORY)
+        {
             return Vec::new();
         }
         let selected = self
@@ -51,7 +71,11 @@ impl Ledger {
             .history_of(slot)
             .filter(|entry| account_filter_matches(filter, self.transfers.get(entry.transfer_slot)))
             .map(|entry| self.history_balance(entry));
-        take(selected, filter.flags.contains(AccountFilterFlags::REVERSED), filter.limit)
+        take(
+            selected,
+            filter.flags.contains(AccountFilterFlags::REVERSED),
+            filter.limit,
+        )
     }
 
     pub fn query_accounts(&self, filter: &QueryFilter) -> Vec<Account> {
@@ -59,16 +83,29 @@ impl Ledger {
             return Vec::new();
         }
         let records = self.accounts.records();
-        let range = timestamp_range(records, |a| a.timestamp, filter.timestamp_min, filter.timestamp_max);
+        let range = timestamp_range(
+            records,
+            |a| a.timestamp,
+            filter.timestamp_min,
+            filter.timestamp_max,
+        );
         let selected = records[range].iter().filter(|account| {
             query_fields_match(
                 filter,
-                [account.user_data_128, account.user_data_64.into(), account.user_data_32.into()],
+                [
+                    account.user_data_128,
+                    account.user_data_64.into(),
+                    account.user_data_32.into(),
+                ],
                 account.ledger,
                 account.code,
             )
         });
-        take(selected.copied(), filter.flags.contains(QueryFilterFlags::REVERSED), filter.limit)
+        take(
+            selected.copied(),
+            filter.flags.contains(QueryFilterFlags::REVERSED),
+            filter.limit,
+        )
     }
 
     pub fn query_transfers(&self, filter: &QueryFilter) -> Vec<Transfer> {
@@ -76,16 +113,29 @@ impl Ledger {
             return Vec::new();
         }
         let records = self.transfers.records();
-        let range = timestamp_range(records, |t| t.timestamp, filter.timestamp_min, filter.timestamp_max);
+        let range = timestamp_range(
+            records,
+            |t| t.timestamp,
+            filter.timestamp_min,
+            filter.timestamp_max,
+        );
         let selected = records[range].iter().filter(|transfer| {
             query_fields_match(
                 filter,
-                [transfer.user_data_128, transfer.user_data_64.into(), transfer.user_data_32.into()],
+                [
+                    transfer.user_data_128,
+                    transfer.user_data_64.into(),
+                    transfer.user_data_32.into(),
+                ],
                 transfer.ledger,
                 transfer.code,
             )
         });
-        take(selected.copied(), filter.flags.contains(QueryFilterFlags::REVERSED), filter.limit)
+        take(
+            selected.copied(),
+            filter.flags.contains(QueryFilterFlags::REVERSED),
+            filter.limit,
+        )
     }
 
     pub(super) fn history_balance(&self, entry: &HistoryEntry) -> AccountBalance {
@@ -101,7 +151,8 @@ impl Ledger {
 
     /// The account's slot when the filter can select anything at all.
     fn valid_account_filter(&self, filter: &AccountFilter) -> Option<Slot> {
-        let sides = AccountFilterFlags(AccountFilterFlags::DEBITS.0 | AccountFilterFlags::CREDITS.0);
+        let sides =
+            AccountFilterFlags(AccountFilterFlags::DEBITS.0 | AccountFilterFlags::CREDITS.0);
         let valid = filter.account_id != 0
             && filter.account_id != u128::MAX
             && filter.limit != 0
@@ -109,7 +160,9 @@ impl Ledger {
             && filter.flags.0 & sides.0 != 0
             && filter.reserved.iter().all(|byte| *byte == 0)
             && timestamps_valid(filter.timestamp_min, filter.timestamp_max);
-        valid.then(|| self.accounts.slot(filter.account_id)).flatten()
+        valid
+            .then(|| self.accounts.slot(filter.account_id))
+            .flatten()
     }
 }
 
@@ -152,9 +205,18 @@ fn timestamps_valid(min: u64, max: u64) -> bool {
 
 /// The index range of `records` (sorted by timestamp) within `[min, max]`; `max == 0`
 /// means no upper bound.
-fn timestamp_range<T>(records: &[T], key: impl Fn(&T) -> u64, min: u64, max: u64) -> std::ops::Range<usize> {
+fn timestamp_range<T>(
+    records: &[T],
+    key: impl Fn(&T) -> u64,
+    min: u64,
+    max: u64,
+) -> std::ops::Range<usize> {
     let start = records.partition_point(|record| key(record) < min);
-    let end = if max == 0 { records.len() } else { records.partition_point(|record| key(record) <= max) };
+    let end = if max == 0 {
+        records.len()
+    } else {
+        records.partition_point(|record| key(record) <= max)
+    };
     start..end.max(start)
 }
 

@@ -79,7 +79,9 @@ impl AccountStore {
     }
 
     pub fn has_timestamp(&self, timestamp: u64) -> bool {
-        self.records.binary_search_by_key(&timestamp, |account| account.timestamp).is_ok()
+        self.records
+            .binary_search_by_key(&timestamp, |account| account.timestamp)
+            .is_ok()
     }
 
     pub fn insert(&mut self, account: Account) -> Slot {
@@ -94,7 +96,10 @@ impl AccountStore {
 
     /// Undo the newest `insert`.
     pub fn remove_last(&mut self, id: u128) {
-        let account = self.records.pop().expect("rollback of an account that was never created");
+        let account = self
+            .records
+            .pop()
+            .expect("rollback of an account that was never created");
         assert_eq!(account.id, id);
         self.slots.remove(&id);
         let transfers = self.transfer_slots.pop();
@@ -132,7 +137,10 @@ impl AccountStore {
 
     pub fn push_history(&mut self, entry: HistoryEntry) {
         let index = u32::try_from(self.history.len()).expect("more than 2^32 history entries");
-        self.history_slots.entry(entry.account_slot).or_default().push(index);
+        self.history_slots
+            .entry(entry.account_slot)
+            .or_default()
+            .push(index);
         self.history.push(entry);
     }
 
@@ -143,7 +151,10 @@ impl AccountStore {
                 break;
             }
             self.history.pop();
-            let indexes = self.history_slots.get_mut(&entry.account_slot).expect("history index");
+            let indexes = self
+                .history_slots
+                .get_mut(&entry.account_slot)
+                .expect("history index");
             indexes.pop();
             if indexes.is_empty() {
                 self.history_slots.remove(&entry.account_slot);
@@ -193,7 +204,9 @@ impl TransferStore {
     }
 
     pub fn has_timestamp(&self, timestamp: u64) -> bool {
-        self.records.binary_search_by_key(&timestamp, |transfer| transfer.timestamp).is_ok()
+        self.records
+            .binary_search_by_key(&timestamp, |transfer| transfer.timestamp)
+            .is_ok()
     }
 
     pub fn insert(&mut self, transfer: Transfer, status: PendingStatus) -> Slot {
@@ -208,7 +221,10 @@ impl TransferStore {
 
     /// Undo the newest `insert`.
     pub fn remove_last(&mut self, id: u128) -> Transfer {
-        let transfer = self.records.pop().expect("rollback of a transfer that was never created");
+        let transfer = self
+            .records
+            .pop()
+            .expect("rollback of a transfer that was never created");
         assert_eq!(transfer.id, id);
         self.slots.remove(&id);
         self.status.pop();
@@ -237,7 +253,10 @@ impl TransferStore {
 
     /// The earliest expiry at or before `now`, if any.
     pub fn expiry_due(&self, now: u64) -> Option<(u64, Slot)> {
-        self.expiry.first().copied().filter(|(expires_at, _)| *expires_at <= now)
+        self.expiry
+            .first()
+            .copied()
+            .filter(|(expires_at, _)| *expires_at <= now)
     }
 
     pub fn has_failed(&self, id: u128) -> bool {

@@ -1,0 +1,36 @@
+# settled: build, test, benchmark and lint. `make test` is the test command CI runs.
+CARGO ?= cargo
+
+.PHONY: all deps build test bench lint fmt run clean-data
+
+all: build
+
+# The toolchain comes with the machine; native libraries needed by the build are installed
+# here when missing (RocksDB's bindings, from the engine issue on, need libclang).
+deps:
+	@if ! ldconfig -p 2>/dev/null | grep -q libclang; then \
+		echo "installing libclang (needed to build RocksDB's bindings)"; \
+		apt-get update -qq && apt-get install -y -qq libclang-dev clang >/dev/null; \
+	fi
+
+build: deps
+	$(CARGO) build --release --workspace
+
+test: deps
+	$(CARGO) test --workspace
+
+# Criterion benches of every crate, then the memory measurement of the ledger.
+bench: deps
+	$(CARGO) bench --workspace
+	$(CARGO) run --release -p settled-bench --bin ledger-memory
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+run:
+	@echo "The settled daemon is not built yet: the network layer arrives with its own issue." >&2
+	@exit 1
