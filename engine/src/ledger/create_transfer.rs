@@ -47,12 +47,12 @@ impl Event for Transfer {
     }
 }
 
-/// The two accounts a transfer moves money between, read before any change.
-struct Parties {
+/// The two accounts a transfer moves money between, borrowed for validation.
+struct Parties<'a> {
     debit_slot: Slot,
     credit_slot: Slot,
-    debit: Account,
-    credit: Account,
+    debit: &'a Account,
+    credit: &'a Account,
 }
 
 const POST_OR_VOID: TransferFlags =
@@ -106,13 +106,14 @@ impl Ledger {
         validate_open(&parties)?;
         let amount = balancing_amount(transfer, &parties);
         validate_amount(transfer, amount, timestamp, &parties)?;
+        let slots = (parties.debit_slot, parties.credit_slot);
         self.apply_new(
             Transfer {
                 amount,
                 timestamp,
                 ..*transfer
             },
-            parties,
+            slots,
         );
         Ok(())
     }
@@ -166,11 +167,16 @@ impl Ledger {
             flags: transfer.flags,
             timestamp,
         };
-        self.apply_post_or_void(resolved, &pending, pending_slot, parties);
+        let slots = (parties.debit_slot, parties.credit_slot);
+        self.apply_post_or_void(resolved, &pending, pending_slot, slots);
         Ok(())
     }
 
-    fn parties(&self, debit_account_id: u128, credit_account_id: u128) -> Result<Parties, Status> {
+    fn parties(
+        &self,
+        debit_account_id: u128,
+        credit_account_id: u128,
+    ) -> Result<Parties<'_>, Status> {
         let debit_slot = self
             .accounts
             .slot(debit_account_id)
@@ -182,8 +188,8 @@ impl Ledger {
         Ok(Parties {
             debit_slot,
             credit_slot,
-            debit: *self.accounts.get(debit_slot),
-            credit: *self.accounts.get(credit_slot),
+            debit: self.accounts.get(debit_slot),
+            credit: self.accounts.get(credit_slot),
         })
     }
 
@@ -210,28 +216,35 @@ impl Ledger {
         Ok(())
     }
 
-    fn apply_new(&mut self, transfer: Transfer, mut parties: Parties) {
-        let (debit, credit) = (&mut parties.debit, &mut parties.credit);
-        let amount = transfer.amount;
-        if transfer.flags.contains(TransferFlags::PENDING) {
-            debit.debits_pending += amount;
-            credit.credits_pending += amount;
-        } else {
-            debit.debits_posted += amount;
-            credit.credits_posted += amount;
-        }
-        if transfer.flags.contains(TransferFlags::CLOSING_DEBIT) {
-            debit.flags |= AccountFlags::CLOSED;
-        }
-        if transfer.flags.contains(TransferFlags::CLOSING_CREDIT) {
-            credit.flags |= AccountFlags::CLOSED;
-        }
-        let status = if transfer.flags.contains(TransferFlags::PENDING) {
+    fn apply_new(&mut self, transfer: Transfer, (debit_slot, credit_slot): (Slot, Slot)) {
+        let (amount, flags) = (transfer.amount, transfer.flags);
+        let pending = flags.contains(TransferFlags::PENDING);
+        self.modify_account(debit_slot, |debit| {
+            if pending {
+                debit.debits_pending += amount;
+            } else {
+                debit.debits_posted += amount;
+            }
+            if flags.contains(TransferFlags::CLOSING_DEBIT) {
+                debit.flags |= AccountFlags::CLOSED;
+            }
+        });
+        self.modify_account(credit_slot, |credit| {
+            if pending {
+                credit.credits_pending += amount;
+            } else {
+                credit.credits_posted += amount;
+            }
+            if flags.contains(TransferFlags::CLOSING_CREDIT) {
+                credit.flags |= AccountFlags::CLOSED;
+            }
+        });
+        let status = if pending {
             PendingStatus::Pending
         } else {
             PendingStatus::NotPending
         };
-        self.insert_transfer(transfer, status, &parties);
+        self.insert_transfer(transfer, status, (debit_slot, credit_slot));
     }
 
     fn apply_post_or_void(
@@ -239,25 +252,24 @@ impl Ledger {
         transfer: Transfer,
         pending: &Transfer,
         pending_slot: Slot,
-        mut parties: Parties,
+        (debit_slot, credit_slot): (Slot, Slot),
     ) {
         let post = transfer
             .flags
             .contains(TransferFlags::POST_PENDING_TRANSFER);
-        let (debit, credit) = (&mut parties.debit, &mut parties.credit);
-        debit.debits_pending -= pending.amount;
-        credit.credits_pending -= pending.amount;
         if post {
             // Cannot overflow: the amount was already counted in pending + posted.
-            debit.debits_posted += transfer.amount;
-            credit.credits_posted += transfer.amount;
+            let (released, posted) = (pending.amount, transfer.amount);
+            self.modify_account(debit_slot, |debit| {
+                debit.debits_pending -= released;
+                debit.debits_posted += posted;
+            });
+            self.modify_account(credit_slot, |credit| {
+                credit.credits_pending -= released;
+                credit.credits_posted += posted;
+            });
         } else {
-            if pending.flags.contains(TransferFlags::CLOSING_DEBIT) {
-                debit.flags.set(AccountFlags::CLOSED, false);
-            }
-            if pending.flags.contains(TransferFlags::CLOSING_CREDIT) {
-                credit.flags.set(AccountFlags::CLOSED, false);
-            }
+            self.release_pending(pending);
         }
         let status = if post {
             PendingStatus::Posted
@@ -279,14 +291,21 @@ impl Ledger {
                 });
             }
         }
-        self.insert_transfer(transfer, PendingStatus::NotPending, &parties);
+        self.insert_transfer(
+            transfer,
+            PendingStatus::NotPending,
+            (debit_slot, credit_slot),
+        );
     }
 
-    /// Store a new transfer and the new balances of its two accounts.
-    fn insert_transfer(&mut self, transfer: Transfer, status: PendingStatus, parties: &Parties) {
+    /// Store a new transfer whose effect on its two accounts was already applied.
+    fn insert_transfer(
+        &mut self,
+        transfer: Transfer,
+        status: PendingStatus,
+        (debit_slot, credit_slot): (Slot, Slot),
+    ) {
         debug_assert!(transfer.timestamp > self.transfers.timestamp_last());
-        self.update_account(parties.debit_slot, parties.debit);
-        self.update_account(parties.credit_slot, parties.credit);
         let slot = self.transfers.insert(transfer, status);
         self.undo.record(Undo::TransferCreated { id: transfer.id });
         if status == PendingStatus::Pending {
@@ -294,20 +313,19 @@ impl Ledger {
                 self.transfers.expiry_insert(expires_at, slot);
             }
         }
-        for (account_slot, account) in [
-            (parties.debit_slot, &parties.debit),
-            (parties.credit_slot, &parties.credit),
-        ] {
+        for account_slot in [debit_slot, credit_slot] {
             self.accounts.push_transfer(account_slot, slot);
+            let account = self.accounts.get(account_slot);
             if account.flags.contains(AccountFlags::HISTORY) {
-                self.accounts.push_history(HistoryEntry {
+                let entry = HistoryEntry {
                     account_slot,
                     transfer_slot: slot,
                     debits_pending: account.debits_pending,
                     debits_posted: account.debits_posted,
                     credits_pending: account.credits_pending,
                     credits_posted: account.credits_posted,
-                });
+                };
+                self.accounts.push_history(entry);
             }
         }
     }

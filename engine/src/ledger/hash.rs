@@ -27,7 +27,9 @@ impl Ledger {
         let mut hasher = Xxh3::new();
         hasher.update(&self.timestamp_last.to_le_bytes());
         hasher.update(protocol::records::as_bytes(self.accounts.records()));
-        hasher.update(protocol::records::as_bytes(self.transfers.records()));
+        for chunk in self.transfers.chunks_from(0) {
+            hasher.update(protocol::records::as_bytes(chunk));
+        }
         for status in self.transfers.statuses() {
             hasher.update(&[*status as u8]);
         }

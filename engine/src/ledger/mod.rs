@@ -136,7 +136,12 @@ impl Ledger {
             .filter(|slot| (*slot as usize) < self.accounts.len())
             .map(|slot| *self.accounts.get(slot))
             .collect();
-        let transfers = self.transfers.records()[self.changes.transfers_from..].to_vec();
+        let transfers = self
+            .transfers
+            .chunks_from(self.changes.transfers_from)
+            .flatten()
+            .copied()
+            .collect();
         self.changes.transfers_from = self.transfers.len();
         let pending_statuses = std::mem::take(&mut self.changes.resolved)
             .into_iter()
@@ -272,24 +277,29 @@ impl Ledger {
             .accounts
             .slot(pending.credit_account_id)
             .expect("credit account");
-        let mut debit = *self.accounts.get(debit_slot);
-        let mut credit = *self.accounts.get(credit_slot);
-        debit.debits_pending -= pending.amount;
-        credit.credits_pending -= pending.amount;
-        if pending.flags.contains(TransferFlags::CLOSING_DEBIT) {
-            debit.flags.set(AccountFlags::CLOSED, false);
-        }
-        if pending.flags.contains(TransferFlags::CLOSING_CREDIT) {
-            credit.flags.set(AccountFlags::CLOSED, false);
-        }
-        self.update_account(debit_slot, debit);
-        self.update_account(credit_slot, credit);
+        let (amount, flags) = (pending.amount, pending.flags);
+        self.modify_account(debit_slot, |debit| {
+            debit.debits_pending -= amount;
+            if flags.contains(TransferFlags::CLOSING_DEBIT) {
+                debit.flags.set(AccountFlags::CLOSED, false);
+            }
+        });
+        self.modify_account(credit_slot, |credit| {
+            credit.credits_pending -= amount;
+            if flags.contains(TransferFlags::CLOSING_CREDIT) {
+                credit.flags.set(AccountFlags::CLOSED, false);
+            }
+        });
     }
 
-    /// Write an account back, remembering the old value for rollback and checkpoints.
-    fn update_account(&mut self, slot: u32, account: Account) {
-        let before = self.accounts.replace(slot, account);
-        self.undo.record(Undo::AccountChanged { slot, before });
+    /// Change an account in place, remembering the old value for rollback (inside a
+    /// chain) and the slot for the next checkpoint.
+    fn modify_account(&mut self, slot: u32, change: impl FnOnce(&mut Account)) {
+        if self.undo.is_active() {
+            let before = *self.accounts.get(slot);
+            self.undo.record(Undo::AccountChanged { slot, before });
+        }
+        change(self.accounts.get_mut(slot));
         self.changes.mark_account(slot);
     }
 }

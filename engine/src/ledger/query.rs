@@ -112,25 +112,26 @@ impl Ledger {
         if !query_filter_valid(filter) {
             return Vec::new();
         }
-        let records = self.transfers.records();
-        let range = timestamp_range(
-            records,
-            |t| t.timestamp,
-            filter.timestamp_min,
-            filter.timestamp_max,
-        );
-        let selected = records[range].iter().filter(|transfer| {
-            query_fields_match(
-                filter,
-                [
-                    transfer.user_data_128,
-                    transfer.user_data_64.into(),
-                    transfer.user_data_32.into(),
-                ],
-                transfer.ledger,
-                transfer.code,
-            )
-        });
+        let store = &self.transfers;
+        let start = store.partition_point(|t| t.timestamp < filter.timestamp_min);
+        let end = match filter.timestamp_max {
+            0 => store.len(),
+            max => store.partition_point(|t| t.timestamp <= max),
+        };
+        let selected = (start as Slot..end.max(start) as Slot)
+            .map(|slot| store.get(slot))
+            .filter(|transfer| {
+                query_fields_match(
+                    filter,
+                    [
+                        transfer.user_data_128,
+                        transfer.user_data_64.into(),
+                        transfer.user_data_32.into(),
+                    ],
+                    transfer.ledger,
+                    transfer.code,
+                )
+            });
         take(
             selected.copied(),
             filter.flags.contains(QueryFilterFlags::REVERSED),

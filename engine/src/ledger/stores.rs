@@ -66,6 +66,10 @@ impl AccountStore {
         &self.records[slot as usize]
     }
 
+    pub fn get_mut(&mut self, slot: Slot) -> &mut Account {
+        &mut self.records[slot as usize]
+    }
+
     pub fn by_id(&self, id: u128) -> Option<&Account> {
         self.slot(id).map(|slot| self.get(slot))
     }
@@ -163,9 +167,16 @@ impl AccountStore {
     }
 }
 
+/// Transfers per storage chunk (1 MiB of records). Chunks never move once allocated, so
+/// growing the store never copies old transfers, and a whole chunk is the natural unit for
+/// moving old transfers out of memory later.
+const CHUNK_TRANSFERS: usize = 8192;
+
 #[derive(Clone, Default)]
 pub(crate) struct TransferStore {
-    records: Vec<Transfer>,
+    /// Transfers in creation order: every chunk but the last holds `CHUNK_TRANSFERS`.
+    chunks: Vec<Vec<Transfer>>,
+    count: usize,
     slots: FastMap<u128, Slot>,
     status: Vec<PendingStatus>,
     /// Pending transfers with a timeout, ordered by expiry then creation.
@@ -176,7 +187,7 @@ pub(crate) struct TransferStore {
 
 impl TransferStore {
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.count
     }
 
     pub fn slot(&self, id: u128) -> Option<Slot> {
@@ -184,15 +195,40 @@ impl TransferStore {
     }
 
     pub fn get(&self, slot: Slot) -> &Transfer {
-        &self.records[slot as usize]
+        let slot = slot as usize;
+        &self.chunks[slot / CHUNK_TRANSFERS][slot % CHUNK_TRANSFERS]
     }
 
     pub fn by_id(&self, id: u128) -> Option<&Transfer> {
         self.slot(id).map(|slot| self.get(slot))
     }
 
-    pub fn records(&self) -> &[Transfer] {
-        &self.records
+    /// The records from `slot` on, as contiguous slices in creation order.
+    pub fn chunks_from(&self, slot: usize) -> impl Iterator<Item = &[Transfer]> {
+        let first = slot / CHUNK_TRANSFERS;
+        self.chunks
+            .iter()
+            .enumerate()
+            .skip(first)
+            .map(move |(index, chunk)| {
+                if index == first {
+                    &chunk[slot % CHUNK_TRANSFERS..]
+                } else {
+                    &chunk[..]
+                }
+            })
+    }
+
+    /// The number of leading records for which `before` holds (records must be
+    /// partitioned by it, as they are by timestamp).
+    pub fn partition_point(&self, before: impl Fn(&Transfer) -> bool) -> usize {
+        let full_chunks = self
+            .chunks
+            .partition_point(|chunk| chunk.last().is_some_and(&before));
+        match self.chunks.get(full_chunks) {
+            Some(chunk) => full_chunks * CHUNK_TRANSFERS + chunk.partition_point(&before),
+            None => self.count,
+        }
     }
 
     pub fn statuses(&self) -> &[PendingStatus] {
@@ -200,31 +236,44 @@ impl TransferStore {
     }
 
     pub fn timestamp_last(&self) -> u64 {
-        self.records.last().map_or(0, |transfer| transfer.timestamp)
+        self.chunks
+            .last()
+            .and_then(|chunk| chunk.last())
+            .map_or(0, |transfer| transfer.timestamp)
     }
 
     pub fn has_timestamp(&self, timestamp: u64) -> bool {
-        self.records
-            .binary_search_by_key(&timestamp, |transfer| transfer.timestamp)
-            .is_ok()
+        let index = self.partition_point(|transfer| transfer.timestamp < timestamp);
+        index < self.count && self.get(index as Slot).timestamp == timestamp
     }
 
     pub fn insert(&mut self, transfer: Transfer, status: PendingStatus) -> Slot {
         debug_assert!(transfer.timestamp > self.timestamp_last());
-        let slot = Slot::try_from(self.records.len()).expect("more than 2^32 transfers in memory");
+        let slot = Slot::try_from(self.count).expect("more than 2^32 transfers in memory");
         let previous = self.slots.insert(transfer.id, slot);
         assert!(previous.is_none(), "transfer id inserted twice");
-        self.records.push(transfer);
+        if self.count.is_multiple_of(CHUNK_TRANSFERS) {
+            self.chunks.push(Vec::with_capacity(CHUNK_TRANSFERS));
+        }
+        let chunk = self.chunks.last_mut().expect("a chunk with room");
+        debug_assert!(chunk.len() < CHUNK_TRANSFERS);
+        chunk.push(transfer);
+        self.count += 1;
         self.status.push(status);
         slot
     }
 
     /// Undo the newest `insert`.
     pub fn remove_last(&mut self, id: u128) -> Transfer {
-        let transfer = self
-            .records
-            .pop()
+        let chunk = self
+            .chunks
+            .last_mut()
             .expect("rollback of a transfer that was never created");
+        let transfer = chunk.pop().expect("chunks are never left empty");
+        if chunk.is_empty() {
+            self.chunks.pop();
+        }
+        self.count -= 1;
         assert_eq!(transfer.id, id);
         self.slots.remove(&id);
         self.status.pop();
@@ -269,5 +318,66 @@ impl TransferStore {
 
     pub fn failed(&self) -> &FastSet<u128> {
         &self.failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_chunks_behave_like_one_ordered_vector() {
+        let mut store = TransferStore::default();
+        let count = CHUNK_TRANSFERS * 2 + 5;
+        for index in 0..count as u128 {
+            let transfer = Transfer {
+                id: index + 1,
+                timestamp: (index as u64 + 1) * 10,
+                ..Transfer::default()
+            };
+            assert_eq!(
+                store.insert(transfer, PendingStatus::NotPending),
+                index as Slot
+            );
+        }
+        assert_eq!(store.len(), count);
+        assert_eq!(
+            store.get(CHUNK_TRANSFERS as Slot).id,
+            CHUNK_TRANSFERS as u128 + 1
+        );
+        assert_eq!(
+            store.partition_point(|t| t.timestamp < 10 * CHUNK_TRANSFERS as u64 + 5),
+            CHUNK_TRANSFERS
+        );
+        assert_eq!(store.partition_point(|t| t.timestamp < u64::MAX), count);
+        assert!(store.has_timestamp(10 * (CHUNK_TRANSFERS as u64 + 1)));
+        assert!(!store.has_timestamp(10 * CHUNK_TRANSFERS as u64 + 5));
+        let tail: usize = store
+            .chunks_from(CHUNK_TRANSFERS - 1)
+            .map(<[Transfer]>::len)
+            .sum();
+        assert_eq!(tail, count - CHUNK_TRANSFERS + 1);
+        // Roll back across a chunk boundary and grow again.
+        for id in (CHUNK_TRANSFERS as u128 * 2 - 2..=count as u128).rev() {
+            store.remove_last(id);
+        }
+        assert_eq!(store.len(), CHUNK_TRANSFERS * 2 - 3);
+        assert_eq!(
+            store.timestamp_last(),
+            10 * (CHUNK_TRANSFERS as u64 * 2 - 3)
+        );
+        let transfer = Transfer {
+            id: 999_999,
+            timestamp: u64::MAX - 1,
+            ..Transfer::default()
+        };
+        assert_eq!(
+            store.insert(transfer, PendingStatus::Pending),
+            (CHUNK_TRANSFERS * 2 - 3) as Slot
+        );
+        assert_eq!(
+            store.by_id(999_999).map(|t| t.timestamp),
+            Some(u64::MAX - 1)
+        );
     }
 }
