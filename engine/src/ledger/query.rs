@@ -83,29 +83,10 @@ impl Ledger {
             return Vec::new();
         }
         let records = self.accounts.records();
-        let range = timestamp_range(
-            records,
-            |a| a.timestamp,
-            filter.timestamp_min,
-            filter.timestamp_max,
-        );
-        let selected = records[range].iter().filter(|account| {
-            query_fields_match(
-                filter,
-                [
-                    account.user_data_128,
-                    account.user_data_64.into(),
-                    account.user_data_32.into(),
-                ],
-                account.ledger,
-                account.code,
-            )
+        let range = time_range(filter, records.len(), |timestamp| {
+            records.partition_point(|account| account.timestamp < timestamp)
         });
-        take(
-            selected.copied(),
-            filter.flags.contains(QueryFilterFlags::REVERSED),
-            filter.limit,
-        )
+        select(filter, records[range].iter())
     }
 
     pub fn query_transfers(&self, filter: &QueryFilter) -> Vec<Transfer> {
@@ -113,29 +94,12 @@ impl Ledger {
             return Vec::new();
         }
         let store = &self.transfers;
-        let start = store.partition_point(|t| t.timestamp < filter.timestamp_min);
-        let end = match filter.timestamp_max {
-            0 => store.len(),
-            max => store.partition_point(|t| t.timestamp <= max),
-        };
-        let selected = (start as Slot..end.max(start) as Slot)
-            .map(|slot| store.get(slot))
-            .filter(|transfer| {
-                query_fields_match(
-                    filter,
-                    [
-                        transfer.user_data_128,
-                        transfer.user_data_64.into(),
-                        transfer.user_data_32.into(),
-                    ],
-                    transfer.ledger,
-                    transfer.code,
-                )
-            });
-        take(
-            selected.copied(),
-            filter.flags.contains(QueryFilterFlags::REVERSED),
-            filter.limit,
+        let range = time_range(filter, store.len(), |timestamp| {
+            store.partition_point(|transfer| transfer.timestamp < timestamp)
+        });
+        select(
+            filter,
+            (range.start as Slot..range.end as Slot).map(|slot| store.get(slot)),
         )
     }
 
@@ -188,12 +152,69 @@ fn query_filter_valid(filter: &QueryFilter) -> bool {
         && timestamps_valid(filter.timestamp_min, filter.timestamp_max)
 }
 
-fn query_fields_match(filter: &QueryFilter, user_data: [u128; 3], ledger: u32, code: u16) -> bool {
-    any_or_equal(filter.user_data_128, user_data[0])
-        && any_or_equal(filter.user_data_64.into(), user_data[1])
-        && any_or_equal(filter.user_data_32.into(), user_data[2])
-        && any_or_equal(filter.ledger.into(), ledger.into())
-        && any_or_equal(filter.code.into(), code.into())
+/// The fields a [`QueryFilter`] selects on.
+trait Queried: Copy {
+    fn user_data(&self) -> [u128; 3];
+    fn ledger(&self) -> u32;
+    fn code(&self) -> u16;
+}
+
+impl Queried for Account {
+    fn user_data(&self) -> [u128; 3] {
+        [
+            self.user_data_128,
+            self.user_data_64.into(),
+            self.user_data_32.into(),
+        ]
+    }
+    fn ledger(&self) -> u32 {
+        self.ledger
+    }
+    fn code(&self) -> u16 {
+        self.code
+    }
+}
+
+impl Queried for Transfer {
+    fn user_data(&self) -> [u128; 3] {
+        [
+            self.user_data_128,
+            self.user_data_64.into(),
+            self.user_data_32.into(),
+        ]
+    }
+    fn ledger(&self) -> u32 {
+        self.ledger
+    }
+    fn code(&self) -> u16 {
+        self.code
+    }
+}
+
+/// The records (already within the time bounds) that match the filter's fields, in the
+/// filter's order, up to its limit.
+fn select<'a, T: Queried + 'a>(
+    filter: &QueryFilter,
+    records: impl DoubleEndedIterator<Item = &'a T>,
+) -> Vec<T> {
+    let wanted = [
+        filter.user_data_128,
+        filter.user_data_64.into(),
+        filter.user_data_32.into(),
+    ];
+    let selected = records.filter(|record| {
+        wanted
+            .iter()
+            .zip(record.user_data())
+            .all(|(wanted, value)| any_or_equal(*wanted, value))
+            && any_or_equal(filter.ledger.into(), record.ledger().into())
+            && any_or_equal(filter.code.into(), record.code().into())
+    });
+    take(
+        selected.copied(),
+        filter.flags.contains(QueryFilterFlags::REVERSED),
+        filter.limit,
+    )
 }
 
 fn any_or_equal(wanted: u128, value: u128) -> bool {
@@ -204,19 +225,20 @@ fn timestamps_valid(min: u64, max: u64) -> bool {
     min != u64::MAX && max != u64::MAX && (max == 0 || min <= max)
 }
 
-/// The index range of `records` (sorted by timestamp) within `[min, max]`; `max == 0`
-/// means no upper bound.
-fn timestamp_range<T>(
-    records: &[T],
-    key: impl Fn(&T) -> u64,
-    min: u64,
-    max: u64,
+/// The index range of `len` timestamp-ordered records within the filter's time bounds
+/// (`timestamp_max == 0`: no upper bound), given the index of the first record at or after
+/// a timestamp.
+fn time_range(
+    filter: &QueryFilter,
+    len: usize,
+    first_at_or_after: impl Fn(u64) -> usize,
 ) -> std::ops::Range<usize> {
-    let start = records.partition_point(|record| key(record) < min);
-    let end = if max == 0 {
-        records.len()
+    let start = first_at_or_after(filter.timestamp_min);
+    // timestamps_valid rejected u64::MAX, so `max + 1` cannot overflow.
+    let end = if filter.timestamp_max == 0 {
+        len
     } else {
-        records.partition_point(|record| key(record) <= max)
+        first_at_or_after(filter.timestamp_max + 1)
     };
     start..end.max(start)
 }
