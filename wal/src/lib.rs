@@ -1,0 +1,134 @@
+//! `settled-wal`: a segmented write-ahead log that makes records durable
+//! before anyone acknowledges them.
+//!
+//! The WAL stores opaque byte records; it knows nothing about ledgers. The
+//! engine logs each core batch's inputs as one record, waits until that
+//! record is durable, and only then releases the batch's replies.
+//!
+//! # Walk-through
+//!
+//! ```no_run
+//! use settled_wal::{Wal, WalConfig};
+//! # fn main() -> Result<(), settled_wal::WalError> {
+//! let checkpoint_lsn = 0; // from the engine's last checkpoint
+//! let wal = Wal::open("/var/lib/settled/wal", WalConfig::default())?;
+//! // 1. Replay what the checkpoint does not cover, through the same apply code.
+//! for record in wal.replay_after(checkpoint_lsn)? {
+//!     let record = record?;
+//!     // apply(record.lsn, &record.payload)
+//! }
+//! // 2. Log a batch; `append` returns at once with the record's LSN.
+//! let lsn = wal.append(b"batch inputs")?;
+//! // 3. Release replies once it is durable: block, poll `durable_lsn()`, or
+//! //    select on `wal.subscribe()` from the core thread.
+//! wal.wait_durable(lsn)?;
+//! // 4. After a checkpoint at LSN c is safely stored, drop what it covers.
+//! wal.truncate_before(lsn + 1)?;
+//! # Ok(()) }
+//! ```
+//!
+//! * **Append** ([`Wal::append`]) encodes the record into an in-memory
+//!   *pending buffer* under a short mutex and returns its LSN. LSNs are
+//!   dense: each record gets the previous one plus 1, starting at
+//!   [`WalConfig::first_lsn`] for a new WAL.
+//! * **Group commit.** A dedicated writer thread takes the *whole* pending
+//!   buffer (swapping in an empty one, so appends never wait for a sync),
+//!   writes it with one `write`, makes it durable with one `fdatasync`, then
+//!   publishes the new durable LSN: it stores [`Wal::durable_lsn`], wakes
+//!   [`Wal::wait_durable`] callers, and sends the LSN on every
+//!   [`Wal::subscribe`] channel. While it syncs, the next group fills. If the
+//!   writer falls behind and the pending buffer reaches
+//!   [`WalConfig::pending_bytes_max`], appends block (backpressure).
+//! * **Segments.** The log is a directory of segment files named
+//!   `wal-{first_lsn:020}.log`, so names sort by LSN. A record that would
+//!   push the active segment past [`WalConfig::segment_bytes`] goes to a new
+//!   segment; records never span segments. A full segment is synced before
+//!   its successor is created, so only the last segment can have a torn
+//!   tail. A new segment is written under a `.log.tmp` name, synced, renamed,
+//!   and the directory synced: a segment under its final name always has a
+//!   durable header.
+//! * **Poisoning.** A failed write or sync poisons the WAL for good: the
+//!   durable LSN stays at the last successful sync, and every later append
+//!   or wait returns [`WalError::Poisoned`]. After a failed `fsync` the page
+//!   cache cannot be trusted (Linux may drop the dirty pages and report
+//!   success next time), so the only way on is to reopen, ideally from a
+//!   fresh process.
+//! * **Recovery** ([`Wal::open`]) verifies every segment header and every
+//!   record CRC, checks that LSNs are dense within and across segments, and
+//!   cuts a *torn tail* (a crash mid-write) off the last segment with a
+//!   `tracing::warn!`. Everything else is [`WalError::Corrupt`] with file,
+//!   byte offset and LSN: the WAL never silently drops a durable record.
+//!   Damage is a torn tail only when all of these hold: it is in the last
+//!   segment; its CRC (or length) is what is wrong — a CRC-valid record with
+//!   the wrong LSN is a gap; and no CRC-valid record with a later LSN can be
+//!   found at any byte offset after it. A damaged record followed by intact
+//!   ones is corruption, however it looks.
+//! * **Replay** ([`Wal::replay_after`]) streams the durable records after a
+//!   given LSN, one segment in memory at a time, re-verifying each.
+//! * **Truncation** ([`Wal::truncate_before`]) deletes whole segments below
+//!   a checkpoint, oldest first, syncing the directory after each, so a
+//!   crash leaves a contiguous suffix. The active segment is never deleted,
+//!   so the next LSN survives a restart.
+//! * **Storage seam.** All file I/O goes through [`Storage`] and
+//!   [`SegmentFile`]; [`FsStorage`] is the real file system and
+//!   [`fault::FaultyStorage`] injects short writes, failed syncs and ENOSPC.
+//!
+//! # On-disk format
+//!
+//! All integers are little-endian. CRCs are CRC32C (Castagnoli).
+//!
+//! ## Segment header (32 bytes, at offset 0 of every segment file)
+//!
+//! | offset | size | field       | value                                         |
+//! |-------:|-----:|-------------|-----------------------------------------------|
+//! | 0      | 8    | magic       | `"SETLWAL\0"` (`53 45 54 4C 57 41 4C 00`)      |
+//! | 8      | 4    | version     | u32, [`FORMAT_VERSION`] = 1                    |
+//! | 12     | 4    | reserved    | zero                                          |
+//! | 16     | 8    | first_lsn   | u64, LSN of the segment's first record (>= 1) |
+//! | 24     | 4    | reserved    | zero                                          |
+//! | 28     | 4    | header_crc  | u32, CRC32C of bytes 0..28                     |
+//!
+//! `first_lsn` must equal the number in the file name and, for every
+//! segment but the oldest, one past the last LSN of the previous segment.
+//!
+//! ## Record (16-byte header + payload), back to back from offset 32
+//!
+//! | offset | size          | field         | value                                        |
+//! |-------:|--------------:|---------------|----------------------------------------------|
+//! | 0      | 8             | lsn           | u64, previous record's LSN + 1               |
+//! | 8      | 4             | payload_bytes | u32, <= [`WalConfig::record_bytes_max`]       |
+//! | 12     | 4             | crc           | u32, CRC32C of record bytes 0..12, then payload |
+//! | 16     | payload_bytes | payload       | opaque bytes                                 |
+//!
+//! There is no padding and no end marker: a segment ends after its last
+//! record, at end of file. The CRC covers the LSN and length, so a flipped
+//! bit anywhere in a record is detected.
+//!
+//! ## Limits
+//!
+//! [`WalConfig`] names every limit and [`WalConfig::validate`] checks it at
+//! open: `record_bytes_max` (<= [`RECORD_BYTES_LIMIT`]), `segment_bytes`
+//! (<= [`SEGMENT_BYTES_LIMIT`], and at least header + one maximal record),
+//! `pending_bytes_max` (at least one maximal record). Recovery and replay
+//! hold one whole segment in memory at a time.
+
+mod config;
+mod error;
+pub mod fault;
+mod format;
+mod recovery;
+mod replay;
+mod segment;
+mod storage;
+mod wal;
+mod writer;
+
+pub use config::{WalConfig, PENDING_BYTES_LIMIT, RECORD_BYTES_LIMIT, SEGMENT_BYTES_LIMIT};
+pub use error::{CorruptionKind, WalError};
+pub use format::{
+    segment_file_name, FORMAT_VERSION, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC,
+};
+pub use recovery::{RecoveryReport, TornTail};
+pub use replay::{Record, Replay};
+pub use storage::{FsStorage, SegmentFile, Storage};
+pub use wal::{Wal, WalStats};

@@ -1,0 +1,178 @@
+//! The writer thread: takes the whole pending buffer, writes it, syncs it
+//! once (group commit), publishes the durable LSN. Appends keep filling a
+//! fresh buffer meanwhile.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+
+use crate::error::WalError;
+use crate::format::{decode_record_any_lsn, group_first_lsn, group_prefix_fitting};
+use crate::segment::{create_segment, ActiveSegment, SegmentMeta};
+use crate::wal::{lock, Shared};
+
+pub(crate) fn run_writer(shared: Arc<Shared>, mut active: ActiveSegment, lsn_next: u64) {
+    let mut lsn_next = lsn_next;
+    let mut spare = Vec::new();
+    while let Some(group) = take_group(&shared, std::mem::take(&mut spare)) {
+        match write_group(&shared, &mut active, &group, lsn_next) {
+            Ok(lsn_last) => {
+                publish_durable(&shared, lsn_last);
+                lsn_next = lsn_last + 1;
+            }
+            Err(error) => {
+                poison(&shared, error);
+                break;
+            }
+        }
+        spare = group;
+        spare.clear();
+    }
+    let _guard = lock(&shared.durable_mutex);
+    shared.writer_stopped.store(true, Ordering::Release);
+    shared.durable_changed.notify_all();
+    lock(&shared.subscribers).clear();
+}
+
+/// Waits for records, then swaps the whole pending buffer for `spare`.
+/// Returns `None` when closing and nothing is left to write.
+fn take_group(shared: &Shared, spare: Vec<u8>) -> Option<Vec<u8>> {
+    let mut pending = lock(&shared.pending);
+    while pending.buffer.is_empty() && !pending.closing {
+        pending.writer_waiting = true;
+        pending = shared
+            .pending_filled
+            .wait(pending)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+    pending.writer_waiting = false;
+    if pending.buffer.is_empty() {
+        return None;
+    }
+    let group = std::mem::replace(&mut pending.buffer, spare);
+    drop(pending);
+    shared.pending_drained.notify_all();
+    Some(group)
+}
+
+/// Writes one group, rolling to new segments as they fill, and syncs it.
+/// Returns the LSN of the group's last record, durable on return.
+fn write_group(
+    shared: &Shared,
+    active: &mut ActiveSegment,
+    group: &[u8],
+    lsn_next: u64,
+) -> Result<u64, WalError> {
+    // LSNs are dense: the group continues exactly where the last one ended.
+    assert_eq!(
+        group_first_lsn(group),
+        lsn_next,
+        "WAL group does not continue the LSN sequence"
+    );
+    debug_assert!(group_is_dense(
+        group,
+        lsn_next,
+        shared.config.record_bytes_max
+    ));
+    let segment_bytes = shared.config.segment_bytes;
+    let mut rest = group;
+    let mut records = 0u64;
+    loop {
+        let bytes_budget = segment_bytes.saturating_sub(active.file_bytes);
+        let (prefix_bytes, prefix_records) = group_prefix_fitting(rest, bytes_budget);
+        if prefix_bytes > 0 {
+            active.write(&rest[..prefix_bytes])?;
+        }
+        records += prefix_records;
+        rest = &rest[prefix_bytes..];
+        if rest.is_empty() {
+            break;
+        }
+        // A fresh segment always fits one record (checked by config).
+        assert!(
+            prefix_bytes > 0 || active.file_bytes > u64::from(crate::format::SEGMENT_HEADER_BYTES)
+        );
+        // Seal the full segment before its successor exists, so only the last
+        // segment can ever hold a torn tail.
+        sync(shared, active)?;
+        roll_segment(shared, active, group_first_lsn(rest))?;
+    }
+    sync(shared, active)?;
+    shared.stats.groups_written.fetch_add(1, Ordering::Relaxed);
+    Ok(lsn_next + records - 1)
+}
+
+fn sync(shared: &Shared, active: &mut ActiveSegment) -> Result<(), WalError> {
+    shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+    active.sync()
+}
+
+fn roll_segment(
+    shared: &Shared,
+    active: &mut ActiveSegment,
+    first_lsn: u64,
+) -> Result<(), WalError> {
+    *active = create_segment(shared.storage.as_ref(), &shared.dir, first_lsn)?;
+    lock(&shared.segments).push_back(SegmentMeta {
+        path: active.path.clone(),
+        first_lsn,
+    });
+    shared
+        .stats
+        .segments_created
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(path = %active.path.display(), first_lsn, "WAL segment created");
+    Ok(())
+}
+
+fn publish_durable(shared: &Shared, lsn: u64) {
+    assert!(
+        lsn >= shared.durable_lsn.load(Ordering::Relaxed),
+        "durable LSN never goes back"
+    );
+    {
+        let _guard = lock(&shared.durable_mutex);
+        shared.durable_lsn.store(lsn, Ordering::Release);
+        shared.durable_changed.notify_all();
+    }
+    // A full channel already holds a wake-up; the receiver reads the latest
+    // durable LSN itself. Dropped receivers are forgotten.
+    lock(&shared.subscribers).retain(|sender| {
+        !matches!(
+            sender.try_send(lsn),
+            Err(crossbeam::channel::TrySendError::Disconnected(_))
+        )
+    });
+}
+
+/// After a failed write or sync nothing past the durable LSN can be trusted
+/// (the kernel may have dropped the dirty pages and will not report it
+/// again), so the WAL stops for good: every waiter and appender gets the
+/// error, the durable LSN stays where the last successful sync left it.
+fn poison(shared: &Shared, error: WalError) {
+    tracing::error!(%error, durable_lsn = shared.durable_lsn.load(Ordering::Acquire), "WAL poisoned");
+    // Only this thread poisons, once; a second set cannot happen.
+    let _ = shared.poison.set(Arc::new(error));
+    {
+        let _pending = lock(&shared.pending);
+        shared.pending_drained.notify_all();
+    }
+    let _guard = lock(&shared.durable_mutex);
+    shared.durable_changed.notify_all();
+}
+
+/// Expensive check (debug builds only): every record of the group decodes
+/// and LSNs are dense.
+fn group_is_dense(group: &[u8], lsn_first: u64, record_bytes_max: u32) -> bool {
+    let mut offset = 0u64;
+    let mut lsn = lsn_first;
+    while offset < group.len() as u64 {
+        match decode_record_any_lsn(group, offset, record_bytes_max) {
+            Ok(record) if record.lsn == lsn => {
+                offset = record.end_offset();
+                lsn += 1;
+            }
+            _ => return false,
+        }
+    }
+    true
+}

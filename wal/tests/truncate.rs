@@ -1,0 +1,90 @@
+//! Truncation below a checkpoint, crash-safety, and reopening after it.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+use settled_wal::{Wal, WalError};
+
+#[test]
+fn truncate_before_removes_covered_segments_and_reopen_works() {
+    let config = small_config();
+    let dir = build_wal(&config, 100);
+    let wal = Wal::open(dir.path(), config.clone()).expect("open");
+    let segments_before = segment_files(dir.path()).len();
+    let removed = wal.truncate_before(50).expect("truncate");
+    assert!(removed > 0);
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        segments_before - removed as usize
+    );
+    let lsn_first_retained = wal.lsn_first_retained();
+    assert!(lsn_first_retained <= 50 && lsn_first_retained > 1);
+    assert_eq!(wal.stats().segments_removed, removed);
+    assert_records_are_payloads(&replay_all(&wal, 49).expect("replay"), 50);
+    assert!(matches!(
+        wal.replay_after(0),
+        Err(WalError::RecordsMissing { after_lsn: 0, .. })
+    ));
+    append_durable(&wal, 101, 5);
+    wal.close().expect("close");
+
+    let wal = Wal::open(dir.path(), config).expect("reopen after truncation");
+    assert_eq!(wal.lsn_first_retained(), lsn_first_retained);
+    assert_eq!(wal.lsn_next(), 106);
+    let records = replay_all(&wal, lsn_first_retained - 1).expect("replay");
+    assert_eq!(records.len() as u64, 106 - lsn_first_retained);
+    assert_records_are_payloads(&records, lsn_first_retained);
+    match wal.replay_after(lsn_first_retained - 2) {
+        Err(WalError::RecordsMissing {
+            lsn_first_retained: first,
+            ..
+        }) => assert_eq!(first, lsn_first_retained),
+        other => panic!("expected RecordsMissing, got {:?}", other.err()),
+    }
+}
+
+#[test]
+fn truncation_keeps_the_active_segment_so_the_next_lsn_survives() {
+    let config = small_config();
+    let dir = build_wal(&config, 60);
+    let wal = Wal::open(dir.path(), config.clone()).expect("open");
+    wal.truncate_before(u64::MAX).expect("truncate everything");
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    wal.close().expect("close");
+    let wal = Wal::open(dir.path(), config).expect("reopen");
+    assert_eq!(wal.lsn_next(), 61);
+    assert_eq!(wal.append(b"next").expect("append"), 61);
+}
+
+#[test]
+fn a_crash_part_way_through_truncation_still_recovers() {
+    let config = small_config();
+    let dir = build_wal(&config, 100);
+    // Truncation deletes oldest first; a crash after the first deletion
+    // leaves a contiguous suffix of segments.
+    let files = segment_files(dir.path());
+    fs::remove_file(&files[0]).expect("remove oldest");
+    let wal = Wal::open(dir.path(), config).expect("recovers");
+    let lsn_first_retained = wal.lsn_first_retained();
+    assert!(lsn_first_retained > 1);
+    let records = replay_all(&wal, lsn_first_retained - 1).expect("replay");
+    assert_records_are_payloads(&records, lsn_first_retained);
+    assert_eq!(records.last().map(|record| record.lsn), Some(100));
+}
+
+#[test]
+fn truncation_below_the_first_segment_removes_nothing() {
+    let config = small_config();
+    let dir = build_wal(&config, 100);
+    let wal = Wal::open(dir.path(), config).expect("open");
+    let files = segment_files(dir.path());
+    assert_eq!(wal.truncate_before(1).expect("truncate"), 0);
+    assert_eq!(
+        wal.truncate_before(2).expect("truncate"),
+        0,
+        "segment 1 still holds LSN 1"
+    );
+    assert_eq!(segment_files(dir.path()), files);
+}
