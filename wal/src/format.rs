@@ -95,16 +95,15 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<u64, CorruptionKind> {
     Ok(first_lsn)
 }
 
-/// CRC32C of a record's header fields (LSN, length) followed by its payload.
-/// `payload_crc` is `crc32c(payload)`, computed by the caller (possibly
-/// outside a lock); CRC combination makes the result equal to a CRC over
-/// the concatenated bytes.
+/// CRC32C of a record: over its payload, then over its header's LSN and
+/// length fields (bytes 0..12). Payload first, so that `payload_crc`
+/// (`crc32c(payload)`) can be computed by an appender before it takes the
+/// lock that assigns the LSN; only 12 bytes are hashed under the lock.
 pub fn record_crc(lsn: u64, payload_bytes: u32, payload_crc: u32) -> u32 {
     let mut covered = [0u8; RECORD_HEADER_CRC_COVERED_BYTES];
     covered[0..8].copy_from_slice(&lsn.to_le_bytes());
     covered[8..12].copy_from_slice(&payload_bytes.to_le_bytes());
-    let header_crc = crc32c::crc32c(&covered);
-    crc32c::crc32c_combine(header_crc, payload_crc, payload_bytes as usize)
+    crc32c::crc32c_append(payload_crc, &covered)
 }
 
 /// Appends one encoded record (header then payload) to `buffer`.
@@ -312,9 +311,9 @@ mod tests {
         let record = &segment[SEGMENT_HEADER_BYTES as usize..];
         assert_eq!(&record[0..8], &7u64.to_le_bytes());
         assert_eq!(&record[8..12], &3u32.to_le_bytes());
-        // The CRC is a plain CRC32C over header bytes 0..12 then the payload.
-        let mut covered = record[0..12].to_vec();
-        covered.extend_from_slice(b"abc");
+        // The CRC is a plain CRC32C over the payload then header bytes 0..12.
+        let mut covered = b"abc".to_vec();
+        covered.extend_from_slice(&record[0..12]);
         assert_eq!(&record[12..16], &crc32c::crc32c(&covered).to_le_bytes());
         assert_eq!(&record[16..], b"abc");
     }

@@ -62,7 +62,11 @@
 //!   segment; its CRC (or length) is what is wrong — a CRC-valid record with
 //!   the wrong LSN is a gap; and no CRC-valid record with a later LSN can be
 //!   found at any byte offset after it. A damaged record followed by intact
-//!   ones is corruption, however it looks.
+//!   ones is corruption, however it looks. Known limit: a power cut during
+//!   the final, unsynced write could persist its pages out of order (a later
+//!   page on disk, an earlier one not). Recovery then reports `Corrupt` for
+//!   records that were never acknowledged: it refuses to start rather than
+//!   guess, and an operator must look. It never drops acknowledged records.
 //! * **Replay** ([`Wal::replay_after`]) streams the durable records after a
 //!   given LSN, one segment in memory at a time, re-verifying each.
 //! * **Truncation** ([`Wal::truncate_before`]) deletes whole segments below
@@ -97,12 +101,13 @@
 //! |-------:|--------------:|---------------|----------------------------------------------|
 //! | 0      | 8             | lsn           | u64, previous record's LSN + 1               |
 //! | 8      | 4             | payload_bytes | u32, <= [`WalConfig::record_bytes_max`]       |
-//! | 12     | 4             | crc           | u32, CRC32C of record bytes 0..12, then payload |
+//! | 12     | 4             | crc           | u32, CRC32C of the payload followed by record bytes 0..12 |
 //! | 16     | payload_bytes | payload       | opaque bytes                                 |
 //!
 //! There is no padding and no end marker: a segment ends after its last
 //! record, at end of file. The CRC covers the LSN and length, so a flipped
-//! bit anywhere in a record is detected.
+//! bit anywhere in a record is detected. The payload comes first in the CRC
+//! so appenders hash it before taking the lock that assigns LSNs.
 //!
 //! ## Limits
 //!
