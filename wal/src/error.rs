@@ -1,7 +1,7 @@
 //! `WalError`: what failed and where (file, byte offset, LSN).
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Everything that can go wrong in the WAL.
@@ -77,6 +77,18 @@ pub enum WalError {
     /// The WAL was closed; its writer thread has stopped.
     #[error("WAL is closed")]
     Closed,
+}
+
+impl WalError {
+    /// The error for a failed OS call `operation` on `path`, for `map_err`.
+    pub(crate) fn io(operation: &'static str, path: &Path) -> impl FnOnce(io::Error) -> WalError {
+        let path = path.to_path_buf();
+        move |source| WalError::Io {
+            operation,
+            path,
+            source,
+        }
+    }
 }
 
 fn lsn_text(lsn: Option<u64>) -> String {

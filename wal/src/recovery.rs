@@ -73,20 +73,12 @@ pub(crate) fn recover_dir(
     dir: &Path,
     config: &WalConfig,
 ) -> Result<Recovered, WalError> {
-    let io_error = |operation, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| WalError::Io {
-            operation,
-            path,
-            source,
-        }
-    };
     storage
         .create_dir_all(dir)
-        .map_err(io_error("create directory", dir))?;
+        .map_err(WalError::io("create directory", dir))?;
     let names = storage
         .list_dir(dir)
-        .map_err(io_error("list directory", dir))?;
+        .map_err(WalError::io("list directory", dir))?;
     remove_temp_segments(storage, dir, &names)?;
     let mut segments: Vec<SegmentMeta> = names
         .iter()
@@ -117,11 +109,7 @@ fn verify_segments(
         let is_last = index + 1 == segments.len();
         let bytes = storage
             .read_file(&segment.path)
-            .map_err(|source| WalError::Io {
-                operation: "read segment",
-                path: segment.path.clone(),
-                source,
-            })?;
+            .map_err(WalError::io("read segment", &segment.path))?;
         let scan = scan_segment(
             &bytes,
             segment,
@@ -264,11 +252,7 @@ fn cut_torn_tail(
     );
     storage
         .truncate_file(&segment.path, valid_bytes)
-        .map_err(|source| WalError::Io {
-            operation: "truncate torn tail",
-            path: segment.path.clone(),
-            source,
-        })?;
+        .map_err(WalError::io("truncate torn tail", &segment.path))?;
     Ok(TornTail {
         path: segment.path.clone(),
         offset: valid_bytes,
@@ -292,19 +276,15 @@ fn remove_temp_segments(
     {
         let path = dir.join(name);
         tracing::warn!(path = %path.display(), "WAL recovery: removing half-created segment");
-        storage.remove_file(&path).map_err(|source| WalError::Io {
-            operation: "remove temp segment",
-            path,
-            source,
-        })?;
+        storage
+            .remove_file(&path)
+            .map_err(WalError::io("remove temp segment", &path))?;
         removed_any = true;
     }
     if removed_any {
-        storage.sync_dir(dir).map_err(|source| WalError::Io {
-            operation: "fsync directory",
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        storage
+            .sync_dir(dir)
+            .map_err(WalError::io("fsync directory", dir))?;
     }
     Ok(())
 }

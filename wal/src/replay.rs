@@ -123,11 +123,7 @@ impl Replay {
         let bytes = self
             .storage
             .read_file(&meta.path)
-            .map_err(|source| WalError::Io {
-                operation: "read segment",
-                path: meta.path.clone(),
-                source,
-            })?;
+            .map_err(WalError::io("read segment", &meta.path))?;
         let corrupt = |kind| WalError::Corrupt {
             path: meta.path.clone(),
             offset: 0,

@@ -25,21 +25,17 @@ pub(crate) struct ActiveSegment {
 
 impl ActiveSegment {
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), WalError> {
-        self.file.write_all(bytes).map_err(|source| WalError::Io {
-            operation: "write segment",
-            path: self.path.clone(),
-            source,
-        })?;
+        self.file
+            .write_all(bytes)
+            .map_err(WalError::io("write segment", &self.path))?;
         self.file_bytes += bytes.len() as u64;
         Ok(())
     }
 
     pub fn sync(&mut self) -> Result<(), WalError> {
-        self.file.sync_data().map_err(|source| WalError::Io {
-            operation: "fdatasync segment",
-            path: self.path.clone(),
-            source,
-        })
+        self.file
+            .sync_data()
+            .map_err(WalError::io("fdatasync segment", &self.path))
     }
 }
 
@@ -61,27 +57,19 @@ pub(crate) fn create_segment(
         "{}{SEGMENT_TEMP_SUFFIX}",
         name.trim_end_matches(".log")
     ));
-    let io_error = |operation, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| WalError::Io {
-            operation,
-            path,
-            source,
-        }
-    };
     let mut file = storage
         .create_file(&path_temp)
-        .map_err(io_error("create segment", &path_temp))?;
+        .map_err(WalError::io("create segment", &path_temp))?;
     file.write_all(&encode_segment_header(first_lsn))
-        .map_err(io_error("write segment header", &path_temp))?;
+        .map_err(WalError::io("write segment header", &path_temp))?;
     file.sync_data()
-        .map_err(io_error("fdatasync segment header", &path_temp))?;
+        .map_err(WalError::io("fdatasync segment header", &path_temp))?;
     storage
         .rename(&path_temp, &path)
-        .map_err(io_error("rename segment", &path_temp))?;
+        .map_err(WalError::io("rename segment", &path_temp))?;
     storage
         .sync_dir(dir)
-        .map_err(io_error("fsync directory", dir))?;
+        .map_err(WalError::io("fsync directory", dir))?;
     Ok(ActiveSegment {
         file,
         path,

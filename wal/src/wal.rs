@@ -146,11 +146,7 @@ impl Wal {
         let mut active = ActiveSegment {
             file: storage
                 .open_append(&segment_last.path)
-                .map_err(|source| WalError::Io {
-                    operation: "open segment",
-                    path: segment_last.path.clone(),
-                    source,
-                })?,
+                .map_err(WalError::io("open segment", &segment_last.path))?,
             path: segment_last.path.clone(),
             file_bytes: recovered.active_file_bytes,
         };
@@ -186,11 +182,7 @@ impl Wal {
         let writer = std::thread::Builder::new()
             .name("wal-writer".to_string())
             .spawn(move || run_writer(writer_shared, active, lsn_next))
-            .map_err(|source| WalError::Io {
-                operation: "spawn writer thread",
-                path: PathBuf::new(),
-                source,
-            })?;
+            .map_err(WalError::io("spawn writer thread", Path::new("")))?;
         tracing::info!(dir = %shared.dir.display(), lsn_next, "WAL opened");
         Ok(Wal {
             shared,
@@ -423,19 +415,11 @@ impl Wal {
             shared
                 .storage
                 .remove_file(path)
-                .map_err(|source| WalError::Io {
-                    operation: "remove segment",
-                    path: path.clone(),
-                    source,
-                })?;
+                .map_err(WalError::io("remove segment", path))?;
             shared
                 .storage
                 .sync_dir(&shared.dir)
-                .map_err(|source| WalError::Io {
-                    operation: "fsync directory",
-                    path: shared.dir.clone(),
-                    source,
-                })?;
+                .map_err(WalError::io("fsync directory", &shared.dir))?;
             let removed = lock(&shared.segments).pop_front();
             assert_eq!(
                 removed.as_ref().map(|segment| &segment.path),
