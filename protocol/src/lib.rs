@@ -27,6 +27,7 @@ compile_error!(
 mod account;
 mod filter;
 mod flags;
+mod operation;
 pub mod records;
 mod results;
 mod transfer;
@@ -36,6 +37,7 @@ pub use filter::{
     AccountBalance, AccountFilter, AccountFilterFlags, QueryFilter, QueryFilterFlags,
 };
 pub use flags::{AccountFlags, TransferFlags};
+pub use operation::Operation;
 pub use results::{CreateAccountResult, CreateResult, CreateTransferResult, UnknownResultCode};
 pub use transfer::Transfer;
 
