@@ -20,12 +20,14 @@ mod create_account;
 mod create_transfer;
 mod hash;
 mod query;
+mod restore;
 mod stores;
 
 use protocol::{Account, AccountFlags, CreateResult, Transfer, TransferFlags, TIMESTAMP_MAX};
 
 pub use changes::Changes;
 pub use query::QUERY_LIMIT_MAX;
+pub use restore::{RestoreError, Snapshot};
 pub use stores::PendingStatus;
 
 use changes::{ChangeTracker, Undo, UndoLog};
@@ -99,6 +101,15 @@ impl Ledger {
         self.transfers
             .slot(id)
             .map(|slot| self.transfers.status(slot))
+    }
+
+    /// When the next pending transfer expires, if any has a timeout: the engine wakes up
+    /// at that instant to call [`Ledger::expire`].
+    pub fn expiry_timestamp_next(&self) -> Option<u64> {
+        self.transfers
+            .expiry()
+            .first()
+            .map(|(expires_at, _)| *expires_at)
     }
 
     /// Void every pending transfer whose expiry (`timestamp + timeout`) is at or before

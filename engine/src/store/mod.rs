@@ -1,0 +1,306 @@
+//! The checkpoint store: the ledger's state in RocksDB, so that recovery replays only
+//! the WAL written after the newest checkpoint.
+//!
+//! Every few batches the core thread takes [`Changes`] from the ledger and hands them,
+//! with the WAL position (LSN) they correspond to, to the store thread, which calls
+//! [`Store::write_checkpoint`]. A checkpoint is one RocksDB `WriteBatch` written with
+//! `sync`: its rows and its manifest are on disk together or not at all, and they are on
+//! disk before the call returns, so the WAL below the checkpoint's LSN may then be
+//! dropped. On restart [`Store::load_ledger`] rebuilds the ledger with
+//! [`Ledger::restore`](crate::ledger::Ledger::restore) and returns the manifest, whose
+//! LSN says where WAL replay starts.
+//!
+//! # On-disk layout, format version 1
+//!
+//! Keys are big-endian so that RocksDB's bytewise order is numeric order: ids ascending,
+//! and composite keys by account, then time. Record values are the protocol's 128-byte
+//! little-endian records, byte for byte (field offsets are documented on
+//! [`protocol::Account`], [`protocol::Transfer`] and [`protocol::AccountBalance`]).
+//!
+//! | column family       | key bytes                          | value bytes             |
+//! |---------------------|------------------------------------|-------------------------|
+//! | `accounts`          | 0..16 account id                   | 0..128 `Account`        |
+//! | `transfers`         | 0..16 transfer id                  | 0..128 `Transfer`       |
+//! | `transfer_status`   | 0..16 pending transfer id          | 0..1 status             |
+//! | `account_transfers` | 0..16 account id, 16..24 timestamp | 0..16 transfer id       |
+//! | `balances`          | 0..16 account id, 16..24 timestamp | 0..128 `AccountBalance` |
+//! | `failed_ids`        | 0..16 transfer id                  | empty                   |
+//! | `meta`              | 0..10 ASCII `checkpoint`           | 0..20 manifest          |
+//!
+//! Ids are u128 and timestamps u64, big-endian in keys and in the `account_transfers`
+//! value; the timestamps in keys are those of the transfer the row is about.
+//!
+//! - `transfer_status` has a row only for a pending transfer that was posted (byte 2),
+//!   voided (3) or expired (4): the codes of `PendingStatus`. A pending transfer without
+//!   a row is still pending; a transfer without the pending flag never has one.
+//! - `account_transfers` lists every transfer twice, under its debit and under its credit
+//!   account, ordered by time: the index of the read path (`get_account_transfers` from
+//!   disk). Restore does not read it; the ledger rebuilds its own lists from `transfers`.
+//! - `balances` holds one snapshot per transfer and party with the `history` flag, keyed
+//!   by the transfer's timestamp (which the record repeats at its bytes 64..72).
+//! - The manifest is bincode 2.0.1 with fixed-width little-endian integers: bytes 0..4
+//!   `format_version` (u32, currently 1), 4..12 `lsn` (u64), 12..20 `timestamp_last`
+//!   (u64). The version comes first so that a store written in another layout is
+//!   recognised and refused ([`StoreError::FormatVersion`]) rather than misread.
+//!
+//! # Integrity
+//!
+//! RocksDB checksums every block and WAL record it writes (XXH3 by default for table
+//! blocks) and verifies them on read (`verify_checksums` and `paranoid_checks` are on by
+//! default), so the store adds no checksum of its own. What it adds is meaning: every
+//! value read back is checked for its exact length, a known status byte and agreement
+//! with its key, and [`Ledger::restore`](crate::ledger::Ledger::restore) re-checks the
+//! ledger's invariants (unique ids and timestamps, balances that add up to the transfers,
+//! ...). Bad data is a [`StoreError`] naming the column family and key, never a panic.
+
+mod codec;
+mod load;
+mod manifest;
+
+use std::path::Path;
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options,
+    WriteBatch, WriteOptions, DB,
+};
+
+use crate::ledger::{Changes, RestoreError};
+
+use codec::{id_key, record_bytes, status_byte, timeline_key};
+
+pub const CF_ACCOUNTS: &str = "accounts";
+pub const CF_TRANSFERS: &str = "transfers";
+pub const CF_TRANSFER_STATUS: &str = "transfer_status";
+pub const CF_ACCOUNT_TRANSFERS: &str = "account_transfers";
+pub const CF_BALANCES: &str = "balances";
+pub const CF_FAILED_IDS: &str = "failed_ids";
+pub const CF_META: &str = "meta";
+
+/// The key of the manifest in [`CF_META`].
+pub const META_KEY: &[u8] = b"checkpoint";
+
+/// Bloom filters above this many bits per key cost memory for no measurable gain.
+pub const BLOOM_BITS_PER_KEY_MAX: f64 = 64.0;
+
+/// How a column family is read, which decides whether a bloom filter pays for itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    /// Looked up by whole key (ids): a filter skips the disk for absent keys, which is
+    /// what the idempotency check of every new id asks about.
+    Point,
+    /// Scanned by account and time range: whole-key filters are never consulted.
+    Range,
+}
+
+const COLUMN_FAMILIES: [(&str, Reads); 7] = [
+    (CF_ACCOUNTS, Reads::Point),
+    (CF_TRANSFERS, Reads::Point),
+    (CF_TRANSFER_STATUS, Reads::Point),
+    (CF_ACCOUNT_TRANSFERS, Reads::Range),
+    (CF_BALANCES, Reads::Range),
+    (CF_FAILED_IDS, Reads::Point),
+    (CF_META, Reads::Point),
+];
+
+/// Tuning of the RocksDB instance.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Bloom filter size of the point-read column families (RocksDB's default filter
+    /// policy; 10 bits give about 1% false positives).
+    pub bloom_bits_per_key: f64,
+    /// One LRU block cache shared by all column families.
+    pub block_cache_bytes: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            bloom_bits_per_key: 10.0,
+            block_cache_bytes: 64 << 20,
+        }
+    }
+}
+
+/// What a checkpoint's manifest says: the ledger holds the effect of every WAL record
+/// below `lsn` and none at or above it, and its clock stood at `timestamp_last`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointMeta {
+    pub lsn: u64,
+    pub timestamp_last: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("rocksdb failed to {op}: {source}")]
+    Rocks {
+        op: &'static str,
+        source: rocksdb::Error,
+    },
+    #[error("store config: {reason}")]
+    Config { reason: String },
+    #[error("column family {cf} is missing")]
+    MissingColumnFamily { cf: &'static str },
+    #[error("corrupt row in {cf}, key {key}: {reason}")]
+    Corrupt {
+        cf: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error("checkpoint format version {found} is not the version {expected} this build reads")]
+    FormatVersion { found: u32, expected: u32 },
+    #[error("checkpoint {requested:?} would go back from the stored {previous:?}")]
+    CheckpointBackwards {
+        previous: CheckpointMeta,
+        requested: CheckpointMeta,
+    },
+    #[error("the checkpoint is not a valid ledger: {0}")]
+    Restore(#[from] RestoreError),
+}
+
+fn rocks(op: &'static str) -> impl FnOnce(rocksdb::Error) -> StoreError {
+    move |source| StoreError::Rocks { op, source }
+}
+
+/// The ledger's checkpoints in one RocksDB instance. Written by one thread (the store
+/// thread); reads see a consistent snapshot.
+pub struct Store {
+    db: DB,
+}
+
+impl Store {
+    /// Opens (creating if missing) the RocksDB at `dir` with all column families.
+    pub fn open(dir: &Path, config: &StoreConfig) -> Result<Store, StoreError> {
+        let bloom = config.bloom_bits_per_key;
+        if !(1.0..=BLOOM_BITS_PER_KEY_MAX).contains(&bloom) {
+            let reason =
+                format!("bloom_bits_per_key {bloom} is not in 1..={BLOOM_BITS_PER_KEY_MAX}");
+            return Err(StoreError::Config { reason });
+        }
+        let cache = Cache::new_lru_cache(config.block_cache_bytes);
+        let descriptors = COLUMN_FAMILIES.iter().map(|(name, reads)| {
+            ColumnFamilyDescriptor::new(*name, column_family_options(&cache, bloom, *reads))
+        });
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        let db = DB::open_cf_descriptors(&options, dir, descriptors).map_err(rocks("open"))?;
+        Ok(Store { db })
+    }
+
+    /// The newest checkpoint written, if any.
+    pub fn checkpoint_meta(&self) -> Result<Option<CheckpointMeta>, StoreError> {
+        self.read_meta(&self.db.snapshot())
+    }
+
+    /// Writes `changes` and `meta` in ONE atomic WriteBatch with sync=true (durable
+    /// before return). `meta.lsn` and `meta.timestamp_last` must not be below the previous
+    /// checkpoint's, and `meta.timestamp_last` must be the ledger's clock when `changes`
+    /// were taken.
+    pub fn write_checkpoint(
+        &self,
+        meta: CheckpointMeta,
+        changes: &Changes,
+    ) -> Result<(), StoreError> {
+        if let Some(previous) = self.checkpoint_meta()? {
+            if meta.lsn < previous.lsn || meta.timestamp_last < previous.timestamp_last {
+                return Err(StoreError::CheckpointBackwards {
+                    previous,
+                    requested: meta,
+                });
+            }
+        }
+        assert_changes_before(meta, changes);
+        let mut batch = WriteBatch::default();
+        self.batch_objects(&mut batch, changes)?;
+        self.batch_indexes(&mut batch, changes)?;
+        batch.put_cf(self.cf(CF_META)?, META_KEY, manifest::encode(meta));
+        let mut options = WriteOptions::default();
+        // The caller drops the WAL below `meta.lsn` once this returns.
+        options.set_sync(true);
+        self.db
+            .write_opt(batch, &options)
+            .map_err(rocks("write a checkpoint"))
+    }
+
+    /// The objects themselves: accounts (newest value), transfers, resolved statuses and
+    /// failed ids.
+    fn batch_objects(&self, batch: &mut WriteBatch, changes: &Changes) -> Result<(), StoreError> {
+        let accounts = self.cf(CF_ACCOUNTS)?;
+        for account in &changes.accounts {
+            batch.put_cf(accounts, id_key(account.id), record_bytes(account));
+        }
+        let transfers = self.cf(CF_TRANSFERS)?;
+        for transfer in &changes.transfers {
+            batch.put_cf(transfers, id_key(transfer.id), record_bytes(transfer));
+        }
+        let statuses = self.cf(CF_TRANSFER_STATUS)?;
+        for (id, status) in &changes.pending_statuses {
+            // A status rolled back inside a failed linked chain comes back as `Pending`,
+            // which is stored as the absence of a row.
+            match status_byte(*status) {
+                Some(byte) => batch.put_cf(statuses, id_key(*id), [byte]),
+                None => batch.delete_cf(statuses, id_key(*id)),
+            }
+        }
+        let failed_ids = self.cf(CF_FAILED_IDS)?;
+        for id in &changes.failed_ids {
+            batch.put_cf(failed_ids, id_key(*id), []);
+        }
+        Ok(())
+    }
+
+    /// The time-ordered rows per account: transfer index and balance history.
+    fn batch_indexes(&self, batch: &mut WriteBatch, changes: &Changes) -> Result<(), StoreError> {
+        let account_transfers = self.cf(CF_ACCOUNT_TRANSFERS)?;
+        for transfer in &changes.transfers {
+            let id = id_key(transfer.id);
+            for account_id in [transfer.debit_account_id, transfer.credit_account_id] {
+                let key = timeline_key(account_id, transfer.timestamp);
+                batch.put_cf(account_transfers, key, id);
+            }
+        }
+        let balances = self.cf(CF_BALANCES)?;
+        for (account_id, balance) in &changes.balances {
+            let key = timeline_key(*account_id, balance.timestamp);
+            batch.put_cf(balances, key, record_bytes(balance));
+        }
+        Ok(())
+    }
+
+    fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or(StoreError::MissingColumnFamily { cf: name })
+    }
+}
+
+fn column_family_options(cache: &Cache, bloom_bits_per_key: f64, reads: Reads) -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    if reads == Reads::Point {
+        table.set_bloom_filter(bloom_bits_per_key, false);
+    }
+    let mut options = Options::default();
+    options.set_compression_type(DBCompressionType::Lz4);
+    options.set_block_based_table_factory(&table);
+    options
+}
+
+/// A checkpoint whose objects postdate its own clock would be refused by restore: that
+/// is a bug of the caller, caught here before it reaches the disk.
+fn assert_changes_before(meta: CheckpointMeta, changes: &Changes) {
+    let timestamps = changes
+        .accounts
+        .iter()
+        .map(|account| account.timestamp)
+        .chain(changes.transfers.iter().map(|transfer| transfer.timestamp));
+    for timestamp in timestamps {
+        assert!(
+            timestamp <= meta.timestamp_last,
+            "checkpoint {meta:?} holds an object of timestamp {timestamp}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

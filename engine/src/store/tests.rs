@@ -1,0 +1,441 @@
+//! Store tests against a real RocksDB in a temporary directory: checkpoints of a random
+//! history reload to the same state, manifests round-trip and never go back, and bad
+//! bytes on disk are errors, not panics.
+
+use protocol::{
+    Account, AccountFilter, AccountFilterFlags, AccountFlags, CreateResult, Transfer,
+    TransferFlags, NS_PER_SECOND,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tempfile::TempDir;
+
+use super::codec::{id_key, timeline_key};
+use super::manifest::FORMAT_VERSION;
+use super::*;
+use crate::ledger::Ledger;
+
+const START: u64 = 1_700_000_000 * NS_PER_SECOND;
+/// Accounts 1..=8 exist; 9 does not, so some transfers fail transiently.
+const ACCOUNTS: u128 = 8;
+
+fn open(dir: &TempDir) -> Store {
+    Store::open(dir.path(), &StoreConfig::default()).expect("open store")
+}
+
+/// A ledger driven by random batches of every kind of transfer, with expiry steps.
+struct RandomHistory {
+    ledger: Ledger,
+    rng: StdRng,
+    now: u64,
+    transfer_id_next: u128,
+}
+
+impl RandomHistory {
+    fn new(seed: u64) -> Self {
+        let mut ledger = Ledger::new();
+        let accounts: Vec<Account> = (1..=ACCOUNTS).map(random_history_account).collect();
+        let results = ledger.create_accounts(START, &accounts);
+        assert!(results.iter().all(|r| r.timestamp > 0));
+        Self {
+            ledger,
+            rng: StdRng::seed_from_u64(seed),
+            now: START,
+            transfer_id_next: 1,
+        }
+    }
+
+    /// One request or one expiry step, the clock moving by up to 1.5 s.
+    fn step(&mut self) -> Vec<CreateResult> {
+        self.now += self.rng.random_range(0..1_500) * 1_000_000;
+        if self.rng.random_ratio(1, 6) {
+            self.ledger.expire(self.now);
+            return Vec::new();
+        }
+        let events: Vec<Transfer> = (0..self.rng.random_range(1..12))
+            .map(|_| self.event())
+            .collect();
+        self.ledger.create_transfers(self.now, &events)
+    }
+
+    fn event(&mut self) -> Transfer {
+        let id = self.transfer_id_next;
+        self.transfer_id_next += 1;
+        let earlier = self.rng.random_range(1..=id);
+        let (debit_account_id, credit_account_id) = self.parties();
+        let transfer = Transfer {
+            id,
+            debit_account_id,
+            credit_account_id,
+            amount: self.rng.random_range(0..100),
+            ledger: 1,
+            code: 1,
+            ..Transfer::default()
+        };
+        let resolve = |flags, amount| Transfer {
+            id,
+            pending_id: earlier,
+            amount,
+            flags,
+            ..Transfer::default()
+        };
+        let mut transfer = match self.rng.random_range(0..10) {
+            0..4 => transfer,
+            4..6 => self.pending(transfer),
+            6 => resolve(TransferFlags::POST_PENDING_TRANSFER, u128::MAX),
+            7 => resolve(TransferFlags::POST_PENDING_TRANSFER, 10),
+            8 => resolve(TransferFlags::VOID_PENDING_TRANSFER, 0),
+            _ => Transfer {
+                flags: TransferFlags::BALANCING_DEBIT,
+                ..transfer
+            },
+        };
+        if self.rng.random_ratio(1, 10) {
+            transfer.flags |= TransferFlags::LINKED;
+        }
+        transfer
+    }
+
+    /// Two different accounts, one of them now and then missing.
+    fn parties(&mut self) -> (u128, u128) {
+        let debit = self.rng.random_range(1..=ACCOUNTS);
+        let credit = (debit + self.rng.random_range(0..ACCOUNTS - 1)) % ACCOUNTS + 1;
+        if self.rng.random_ratio(1, 20) {
+            return (debit, ACCOUNTS + 1);
+        }
+        (debit, credit)
+    }
+
+    fn pending(&mut self, transfer: Transfer) -> Transfer {
+        let mut flags = TransferFlags::PENDING;
+        let mut timeout_seconds = self.rng.random_range(0..3);
+        if self.rng.random_ratio(1, 10) {
+            // Closing transfers time out, or the accounts would end up all closed.
+            flags |= TransferFlags::CLOSING_CREDIT;
+            timeout_seconds = timeout_seconds.max(1);
+        }
+        Transfer {
+            flags,
+            timeout: timeout_seconds,
+            ..transfer
+        }
+    }
+}
+
+/// Accounts 1, 2 and 5 keep history; 3 and 4 have balance rules; 6 is closed from the
+/// start (every transfer touching it fails transiently).
+fn random_history_account(id: u128) -> Account {
+    let flags = match id {
+        1 | 2 => AccountFlags::HISTORY,
+        3 => AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+        4 => AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
+        5 => AccountFlags::HISTORY | AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
+        6 => AccountFlags::CLOSED,
+        _ => AccountFlags::empty(),
+    };
+    Account {
+        id,
+        ledger: 1,
+        code: 7,
+        flags,
+        ..Account::default()
+    }
+}
+
+fn checkpoint(store: &Store, ledger: &mut Ledger, lsn: u64) -> CheckpointMeta {
+    let meta = CheckpointMeta {
+        lsn,
+        timestamp_last: ledger.timestamp_last(),
+    };
+    store
+        .write_checkpoint(meta, &ledger.take_changes())
+        .expect("write checkpoint");
+    meta
+}
+
+/// The transfer ids the `account_transfers` index lists for an account, oldest first.
+fn indexed_transfer_ids(store: &Store, account_id: u128) -> Vec<u128> {
+    let cf = store.cf(CF_ACCOUNT_TRANSFERS).unwrap();
+    let from = timeline_key(account_id, 0);
+    let rows = store.db.iterator_cf(
+        cf,
+        rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward),
+    );
+    rows.map(|row| row.unwrap())
+        .take_while(|(key, _)| key[..16] == id_key(account_id))
+        .map(|(_, value)| u128::from_be_bytes((*value).try_into().unwrap()))
+        .collect()
+}
+
+fn all_transfer_ids_of(ledger: &Ledger, account_id: u128) -> Vec<u128> {
+    let filter = AccountFilter {
+        account_id,
+        limit: u32::MAX,
+        flags: AccountFilterFlags::DEBITS | AccountFilterFlags::CREDITS,
+        ..AccountFilter::default()
+    };
+    let transfers = ledger.get_account_transfers(&filter);
+    transfers.iter().map(|transfer| transfer.id).collect()
+}
+
+/// Run `steps` random steps, checkpointing every `every` steps (the step number standing
+/// in for the LSN) and once more at the end; returns the last checkpoint's meta.
+fn run_with_checkpoints(
+    history: &mut RandomHistory,
+    store: &Store,
+    steps: u64,
+    every: u64,
+) -> CheckpointMeta {
+    for step in 1..=steps {
+        history.step();
+        if step % every == 0 {
+            checkpoint(store, &mut history.ledger, step);
+        }
+    }
+    checkpoint(store, &mut history.ledger, steps + 1)
+}
+
+#[test]
+fn checkpoints_of_a_random_history_reload_to_the_same_state() {
+    for seed in 0..4 {
+        let dir = TempDir::new().unwrap();
+        let mut history = RandomHistory::new(seed);
+        let store = open(&dir);
+        let meta = run_with_checkpoints(&mut history, &store, 1_000, 7);
+        drop(store);
+
+        let store = open(&dir);
+        let (mut restored, loaded_meta) = store.load_ledger().expect("load");
+        assert_eq!(loaded_meta, Some(meta));
+        assert_eq!(store.checkpoint_meta().unwrap(), Some(meta));
+        assert_eq!(
+            restored.state_hash(),
+            history.ledger.state_hash(),
+            "seed {seed}"
+        );
+        let transfers_count = history.ledger.transfers_count();
+        assert!(
+            transfers_count > 600,
+            "the history did little: {transfers_count}"
+        );
+        for account_id in 1..=ACCOUNTS {
+            let ids = all_transfer_ids_of(&history.ledger, account_id);
+            assert_eq!(indexed_transfer_ids(&store, account_id), ids);
+        }
+        assert_eq!(restored.take_changes(), Changes::default());
+        // Both go on identically, as WAL replay after the checkpoint requires.
+        let mut twin = RandomHistory {
+            ledger: restored,
+            rng: StdRng::seed_from_u64(seed + 100),
+            now: history.now,
+            transfer_id_next: history.transfer_id_next,
+        };
+        history.rng = StdRng::seed_from_u64(seed + 100);
+        for _ in 0..50 {
+            assert_eq!(history.step(), twin.step());
+        }
+        assert_eq!(history.ledger.state_hash(), twin.ledger.state_hash());
+        assert_eq!(twin.ledger.take_changes(), history.ledger.take_changes());
+    }
+}
+
+#[test]
+fn the_random_history_fills_every_column_family() {
+    // Guard against a generator so tame that the reload test proves little.
+    let dir = TempDir::new().unwrap();
+    let mut history = RandomHistory::new(7);
+    let store = open(&dir);
+    run_with_checkpoints(&mut history, &store, 300, 7);
+    let count = |cf| {
+        store
+            .db
+            .iterator_cf(store.cf(cf).unwrap(), rocksdb::IteratorMode::Start)
+            .count()
+    };
+    assert!(count(CF_TRANSFER_STATUS) > 10);
+    assert!(count(CF_FAILED_IDS) > 10);
+    assert!(count(CF_BALANCES) > 10);
+    assert_eq!(count(CF_ACCOUNT_TRANSFERS), 2 * count(CF_TRANSFERS));
+    assert_eq!(count(CF_ACCOUNTS), ACCOUNTS as usize);
+}
+
+#[test]
+fn an_empty_directory_loads_as_a_new_ledger() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    assert_eq!(store.checkpoint_meta().unwrap(), None);
+    let (ledger, meta) = store.load_ledger().expect("load");
+    assert_eq!(meta, None);
+    assert_eq!(ledger.state_hash(), Ledger::new().state_hash());
+}
+
+#[test]
+fn checkpoint_meta_round_trips_and_never_goes_back() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let meta = CheckpointMeta {
+        lsn: 10,
+        timestamp_last: START,
+    };
+    store.write_checkpoint(meta, &Changes::default()).unwrap();
+    assert_eq!(store.checkpoint_meta().unwrap(), Some(meta));
+    let back = CheckpointMeta { lsn: 9, ..meta };
+    let error = store
+        .write_checkpoint(back, &Changes::default())
+        .unwrap_err();
+    let StoreError::CheckpointBackwards {
+        previous,
+        requested,
+    } = error
+    else {
+        panic!("expected a refused checkpoint: {error}");
+    };
+    assert_eq!((previous, requested), (meta, back));
+    let clock_back = CheckpointMeta {
+        lsn: 11,
+        timestamp_last: START - 1,
+    };
+    let error = store.write_checkpoint(clock_back, &Changes::default());
+    assert!(matches!(error, Err(StoreError::CheckpointBackwards { .. })));
+    // The same position again is fine (a checkpoint with nothing new since).
+    store.write_checkpoint(meta, &Changes::default()).unwrap();
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(store.checkpoint_meta().unwrap(), Some(meta));
+    let (ledger, loaded) = store.load_ledger().unwrap();
+    assert_eq!((ledger.timestamp_last(), loaded), (START, Some(meta)));
+}
+
+#[test]
+fn the_manifest_is_twenty_documented_bytes() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let meta = CheckpointMeta {
+        lsn: 0x0102_0304_0506_0708,
+        timestamp_last: 0x1112_1314_1516_1718,
+    };
+    store.write_checkpoint(meta, &Changes::default()).unwrap();
+    let cf = store.cf(CF_META).unwrap();
+    let bytes = store.db.get_cf(cf, META_KEY).unwrap().unwrap();
+    let mut expected = FORMAT_VERSION.to_le_bytes().to_vec();
+    expected.extend_from_slice(&meta.lsn.to_le_bytes());
+    expected.extend_from_slice(&meta.timestamp_last.to_le_bytes());
+    assert_eq!(bytes, expected);
+}
+
+/// A store holding a short real history, for corrupting; the directory lives as long.
+struct Fixture {
+    store: Store,
+    _dir: TempDir,
+}
+
+fn store_with_history() -> Fixture {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut history = RandomHistory::new(3);
+    run_with_checkpoints(&mut history, &store, 40, 10);
+    Fixture { store, _dir: dir }
+}
+
+fn put_raw(store: &Store, cf: &'static str, key: &[u8], value: &[u8]) {
+    store.db.put_cf(store.cf(cf).unwrap(), key, value).unwrap();
+}
+
+fn assert_corrupt(store: &Store, expected_cf: &str) {
+    match store.load_ledger() {
+        Err(StoreError::Corrupt { cf, key, reason }) => {
+            assert_eq!(cf, expected_cf, "{key}: {reason}");
+        }
+        Err(other) => panic!("expected a corrupt {expected_cf} row, got {other}"),
+        Ok(_) => panic!("expected a corrupt {expected_cf} row, the store loaded"),
+    }
+}
+
+#[test]
+fn short_and_mismatched_values_are_corruption_not_panics() {
+    let account_2 = random_history_account(2);
+    let cases: [(&str, Vec<u8>, Vec<u8>); 7] = [
+        (CF_ACCOUNTS, id_key(1).to_vec(), vec![1, 2, 3, 4, 5]),
+        // The record of account 2 under the key of account 1.
+        (
+            CF_ACCOUNTS,
+            id_key(1).to_vec(),
+            record_bytes(&account_2).to_vec(),
+        ),
+        (CF_TRANSFERS, vec![7; 3], vec![0; 128]),
+        (CF_TRANSFER_STATUS, id_key(1).to_vec(), vec![9]),
+        // A resolved status of a transfer that does not exist.
+        (CF_TRANSFER_STATUS, id_key(1 << 100).to_vec(), vec![2]),
+        (CF_BALANCES, timeline_key(1, 5).to_vec(), vec![0; 128]),
+        (CF_FAILED_IDS, id_key(123_456).to_vec(), vec![0]),
+    ];
+    for (cf, key, value) in cases {
+        let fixture = store_with_history();
+        assert!(fixture.store.load_ledger().is_ok());
+        put_raw(&fixture.store, cf, &key, &value);
+        assert_corrupt(&fixture.store, cf);
+    }
+}
+
+#[test]
+fn manifests_of_another_version_or_shape_are_refused() {
+    let fixture = store_with_history();
+    let store = &fixture.store;
+    let mut manifest = 99u32.to_le_bytes().to_vec();
+    manifest.extend_from_slice(&[0; 16]);
+    put_raw(store, CF_META, META_KEY, &manifest);
+    let expected = |error| {
+        matches!(
+            error,
+            StoreError::FormatVersion {
+                found: 99,
+                expected: FORMAT_VERSION
+            }
+        )
+    };
+    assert!(expected(store.checkpoint_meta().unwrap_err()));
+    assert!(expected(store.load_ledger().err().unwrap()));
+    // Refused before writing, so a newer store is never half overwritten.
+    let meta = CheckpointMeta {
+        lsn: u64::MAX,
+        timestamp_last: u64::MAX,
+    };
+    assert!(expected(
+        store
+            .write_checkpoint(meta, &Changes::default())
+            .unwrap_err()
+    ));
+
+    for truncated in [&[][..], &[1, 0], &[1, 0, 0, 0, 5]] {
+        put_raw(store, CF_META, META_KEY, truncated);
+        assert_corrupt(store, CF_META);
+    }
+}
+
+#[test]
+fn rows_that_break_the_ledger_are_restore_errors() {
+    let fixture = store_with_history();
+    let store = &fixture.store;
+    // Account 1 has transfers: without it they point nowhere.
+    store
+        .db
+        .delete_cf(store.cf(CF_ACCOUNTS).unwrap(), id_key(1))
+        .unwrap();
+    match store.load_ledger() {
+        Err(StoreError::Restore(RestoreError::Transfer { reason, .. })) => {
+            assert!(reason.contains("account 1"), "{reason}");
+        }
+        other => panic!(
+            "expected a restore error, got {:?}",
+            other.map(|(_, meta)| meta)
+        ),
+    }
+}
+
+#[test]
+fn rows_without_a_manifest_are_corruption() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    put_raw(&store, CF_TRANSFERS, &id_key(1), &[0; 128]);
+    assert_corrupt(&store, CF_TRANSFERS);
+}
