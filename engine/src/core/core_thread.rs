@@ -1,0 +1,354 @@
+//! The core thread: the only writer of ledger state.
+//!
+//! Each turn it drains whatever requests are waiting (up to `batch_events_max` events),
+//! reads the clock once, injects an expiry step when a pending transfer's timeout has
+//! passed, applies everything in arrival order, appends the batch's inputs to the WAL as
+//! one record, and parks the replies until the WAL says that record is durable. It never
+//! waits for an fsync while there is work: the WAL writer syncs group after group while
+//! the core applies the next batches, and replies go out as `durable_lsn` passes them.
+//! Every `checkpoint_batches` batches (or `checkpoint_interval`) it hands the changed
+//! state to the checkpointer thread without waiting for RocksDB.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use wal::Wal;
+
+use super::checkpointer::CheckpointJob;
+use super::record::{apply, RecordBuilder, Write};
+use super::request::{Reply, ReplySender, Request};
+use super::{EngineConfig, EngineError, RecoveryReport};
+use crate::ledger::Ledger;
+use crate::store::CheckpointMeta;
+
+/// What travels on the request queue.
+pub(crate) enum Submission {
+    Request {
+        request: Request,
+        reply: ReplySender,
+    },
+    /// Finish everything queued before this, make it durable, checkpoint, stop.
+    Shutdown,
+}
+
+/// Replies of one batch, released once `lsn` is durable.
+struct Parked {
+    lsn: u64,
+    replies: Vec<(ReplySender, Result<Reply, EngineError>)>,
+}
+
+pub(crate) struct CoreThread {
+    config: EngineConfig,
+    ledger: Ledger,
+    wal: Arc<Wal>,
+    requests: Receiver<Submission>,
+    checkpoints: Sender<CheckpointJob>,
+    /// LSN of the newest record appended (or replayed).
+    lsn_last: u64,
+    /// LSN of the newest record handed to the checkpointer.
+    lsn_checkpoint_taken: u64,
+    batches_since_checkpoint: u32,
+    checkpoint_taken_at: Instant,
+    parked: VecDeque<Parked>,
+    record: RecordBuilder,
+    /// A request taken from the queue that did not fit the previous batch.
+    carried: Option<(Request, ReplySender)>,
+    /// Set once the WAL fails: state in memory may be ahead of the log, so nothing more
+    /// is applied or answered from it.
+    failed: Option<EngineError>,
+    shutdown_seen: bool,
+}
+
+/// How long the core sleeps when idle and nothing is due: only bounds how late a
+/// checkpoint can be, since requests and durability notifications wake it at once.
+const IDLE_WAKE_MAX: Duration = Duration::from_millis(100);
+
+impl CoreThread {
+    pub fn new(
+        config: EngineConfig,
+        ledger: Ledger,
+        wal: Arc<Wal>,
+        requests: Receiver<Submission>,
+        checkpoints: Sender<CheckpointJob>,
+        recovery: RecoveryReport,
+    ) -> CoreThread {
+        CoreThread {
+            config,
+            ledger,
+            wal,
+            requests,
+            checkpoints,
+            lsn_last: recovery.lsn_last,
+            lsn_checkpoint_taken: recovery.checkpoint_lsn,
+            // Replayed records are not in the store yet: count them towards a checkpoint.
+            batches_since_checkpoint: u32::try_from(recovery.records_replayed).unwrap_or(u32::MAX),
+            checkpoint_taken_at: Instant::now(),
+            parked: VecDeque::new(),
+            record: RecordBuilder::default(),
+            carried: None,
+            failed: None,
+            shutdown_seen: false,
+        }
+    }
+
+    /// Runs until shutdown; returns the final ledger.
+    pub fn run(mut self) -> Ledger {
+        let durable = self.wal.subscribe();
+        while !self.shutdown_seen {
+            let next = match self.carried.take() {
+                Some((request, reply)) => Some(Submission::Request { request, reply }),
+                None => self.next_submission(&durable),
+            };
+            match next {
+                Some(Submission::Request { request, reply }) => {
+                    self.run_batch(Some((request, reply)));
+                }
+                Some(Submission::Shutdown) => self.shutdown_seen = true,
+                None => self.run_batch(None),
+            }
+            self.release_durable();
+            self.maybe_checkpoint(false);
+        }
+        self.stop()
+    }
+
+    /// Wait for a request, a durability notification, or the next deadline.
+    fn next_submission(&mut self, durable: &Receiver<u64>) -> Option<Submission> {
+        let timeout = self.idle_timeout();
+        if !self.parked.is_empty() {
+            crossbeam::select! {
+                recv(self.requests) -> submission => return submission.ok().or(Some(Submission::Shutdown)),
+                recv(durable) -> notified => {
+                    if notified.is_err() {
+                        self.fail_from_wal();
+                    }
+                    return None;
+                }
+                default(timeout) => return None,
+            }
+        }
+        match self.requests.recv_timeout(timeout) {
+            Ok(submission) => Some(submission),
+            Err(RecvTimeoutError::Timeout) => None,
+            // Every handle is gone: nobody can submit or shut down any more.
+            Err(RecvTimeoutError::Disconnected) => Some(Submission::Shutdown),
+        }
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        let now = (self.config.clock)();
+        let expiry = self
+            .ledger
+            .expiry_timestamp_next()
+            .map_or(IDLE_WAKE_MAX, |at| {
+                Duration::from_nanos(at.saturating_sub(now))
+            });
+        expiry.min(IDLE_WAKE_MAX)
+    }
+
+    /// One core batch: the first request (if any) plus whatever else is waiting.
+    fn run_batch(&mut self, first: Option<(Request, ReplySender)>) {
+        let mut batch: Vec<(Request, ReplySender)> = first.into_iter().collect();
+        self.drain_into(&mut batch);
+        if let Some(error) = &self.failed {
+            for (_, reply) in batch {
+                let _ = reply.send(Err(error.clone()));
+            }
+            return;
+        }
+        let now = (self.config.clock)();
+        self.record.begin(now);
+        if self
+            .ledger
+            .expiry_timestamp_next()
+            .is_some_and(|at| at <= now)
+        {
+            self.record.push(Write::Expire);
+            apply(&mut self.ledger, now, Write::Expire);
+        }
+        let mut replies = Vec::with_capacity(batch.len());
+        for (request, reply) in batch {
+            replies.push((reply, Ok(self.execute(now, request))));
+        }
+        let lsn = if self.record.is_empty() {
+            self.lsn_last
+        } else {
+            match self.wal.append(self.record.finish()) {
+                Ok(lsn) => lsn,
+                Err(error) => {
+                    let error = EngineError::Wal(Arc::new(error));
+                    self.fail(error, replies);
+                    return;
+                }
+            }
+        };
+        if lsn != self.lsn_last {
+            self.lsn_last = lsn;
+            self.batches_since_checkpoint += 1;
+        }
+        self.park(lsn, replies);
+    }
+
+    /// Take waiting requests until the batch would exceed `batch_events_max` events.
+    fn drain_into(&mut self, batch: &mut Vec<(Request, ReplySender)>) {
+        let mut events: u64 = batch.iter().map(|(r, _)| u64::from(r.events_count())).sum();
+        while events < u64::from(self.config.batch_events_max) {
+            match self.requests.try_recv() {
+                Ok(Submission::Request { request, reply }) => {
+                    let count = u64::from(request.events_count());
+                    if events + count > u64::from(self.config.batch_events_max) {
+                        self.carried = Some((request, reply));
+                        return;
+                    }
+                    events += count;
+                    batch.push((request, reply));
+                }
+                Ok(Submission::Shutdown) => {
+                    // Requests queued after a shutdown are refused by `stop`.
+                    self.shutdown_seen = true;
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Apply one request; writes go into the batch's WAL record first.
+    fn execute(&mut self, now: u64, request: Request) -> Reply {
+        let ledger = &mut self.ledger;
+        match request {
+            Request::CreateAccounts(accounts) => {
+                let write = Write::CreateAccounts(&accounts);
+                if !accounts.is_empty() {
+                    self.record.push(write);
+                }
+                Reply::Created(apply(ledger, now, write))
+            }
+            Request::CreateTransfers(transfers) => {
+                let write = Write::CreateTransfers(&transfers);
+                if !transfers.is_empty() {
+                    self.record.push(write);
+                }
+                Reply::Created(apply(ledger, now, write))
+            }
+            Request::LookupAccounts(ids) => Reply::Accounts(ledger.lookup_accounts(&ids)),
+            Request::LookupTransfers(ids) => Reply::Transfers(ledger.lookup_transfers(&ids)),
+            Request::GetAccountTransfers(filter) => {
+                Reply::Transfers(ledger.get_account_transfers(&filter))
+            }
+            Request::GetAccountBalances(filter) => {
+                Reply::Balances(ledger.get_account_balances(&filter))
+            }
+            Request::QueryAccounts(filter) => Reply::Accounts(ledger.query_accounts(&filter)),
+            Request::QueryTransfers(filter) => Reply::Transfers(ledger.query_transfers(&filter)),
+        }
+    }
+
+    /// Hold replies until `lsn` is durable. Reads are parked behind the newest record too:
+    /// they may have seen its effects, which must not be shown before they are durable.
+    fn park(&mut self, lsn: u64, replies: Vec<(ReplySender, Result<Reply, EngineError>)>) {
+        if replies.is_empty() {
+            return;
+        }
+        match self.parked.back_mut() {
+            Some(last) if last.lsn == lsn => last.replies.extend(replies),
+            _ => self.parked.push_back(Parked { lsn, replies }),
+        }
+    }
+
+    fn release_durable(&mut self) {
+        let durable_lsn = self.wal.durable_lsn();
+        while self.parked.front().is_some_and(|p| p.lsn <= durable_lsn) {
+            let parked = self.parked.pop_front().expect("front exists");
+            for (reply, result) in parked.replies {
+                // The caller may have stopped waiting: that is its business.
+                let _ = reply.send(result);
+            }
+        }
+        if !self.parked.is_empty() && self.wal.error().is_some() {
+            self.fail_from_wal();
+        }
+    }
+
+    fn fail_from_wal(&mut self) {
+        let error = self.wal.error().map_or(EngineError::Stopped, |error| {
+            EngineError::Wal(Arc::new(error))
+        });
+        self.fail(error, Vec::new());
+    }
+
+    /// The WAL failed: nothing not yet durable may be acknowledged, and the in-memory
+    /// state may be ahead of the log, so the engine stops serving until restarted.
+    fn fail(
+        &mut self,
+        error: EngineError,
+        replies: Vec<(ReplySender, Result<Reply, EngineError>)>,
+    ) {
+        tracing::error!(%error, "engine failed; restart to recover from the WAL");
+        let durable_lsn = self.wal.durable_lsn();
+        for parked in std::mem::take(&mut self.parked) {
+            let durable = parked.lsn <= durable_lsn;
+            for (reply, result) in parked.replies {
+                let _ = reply.send(if durable { result } else { Err(error.clone()) });
+            }
+        }
+        for (reply, _) in replies {
+            let _ = reply.send(Err(error.clone()));
+        }
+        self.failed = Some(error);
+    }
+
+    /// Hand the changes since the last checkpoint to the checkpointer, unless it is still
+    /// busy with the previous one (then they keep accumulating). `force` waits for room.
+    fn maybe_checkpoint(&mut self, force: bool) {
+        if self.failed.is_some() || self.lsn_last == self.lsn_checkpoint_taken {
+            return;
+        }
+        let due = force
+            || self.batches_since_checkpoint >= self.config.checkpoint_batches
+            || self.checkpoint_taken_at.elapsed() >= self.config.checkpoint_interval;
+        if !due || (!force && self.checkpoints.is_full()) {
+            return;
+        }
+        let job = CheckpointJob {
+            meta: CheckpointMeta {
+                lsn: self.lsn_last,
+                timestamp_last: self.ledger.timestamp_last(),
+            },
+            changes: self.ledger.take_changes(),
+        };
+        let sent = if force {
+            self.checkpoints.send(job).is_ok()
+        } else {
+            !matches!(
+                self.checkpoints.try_send(job),
+                Err(TrySendError::Disconnected(_))
+            )
+        };
+        if sent {
+            self.lsn_checkpoint_taken = self.lsn_last;
+            self.batches_since_checkpoint = 0;
+            self.checkpoint_taken_at = Instant::now();
+        }
+    }
+
+    /// Graceful end: everything applied becomes durable and answered, a final checkpoint
+    /// is handed over, and requests that arrived after the shutdown are refused.
+    fn stop(mut self) -> Ledger {
+        if self.failed.is_none() && self.lsn_last > 0 {
+            if let Err(error) = self.wal.wait_durable(self.lsn_last) {
+                self.fail(EngineError::Wal(Arc::new(error)), Vec::new());
+            }
+        }
+        self.release_durable();
+        self.maybe_checkpoint(true);
+        while let Ok(submission) = self.requests.try_recv() {
+            if let Submission::Request { reply, .. } = submission {
+                let _ = reply.send(Err(EngineError::ShuttingDown));
+            }
+        }
+        self.ledger
+    }
+}

@@ -1,0 +1,282 @@
+//! The engine: the ledger, the WAL and the RocksDB store put together into the pipeline of
+//! DESIGN.md, behind an in-process handle.
+//!
+//! ```text
+//! EngineHandle::submit ──bounded queue──▶ core thread ──append──▶ WAL writer (group fsync)
+//!        ▲                                   │  ▲                         │
+//!        └──────── replies, once durable ────┘  └── durable LSN ──────────┘
+//!                                            │
+//!                                            └─ every N batches ─▶ checkpointer ─▶ RocksDB
+//! ```
+//!
+//! - [`Engine::open`] recovers (checkpoint from RocksDB, then the WAL records after it,
+//!   through the same apply code the core runs) and starts the threads.
+//! - [`EngineHandle::submit`] is cheap to clone and safe from any thread or task; it
+//!   returns a [`PendingReply`] to await or `wait()` on.
+//! - [`Engine::shutdown`] finishes queued work, makes it durable, checkpoints, stops.
+//!
+//! State resident in memory: the whole ledger (every account and every transfer). The
+//! RocksDB store holds checkpoints for recovery; serving old transfers from it, and keeping
+//! only pending and recent transfers in memory, is not built yet (see the README).
+
+mod checkpointer;
+mod config;
+mod core_thread;
+pub mod record;
+mod request;
+mod submit;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use protocol::Operation;
+use wal::{Wal, WalError};
+
+pub use config::{system_clock_ns, Clock, EngineConfig, WhenFull};
+pub use record::RecordError;
+pub use request::{PendingReply, Reply, Request};
+pub use submit::EngineHandle;
+
+use checkpointer::CheckpointStatus;
+use core_thread::CoreThread;
+
+use crate::ledger::Ledger;
+use crate::store::{Store, StoreError};
+
+/// Everything that can go wrong between a caller and a durable reply.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("engine busy: {queue_requests_max} requests already queued; retry later")]
+    Busy { queue_requests_max: u32 },
+    #[error("{operation} request carries {count} events; the limit is {max}")]
+    TooManyEvents {
+        operation: Operation,
+        count: u32,
+        max: u32,
+    },
+    #[error("engine is shutting down; request not applied")]
+    ShuttingDown,
+    #[error("engine stopped before replying")]
+    Stopped,
+    #[error("write-ahead log: {0}")]
+    Wal(Arc<WalError>),
+    #[error("store: {0}")]
+    Store(Arc<StoreError>),
+    #[error("invalid config `{key}`: {reason}")]
+    ConfigInvalid { key: &'static str, reason: String },
+    #[error("recovery: WAL record {lsn}: {source}")]
+    Recovery { lsn: u64, source: RecordError },
+    #[error("{operation} {path}: {source}")]
+    Io {
+        operation: &'static str,
+        path: String,
+        source: Arc<std::io::Error>,
+    },
+}
+
+/// What recovery found, for logs and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// LSN of the checkpoint loaded from RocksDB (0: none).
+    pub checkpoint_lsn: u64,
+    /// WAL records replayed on top of it.
+    pub records_replayed: u64,
+    /// LSN of the newest record applied.
+    pub lsn_last: u64,
+}
+
+/// A running engine. Dropping it without [`Engine::shutdown`] stops it the same way.
+pub struct Engine {
+    handle: EngineHandle,
+    wal: Arc<Wal>,
+    checkpoint_status: Arc<CheckpointStatus>,
+    core: Option<JoinHandle<Ledger>>,
+    checkpointer: Option<JoinHandle<()>>,
+    recovery: RecoveryReport,
+}
+
+/// Counters of a stopped engine, for tests and operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShutdownReport {
+    pub state_hash: u128,
+    pub lsn_last: u64,
+    pub checkpoint_lsn: u64,
+}
+
+impl Engine {
+    /// Recover from `config.data_dir` and start the core and checkpointer threads.
+    pub fn open(config: EngineConfig) -> Result<Engine, EngineError> {
+        config.validate()?;
+        let (store, wal, ledger, recovery) = recover(&config)?;
+        tracing::info!(
+            checkpoint_lsn = recovery.checkpoint_lsn,
+            records_replayed = recovery.records_replayed,
+            accounts = ledger.accounts_count(),
+            transfers = ledger.transfers_count(),
+            "recovered"
+        );
+        Ok(Self::start(config, store, Arc::new(wal), ledger, recovery))
+    }
+
+    fn start(
+        config: EngineConfig,
+        store: Store,
+        wal: Arc<Wal>,
+        ledger: Ledger,
+        recovery: RecoveryReport,
+    ) -> Engine {
+        let (requests_sender, requests) =
+            crossbeam::channel::bounded(config.queue_requests_max as usize);
+        // One checkpoint in flight plus one waiting: the core never blocks on RocksDB.
+        let (checkpoints, jobs) = crossbeam::channel::bounded(1);
+        let checkpoint_status = Arc::new(CheckpointStatus::default());
+        checkpoint_status
+            .lsn
+            .store(recovery.checkpoint_lsn, Ordering::Release);
+        let checkpointer = {
+            let (store, wal, status) = (Arc::new(store), wal.clone(), checkpoint_status.clone());
+            std::thread::Builder::new()
+                .name("settled-checkpoint".into())
+                .spawn(move || checkpointer::run(store, wal, jobs, status))
+                .expect("spawn checkpointer thread")
+        };
+        let handle = EngineHandle::new(requests_sender, &config);
+        let core = CoreThread::new(config, ledger, wal.clone(), requests, checkpoints, recovery);
+        let core = std::thread::Builder::new()
+            .name("settled-core".into())
+            .spawn(move || core.run())
+            .expect("spawn core thread");
+        Engine {
+            handle,
+            wal,
+            checkpoint_status,
+            core: Some(core),
+            checkpointer: Some(checkpointer),
+            recovery,
+        }
+    }
+
+    /// A handle for submitting requests; clone it freely.
+    pub fn handle(&self) -> EngineHandle {
+        self.handle.clone()
+    }
+
+    pub fn recovery_report(&self) -> RecoveryReport {
+        self.recovery
+    }
+
+    /// LSN of the newest checkpoint written to RocksDB.
+    pub fn checkpoint_lsn(&self) -> u64 {
+        self.checkpoint_status.lsn.load(Ordering::Acquire)
+    }
+
+    /// Stop accepting requests, finish and answer everything queued, make it durable,
+    /// write a final checkpoint and stop every thread.
+    pub fn shutdown(mut self) -> Result<ShutdownReport, EngineError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<ShutdownReport, EngineError> {
+        let Some(core) = self.core.take() else {
+            return Err(EngineError::Stopped);
+        };
+        self.handle.request_shutdown();
+        // The core returns the final ledger; the checkpointer ends when the core's job
+        // sender is dropped with it.
+        let ledger = core.join().map_err(|_| EngineError::Stopped)?;
+        if let Some(checkpointer) = self.checkpointer.take() {
+            checkpointer.join().map_err(|_| EngineError::Stopped)?;
+        }
+        let lsn_last = self.wal.lsn_next() - 1;
+        if let Some(error) = self.checkpoint_status.error.get() {
+            return Err(error.clone());
+        }
+        if let Some(error) = self.wal.error() {
+            return Err(EngineError::Wal(Arc::new(error)));
+        }
+        Ok(ShutdownReport {
+            state_hash: ledger.state_hash(),
+            lsn_last,
+            checkpoint_lsn: self.checkpoint_lsn(),
+        })
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if self.core.is_some() {
+            if let Err(error) = self.stop() {
+                tracing::error!(%error, "engine stopped with an error");
+            }
+        }
+    }
+}
+
+/// Re-execute the WAL records after the checkpoint, in order, with the same apply code.
+fn replay(
+    wal: &Wal,
+    ledger: &mut Ledger,
+    checkpoint_lsn: u64,
+) -> Result<RecoveryReport, EngineError> {
+    let mut report = RecoveryReport {
+        checkpoint_lsn,
+        records_replayed: 0,
+        lsn_last: checkpoint_lsn,
+    };
+    for record in wal.replay_after(checkpoint_lsn).map_err(wal_error)? {
+        let record = record.map_err(wal_error)?;
+        let batch = record::decode(&record.payload).map_err(|source| EngineError::Recovery {
+            lsn: record.lsn,
+            source,
+        })?;
+        for entry in &batch.entries {
+            record::apply(ledger, batch.now, entry.as_write());
+        }
+        report.records_replayed += 1;
+        report.lsn_last = record.lsn;
+    }
+    Ok(report)
+}
+
+fn store_error(error: StoreError) -> EngineError {
+    EngineError::Store(Arc::new(error))
+}
+
+fn wal_error(error: WalError) -> EngineError {
+    EngineError::Wal(Arc::new(error))
+}
+
+/// Open the store and the WAL of `config.data_dir` and rebuild the ledger: the
+/// checkpoint, then every WAL record after it.
+fn recover(config: &EngineConfig) -> Result<(Store, Wal, Ledger, RecoveryReport), EngineError> {
+    let store_dir = config.data_dir.join("store");
+    let wal_dir = config.data_dir.join("wal");
+    for dir in [&store_dir, &wal_dir] {
+        std::fs::create_dir_all(dir).map_err(|source| EngineError::Io {
+            operation: "create directory",
+            path: dir.display().to_string(),
+            source: Arc::new(source),
+        })?;
+    }
+    let store = Store::open(&store_dir, &config.store).map_err(store_error)?;
+    let (mut ledger, meta) = store.load_ledger().map_err(store_error)?;
+    let checkpoint_lsn = meta.map_or(0, |meta| meta.lsn);
+    // A brand-new WAL continues numbering after the checkpoint.
+    let wal_config = wal::WalConfig {
+        first_lsn: checkpoint_lsn + 1,
+        ..config.wal.clone()
+    };
+    let wal = Wal::open(&wal_dir, wal_config).map_err(wal_error)?;
+    let report = replay(&wal, &mut ledger, checkpoint_lsn)?;
+    Ok((store, wal, ledger, report))
+}
+
+/// The state a data directory recovers to, without starting anything: for tests and
+/// tools that compare it with an expected history.
+pub fn recover_ledger(config: &EngineConfig) -> Result<(Ledger, RecoveryReport), EngineError> {
+    config.validate()?;
+    let (_store, wal, ledger, report) = recover(config)?;
+    wal.close().map_err(wal_error)?;
+    Ok((ledger, report))
+}

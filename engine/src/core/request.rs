@@ -1,0 +1,95 @@
+//! What callers hand the engine and what they get back.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use protocol::{
+    Account, AccountBalance, AccountFilter, CreateResult, Operation, QueryFilter, Transfer,
+};
+use tokio::sync::oneshot;
+
+use super::EngineError;
+
+/// One request: an operation and its events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    CreateAccounts(Vec<Account>),
+    CreateTransfers(Vec<Transfer>),
+    LookupAccounts(Vec<u128>),
+    LookupTransfers(Vec<u128>),
+    GetAccountTransfers(AccountFilter),
+    GetAccountBalances(AccountFilter),
+    QueryAccounts(QueryFilter),
+    QueryTransfers(QueryFilter),
+}
+
+impl Request {
+    pub fn operation(&self) -> Operation {
+        match self {
+            Request::CreateAccounts(_) => Operation::CreateAccounts,
+            Request::CreateTransfers(_) => Operation::CreateTransfers,
+            Request::LookupAccounts(_) => Operation::LookupAccounts,
+            Request::LookupTransfers(_) => Operation::LookupTransfers,
+            Request::GetAccountTransfers(_) => Operation::GetAccountTransfers,
+            Request::GetAccountBalances(_) => Operation::GetAccountBalances,
+            Request::QueryAccounts(_) => Operation::QueryAccounts,
+            Request::QueryTransfers(_) => Operation::QueryTransfers,
+        }
+    }
+
+    pub fn events_count(&self) -> u32 {
+        let count = match self {
+            Request::CreateAccounts(events) => events.len(),
+            Request::CreateTransfers(events) => events.len(),
+            Request::LookupAccounts(ids) | Request::LookupTransfers(ids) => ids.len(),
+            _ => 1,
+        };
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+}
+
+/// The answer to one request, in the order of its events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// One result per event of `create_accounts` / `create_transfers`.
+    Created(Vec<CreateResult>),
+    Accounts(Vec<Account>),
+    Transfers(Vec<Transfer>),
+    Balances(Vec<AccountBalance>),
+}
+
+/// The reply to a submitted request, delivered once the batch that carried it is durable.
+///
+/// Await it from async code, or call [`PendingReply::wait`] from a thread.
+#[derive(Debug)]
+pub struct PendingReply {
+    receiver: oneshot::Receiver<Result<Reply, EngineError>>,
+}
+
+pub(crate) type ReplySender = oneshot::Sender<Result<Reply, EngineError>>;
+
+impl PendingReply {
+    pub(crate) fn channel() -> (ReplySender, PendingReply) {
+        let (sender, receiver) = oneshot::channel();
+        (sender, PendingReply { receiver })
+    }
+
+    /// Block the calling thread until the reply arrives. Not for async tasks: await the
+    /// `PendingReply` there instead.
+    pub fn wait(self) -> Result<Reply, EngineError> {
+        self.receiver
+            .blocking_recv()
+            .unwrap_or(Err(EngineError::Stopped))
+    }
+}
+
+impl Future for PendingReply {
+    type Output = Result<Reply, EngineError>;
+
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.receiver)
+            .poll(context)
+            .map(|received| received.unwrap_or(Err(EngineError::Stopped)))
+    }
+}

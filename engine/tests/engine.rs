@@ -1,0 +1,338 @@
+//! The in-process engine end to end: submit, durable replies, read-your-writes,
+//! backpressure, limits, expiry, checkpoints and restart.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{account, config, transfer, Workload, START};
+use protocol::{
+    AccountFlags, CreateAccountResult, CreateResult, CreateTransferResult, QueryFilter,
+    TransferFlags, BATCH_EVENTS_MAX, NS_PER_SECOND,
+};
+use settled_engine::core::{recover_ledger, Engine, EngineError, Reply, Request, WhenFull};
+use settled_engine::ledger::{Ledger, PendingStatus};
+
+fn created(reply: Reply) -> Vec<CreateResult> {
+    match reply {
+        Reply::Created(results) => results,
+        other => panic!("expected create results, got {other:?}"),
+    }
+}
+
+fn statuses_all(results: &[CreateResult], status: u32) -> bool {
+    results.iter().all(|result| result.status == status)
+}
+
+#[test]
+fn replies_are_durable_and_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    let handle = engine.handle();
+    let accounts = vec![
+        account(1, AccountFlags::default()),
+        account(2, AccountFlags::default()),
+    ];
+    let results = created(
+        handle
+            .submit_wait(Request::CreateAccounts(accounts))
+            .unwrap(),
+    );
+    assert!(statuses_all(&results, CreateAccountResult::Created.code()));
+    let results = created(
+        handle
+            .submit_wait(Request::CreateTransfers(vec![transfer(10, 1, 2, 250)]))
+            .unwrap(),
+    );
+    assert_eq!(results[0].status, CreateTransferResult::Created.code());
+    assert!(results[0].timestamp >= START);
+
+    // Read-your-writes: a lookup after the acknowledgement sees the transfer.
+    let Reply::Accounts(found) = handle
+        .submit_wait(Request::LookupAccounts(vec![1, 2]))
+        .unwrap()
+    else {
+        panic!("lookup_accounts answers with accounts")
+    };
+    assert_eq!(
+        (found[0].debits_posted, found[1].credits_posted),
+        (250, 250)
+    );
+
+    let report = engine.shutdown().unwrap();
+    assert_eq!(
+        report.checkpoint_lsn, report.lsn_last,
+        "shutdown checkpoints"
+    );
+
+    let engine = Engine::open(config(dir.path())).unwrap();
+    assert_eq!(engine.recovery_report().records_replayed, 0);
+    let Reply::Transfers(found) = engine
+        .handle()
+        .submit_wait(Request::LookupTransfers(vec![10]))
+        .unwrap()
+    else {
+        panic!("lookup_transfers answers with transfers")
+    };
+    assert_eq!(found[0].amount, 250);
+    assert_eq!(found[0].timestamp, results[0].timestamp);
+    let again = engine.shutdown().unwrap();
+    assert_eq!(again.state_hash, report.state_hash);
+}
+
+/// Four threads submit pipelined requests at once; every request gets its own results
+/// and the ledger ends up exactly as a serial application of the same requests would
+/// (the frozen clock makes timestamps depend on order only, and each thread's transfers
+/// are independent of the others').
+#[test]
+fn concurrent_submitters_each_get_their_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    let handle = engine.handle();
+    let accounts = (1..=8)
+        .map(|id| account(id, AccountFlags::default()))
+        .collect();
+    handle
+        .submit_wait(Request::CreateAccounts(accounts))
+        .unwrap();
+    let threads: Vec<_> = (0..4u128)
+        .map(|thread| {
+            let handle = handle.clone();
+            std::thread::spawn(move || {
+                let pending: Vec<_> = (0..50u128)
+                    .map(|request| {
+                        let id = 1_000 * (thread + 1) + request;
+                        let transfers = vec![transfer(id, thread * 2 + 1, thread * 2 + 2, 1)];
+                        handle.submit(Request::CreateTransfers(transfers)).unwrap()
+                    })
+                    .collect();
+                for reply in pending {
+                    let results = created(reply.wait().unwrap());
+                    assert_eq!(results.len(), 1);
+                    assert_eq!(results[0].status, CreateTransferResult::Created.code());
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let Reply::Accounts(found) = handle
+        .submit_wait(Request::LookupAccounts((1..=8).collect()))
+        .unwrap()
+    else {
+        panic!("accounts")
+    };
+    for pair in found.chunks(2) {
+        assert_eq!((pair[0].debits_posted, pair[1].credits_posted), (50, 50));
+    }
+    let report = engine.shutdown().unwrap();
+    let (recovered, _) = recover_ledger(&config(dir.path())).unwrap();
+    assert_eq!(recovered.state_hash(), report.state_hash);
+}
+
+#[test]
+fn requests_over_the_event_limit_are_refused_before_queueing() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    let transfers = vec![transfer(1, 1, 2, 1); BATCH_EVENTS_MAX as usize + 1];
+    let error = engine
+        .handle()
+        .submit(Request::CreateTransfers(transfers))
+        .unwrap_err();
+    assert!(matches!(
+        error,
+        EngineError::TooManyEvents {
+            count: 8190,
+            max: 8189,
+            ..
+        }
+    ));
+    assert!(error.to_string().contains("8189"), "{error}");
+    engine.shutdown().unwrap();
+}
+
+fn slow_clock() -> u64 {
+    // Makes every core batch take a while, so the queue fills up deterministically.
+    std::thread::sleep(Duration::from_millis(30));
+    START
+}
+
+#[test]
+fn full_queue_answers_busy_and_loses_nothing_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.clock = slow_clock;
+    config.queue_requests_max = 2;
+    config.when_full = WhenFull::Busy;
+    let engine = Engine::open(config).unwrap();
+    let handle = engine.handle();
+    let mut accepted = Vec::new();
+    let mut busy = 0;
+    for id in 1..=20u128 {
+        match handle.submit(Request::CreateAccounts(vec![account(
+            id,
+            AccountFlags::default(),
+        )])) {
+            Ok(reply) => accepted.push((id, reply)),
+            Err(EngineError::Busy {
+                queue_requests_max: 2,
+            }) => busy += 1,
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    assert!(busy > 0, "a queue of 2 cannot take 20 requests at once");
+    let ids: Vec<u128> = accepted.iter().map(|(id, _)| *id).collect();
+    for (_, reply) in accepted {
+        let results = created(reply.wait().unwrap());
+        assert_eq!(results[0].status, CreateAccountResult::Created.code());
+    }
+    let Reply::Accounts(found) = handle
+        .submit_wait(Request::LookupAccounts(ids.clone()))
+        .unwrap()
+    else {
+        panic!("accounts")
+    };
+    assert_eq!(found.len(), ids.len());
+    engine.shutdown().unwrap();
+}
+
+static EXPIRY_CLOCK: AtomicU64 = AtomicU64::new(START);
+
+fn expiry_clock() -> u64 {
+    EXPIRY_CLOCK.load(Ordering::SeqCst)
+}
+
+#[test]
+fn expiry_fires_on_the_engine_clock_and_replays_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.clock = expiry_clock;
+    let engine = Engine::open(config.clone()).unwrap();
+    let handle = engine.handle();
+    let accounts = vec![
+        account(1, AccountFlags::default()),
+        account(2, AccountFlags::default()),
+    ];
+    handle
+        .submit_wait(Request::CreateAccounts(accounts))
+        .unwrap();
+    let mut pending = transfer(5, 1, 2, 40);
+    pending.flags = TransferFlags::PENDING;
+    pending.timeout = 2;
+    let results = created(
+        handle
+            .submit_wait(Request::CreateTransfers(vec![pending]))
+            .unwrap(),
+    );
+    assert_eq!(results[0].status, CreateTransferResult::Created.code());
+
+    // Nothing happens before the timeout, whatever traffic there is.
+    EXPIRY_CLOCK.store(START + NS_PER_SECOND, Ordering::SeqCst);
+    handle
+        .submit_wait(Request::LookupAccounts(vec![1]))
+        .unwrap();
+    let Reply::Accounts(found) = handle
+        .submit_wait(Request::LookupAccounts(vec![1]))
+        .unwrap()
+    else {
+        panic!("accounts")
+    };
+    assert_eq!(found[0].debits_pending, 40);
+
+    // After it, the idle core wakes up on its own and voids the transfer.
+    EXPIRY_CLOCK.store(START + 3 * NS_PER_SECOND, Ordering::SeqCst);
+    let mut debits_pending = 40;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(20));
+        let query = QueryFilter {
+            limit: 10,
+            ..QueryFilter::default()
+        };
+        let Reply::Accounts(found) = handle.submit_wait(Request::QueryAccounts(query)).unwrap()
+        else {
+            panic!("accounts")
+        };
+        debits_pending = found[0].debits_pending;
+        if debits_pending == 0 {
+            break;
+        }
+    }
+    assert_eq!(debits_pending, 0, "the pending transfer expired");
+    let report = engine.shutdown().unwrap();
+
+    // Expiry was logged like any input: replay without the checkpoint reaches the same
+    // state (the checkpoint is removed so that every record is re-executed).
+    std::fs::remove_dir_all(dir.path().join("store")).unwrap();
+    EXPIRY_CLOCK.store(START, Ordering::SeqCst);
+    let (recovered, recovery) = recover_ledger(&config).unwrap();
+    assert!(recovery.records_replayed >= 3);
+    assert_eq!(recovered.pending_status(5), Some(PendingStatus::Expired));
+    assert_eq!(recovered.state_hash(), report.state_hash);
+}
+
+#[test]
+fn checkpoints_truncate_the_wal_and_recovery_starts_from_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.checkpoint_batches = 2;
+    config.wal.segment_bytes = 256 * 1024;
+    config.wal.record_bytes_max = 128 * 1024;
+    config.batch_events_max = BATCH_EVENTS_MAX;
+    // A whole request must fit one record: keep requests small for this WAL.
+    let engine = Engine::open(config.clone());
+    // 8189 events do not fit a 128 KiB record: the config is refused, naming the key.
+    let error = engine.err().expect("config refused");
+    assert!(error.to_string().contains("batch_events_max"), "{error}");
+
+    config.wal.record_bytes_max = 2 * 1024 * 1024;
+    config.wal.segment_bytes = 2 * 1024 * 1024 + 4096;
+    let engine = Engine::open(config.clone()).unwrap();
+    let handle = engine.handle();
+    let mut workload = Workload::new(7, 50);
+    let mut reference = Ledger::new();
+    for _ in 0..120 {
+        let request = workload.next_request();
+        apply_reference(&mut reference, &request);
+        handle.submit_wait(request).unwrap();
+    }
+    // The checkpointer runs behind the core; give it a moment, then check that it wrote
+    // and that the WAL dropped the segments it covers.
+    for _ in 0..100 {
+        if engine.checkpoint_lsn() >= 100 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        engine.checkpoint_lsn() >= 100,
+        "checkpoint at {}",
+        engine.checkpoint_lsn()
+    );
+    let report = engine.shutdown().unwrap();
+    assert_eq!(report.state_hash, reference.state_hash());
+    let segments = std::fs::read_dir(dir.path().join("wal")).unwrap().count();
+    assert!(
+        segments <= 3,
+        "{segments} WAL segments left after checkpoints"
+    );
+
+    let (recovered, recovery) = recover_ledger(&config).unwrap();
+    assert_eq!(recovery.checkpoint_lsn, report.lsn_last);
+    assert_eq!(recovery.records_replayed, 0);
+    assert_eq!(recovered.state_hash(), reference.state_hash());
+}
+
+/// Apply a request the way the engine does with the frozen clock.
+pub fn apply_reference(ledger: &mut Ledger, request: &Request) {
+    match request {
+        Request::CreateAccounts(accounts) => {
+            ledger.create_accounts(START, accounts);
+        }
+        Request::CreateTransfers(transfers) => {
+            ledger.create_transfers(START, transfers);
+        }
+        _ => {}
+    }
+}
