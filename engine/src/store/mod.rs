@@ -121,8 +121,9 @@ impl Default for StoreConfig {
     }
 }
 
-/// What a checkpoint's manifest says: the ledger holds the effect of every WAL record
-/// below `lsn` and none at or above it, and its clock stood at `timestamp_last`.
+/// What a checkpoint's manifest says: the ledger holds the effect of every WAL record up
+/// to and including `lsn` and of none after it (recovery replays from `lsn + 1`), and its
+/// clock stood at `timestamp_last`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CheckpointMeta {
     pub lsn: u64,
@@ -183,6 +184,7 @@ impl Store {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
+        options.set_max_background_jobs(4);
         let db = DB::open_cf_descriptors(&options, dir, descriptors).map_err(rocks("open"))?;
         Ok(Store { db })
     }
@@ -215,7 +217,7 @@ impl Store {
         self.batch_indexes(&mut batch, changes)?;
         batch.put_cf(self.cf(CF_META)?, META_KEY, manifest::encode(meta));
         let mut options = WriteOptions::default();
-        // The caller drops the WAL below `meta.lsn` once this returns.
+        // The caller drops the WAL records up to `meta.lsn` once this returns.
         options.set_sync(true);
         self.db
             .write_opt(batch, &options)
@@ -224,17 +226,22 @@ impl Store {
 
     /// The objects themselves: accounts (newest value), transfers, resolved statuses and
     /// failed ids.
+    ///
+    /// Every column family's rows go into the batch in key order: RocksDB's memtable
+    /// inserts a sorted run almost for free, while millions of random keys spend most of a
+    /// checkpoint re-searching its skip list (measured: 10x slower).
     fn batch_objects(&self, batch: &mut WriteBatch, changes: &Changes) -> Result<(), StoreError> {
         let accounts = self.cf(CF_ACCOUNTS)?;
-        for account in &changes.accounts {
+        for account in sorted_by_key(&changes.accounts, |account| account.id) {
             batch.put_cf(accounts, id_key(account.id), record_bytes(account));
         }
         let transfers = self.cf(CF_TRANSFERS)?;
-        for transfer in &changes.transfers {
+        for transfer in sorted_by_key(&changes.transfers, |transfer| transfer.id) {
             batch.put_cf(transfers, id_key(transfer.id), record_bytes(transfer));
         }
         let statuses = self.cf(CF_TRANSFER_STATUS)?;
-        for (id, status) in &changes.pending_statuses {
+        // Stable order: a later status of the same id must still win.
+        for (id, status) in sorted_by_key(&changes.pending_statuses, |(id, _)| *id) {
             // A status rolled back inside a failed linked chain comes back as `Pending`,
             // which is stored as the absence of a row.
             match status_byte(*status) {
@@ -243,7 +250,7 @@ impl Store {
             }
         }
         let failed_ids = self.cf(CF_FAILED_IDS)?;
-        for id in &changes.failed_ids {
+        for id in sorted_by_key(&changes.failed_ids, |id| *id) {
             batch.put_cf(failed_ids, id_key(*id), []);
         }
         Ok(())
@@ -252,15 +259,22 @@ impl Store {
     /// The time-ordered rows per account: transfer index and balance history.
     fn batch_indexes(&self, batch: &mut WriteBatch, changes: &Changes) -> Result<(), StoreError> {
         let account_transfers = self.cf(CF_ACCOUNT_TRANSFERS)?;
-        for transfer in &changes.transfers {
-            let id = id_key(transfer.id);
-            for account_id in [transfer.debit_account_id, transfer.credit_account_id] {
-                let key = timeline_key(account_id, transfer.timestamp);
-                batch.put_cf(account_transfers, key, id);
-            }
+        let mut rows: Vec<_> = changes
+            .transfers
+            .iter()
+            .flat_map(|transfer| {
+                [transfer.debit_account_id, transfer.credit_account_id]
+                    .map(|account_id| (timeline_key(account_id, transfer.timestamp), transfer.id))
+            })
+            .collect();
+        rows.sort_unstable_by_key(|(key, _)| *key);
+        for (key, id) in rows {
+            batch.put_cf(account_transfers, key, id_key(id));
         }
         let balances = self.cf(CF_BALANCES)?;
-        for (account_id, balance) in &changes.balances {
+        for (account_id, balance) in
+            sorted_by_key(&changes.balances, |(id, balance)| (*id, balance.timestamp))
+        {
             let key = timeline_key(*account_id, balance.timestamp);
             batch.put_cf(balances, key, record_bytes(balance));
         }
@@ -283,7 +297,20 @@ fn column_family_options(cache: &Cache, bloom_bits_per_key: f64, reads: Reads) -
     let mut options = Options::default();
     options.set_compression_type(DBCompressionType::Lz4);
     options.set_block_based_table_factory(&table);
+    // A checkpoint writes millions of rows at once: large memtables keep it from stalling
+    // on flushes of many small ones.
+    options.set_write_buffer_size(WRITE_BUFFER_BYTES);
+    options.set_max_write_buffer_number(4);
     options
+}
+
+const WRITE_BUFFER_BYTES: usize = 256 << 20;
+
+/// `items` in (stable) order of `key`, by reference.
+fn sorted_by_key<T, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> Vec<&T> {
+    let mut sorted: Vec<&T> = items.iter().collect();
+    sorted.sort_by_key(|item| key(item));
+    sorted
 }
 
 /// A checkpoint whose objects postdate its own clock would be refused by restore: that
