@@ -19,10 +19,13 @@ build: deps
 test: deps
 	$(CARGO) test --workspace
 
-# Criterion benches of every crate, then the memory measurement of the ledger.
+# Criterion benches of every crate, the memory measurement of the ledger, and the durable
+# throughput of the in-process engine with 1 and 4 submitters.
 bench: deps
 	$(CARGO) bench --workspace
 	$(CARGO) run --release -p settled-bench --bin ledger-memory
+	$(CARGO) run --release -p settled-bench --bin engine-throughput -- --submitters 1 --requests 200
+	$(CARGO) run --release -p settled-bench --bin engine-throughput -- --submitters 4 --requests 100
 
 lint:
 	$(CARGO) fmt --all -- --check
