@@ -12,6 +12,11 @@
 //! | [`QueryFilter`]             | 64    | input of `query_accounts` / `query_transfers`        |
 //! | [`AccountBalance`]          | 128   | one historical balance snapshot of an account        |
 //! | [`CreateResult`]            | 16    | result of one create event: status code + timestamp |
+//! | [`frame::Header`]           | 64    | frame header: kind, operation, request id, sizes, checksums |
+//!
+//! Frames ([`frame`]) wrap those records for the TCP protocol: a 64-byte checksummed header
+//! (magic, version, kind, operation, request id, event count, body size and checksum), then
+//! the body. `docs/PROTOCOL.md` documents the protocol byte by byte.
 //!
 //! Result codes ([`CreateAccountResult`], [`CreateTransferResult`]) are listed in precedence
 //! order (when several apply, the smallest code wins) and their numeric values are part of
@@ -27,6 +32,7 @@ compile_error!(
 mod account;
 mod filter;
 mod flags;
+pub mod frame;
 mod operation;
 pub mod records;
 mod results;
