@@ -6,7 +6,13 @@
 //!   that applies batches, the write-ahead log that makes them durable before any reply
 //!   leaves, expiry as a logged input, checkpoints to the store, recovery.
 //! - [`store`]: RocksDB checkpoints of the ledger state and their recovery.
+//! - [`server`], [`config`], [`metrics`]: the `settled` daemon around the engine: the tokio
+//!   TCP server (frames, connections, backpressure, graceful shutdown), every option with
+//!   its default and precedence, and the Prometheus endpoint.
 
+pub mod config;
 pub mod core;
 pub mod ledger;
+pub mod metrics;
+pub mod server;
 pub mod store;

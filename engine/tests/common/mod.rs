@@ -147,3 +147,5 @@ impl Workload {
         event
     }
 }
+pub mod daemon;
+pub mod wire;

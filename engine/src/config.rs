@@ -1,0 +1,628 @@
+//! `Config`: every option of the `settled` daemon, where it comes from and its limits.
+//!
+//! Precedence, highest first: command-line flags, `SETTLED_*` environment variables,
+//! the TOML file (`--config FILE` or `SETTLED_CONFIG`), then the defaults below. Flags and
+//! environment variables exist for the options an operator changes per machine (`listen`,
+//! `data_dir`, `metrics_listen`); every other option lives in the file. clap resolves
+//! flag-over-environment ([`Flags`]); [`Config::load`] puts the result over the file.
+//!
+//! An invalid configuration stops the daemon at start with one line that names the key,
+//! e.g. `listen = "abc": invalid socket address`. Nothing is guessed or clamped.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::core::record::record_bytes_max;
+use crate::core::{EngineConfig, EngineError, WhenFull};
+
+/// `settled [--config FILE] [--listen IP:PORT] [--data-dir DIR] [--metrics-listen IP:PORT]`
+#[derive(Clone, Debug, Default, clap::Parser)]
+#[command(
+    name = "settled",
+    version,
+    about = "settled: a double-entry settlement engine daemon",
+    long_about = "settled: a double-entry settlement engine daemon.\n\n\
+        Serves the settled TCP protocol (docs/PROTOCOL.md), makes every acknowledged \
+        request durable in a write-ahead log before replying, and checkpoints to RocksDB.\n\n\
+        Settings come from, highest precedence first: these flags, their SETTLED_* \
+        environment variables, the TOML file, then built-in defaults \
+        (config/settled.toml documents every option). SIGINT or SIGTERM shut down \
+        gracefully: in-flight requests are answered, then a final checkpoint is written."
+)]
+pub struct Flags {
+    /// TOML configuration file. Without one, every option not given by a flag or
+    /// environment variable takes its default.
+    #[arg(long, value_name = "FILE", env = "SETTLED_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to serve the settled protocol on [default: 127.0.0.1:3000].
+    #[arg(long, value_name = "IP:PORT", env = "SETTLED_LISTEN")]
+    pub listen: Option<String>,
+    /// Directory of the write-ahead log (wal/) and the checkpoints (store/)
+    /// [default: ./data].
+    #[arg(long, value_name = "DIR", env = "SETTLED_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the Prometheus endpoint (GET /metrics); an empty string turns it off
+    /// [default: 127.0.0.1:9100].
+    #[arg(long, value_name = "IP:PORT", env = "SETTLED_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+}
+
+/// Every option of the daemon. Field names are the TOML keys; `config/settled.toml`
+/// documents each one with its default.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the protocol listener, `IP:PORT` (port 0: any free port).
+    pub listen: String,
+    /// Holds `wal/` and `store/`.
+    pub data_dir: PathBuf,
+    /// Address of the Prometheus endpoint, `IP:PORT`; empty disables it.
+    pub metrics_listen: String,
+    /// Open client connections at most; one more is answered `busy` and closed.
+    pub connections_max: u32,
+    /// Requests one connection may have awaiting their reply; one more is answered
+    /// `too_many_in_flight`.
+    pub requests_in_flight_per_connection_max: u32,
+    /// Requests waiting for the core thread at most, across all connections; when full,
+    /// connections stop reading and retry (backpressure).
+    pub queue_requests_max: u32,
+    /// How long a request waits (its connection reading nothing more) for room in a full
+    /// queue before it is answered `busy`, in milliseconds.
+    pub queue_full_wait_ms_max: u64,
+    /// Events the core applies in one batch (one WAL record) at most.
+    pub batch_events_max: u32,
+    /// Checkpoint to RocksDB after this many batches...
+    pub checkpoint_batches: u32,
+    /// ...or after this many seconds with at least one batch, whichever comes first.
+    pub checkpoint_interval_seconds: u64,
+    /// Largest WAL segment file, in bytes.
+    pub wal_segment_bytes: u64,
+    /// Bytes the WAL buffers while the previous group is written and synced.
+    pub wal_pending_bytes_max: u64,
+    /// When the WAL syncs to disk. Only "always" is supported: no reply leaves before its
+    /// request is on disk.
+    pub fsync: String,
+    /// How long a shutdown waits for connections to answer their in-flight requests.
+    pub shutdown_timeout_seconds: u64,
+    /// Ledger ids and the asset each one holds.
+    pub ledgers: Vec<LedgerConfig>,
+}
+
+/// One ledger: the asset it holds and the decimal scale of its amounts.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    pub id: u32,
+    pub asset: String,
+    /// Decimal places of the asset: amount 1234 at scale 2 is 12.34.
+    pub scale: u8,
+}
+
+/// Largest decimal scale: `rust_decimal` holds at most 28 fractional digits, but u128
+/// amounts have 38 decimal digits, and a scale above that could not show even 1 unit.
+pub const LEDGER_SCALE_MAX: u8 = 38;
+
+/// Why the configuration was refused. Display is one line naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key, or a value of the wrong type.
+    #[error("{path} line {line}: {key}{message}")]
+    Parse {
+        path: String,
+        line: usize,
+        /// `key: ` when the key could be found, else empty.
+        key: String,
+        message: String,
+    },
+    #[error("{key} = {value}: {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: "127.0.0.1:3000".into(),
+            data_dir: PathBuf::from("./data"),
+            metrics_listen: "127.0.0.1:9100".into(),
+            connections_max: 10_000,
+            requests_in_flight_per_connection_max: 64,
+            queue_requests_max: 256,
+            queue_full_wait_ms_max: 5000,
+            batch_events_max: 4 * protocol::BATCH_EVENTS_MAX,
+            checkpoint_batches: 4096,
+            checkpoint_interval_seconds: 30,
+            wal_segment_bytes: 64 * 1024 * 1024,
+            wal_pending_bytes_max: 16 * 1024 * 1024,
+            fsync: "always".into(),
+            shutdown_timeout_seconds: 10,
+            ledgers: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The file named by `flags.config` (defaults when none), with the flags (already
+    /// merged with their environment variables by clap) on top, validated.
+    pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
+        let mut config = match &flags.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply(flags);
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Parse TOML `text`; `path` only names it in errors. Not validated.
+    pub fn from_toml(text: &str, path: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|error| parse_error(text, path, &error))
+    }
+
+    /// Put the options given as flags or environment variables over the file's.
+    pub fn apply(&mut self, flags: &Flags) {
+        if let Some(listen) = &flags.listen {
+            self.listen.clone_from(listen);
+        }
+        if let Some(data_dir) = &flags.data_dir {
+            self.data_dir.clone_from(data_dir);
+        }
+        if let Some(metrics_listen) = &flags.metrics_listen {
+            self.metrics_listen.clone_from(metrics_listen);
+        }
+    }
+
+    /// Every check that does not need the network or the disk; the engine's own limits
+    /// (WAL sizes against the batch size) included, so they are reported with our keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        self.metrics_addr()?;
+        let counts = [
+            ("connections_max", self.connections_max),
+            (
+                "requests_in_flight_per_connection_max",
+                self.requests_in_flight_per_connection_max,
+            ),
+            ("queue_requests_max", self.queue_requests_max),
+            ("checkpoint_batches", self.checkpoint_batches),
+        ];
+        for (key, value) in counts {
+            if value == 0 {
+                return Err(invalid(key, value, "must be at least 1"));
+            }
+        }
+        // tokio's semaphore holds at most usize::MAX >> 3 permits; far above any real
+        // fd limit, so only absurd values are refused.
+        if u64::from(self.connections_max) > (usize::MAX >> 3) as u64 {
+            return Err(invalid(
+                "connections_max",
+                self.connections_max,
+                "too large",
+            ));
+        }
+        for (key, value) in [
+            (
+                "checkpoint_interval_seconds",
+                self.checkpoint_interval_seconds,
+            ),
+            ("shutdown_timeout_seconds", self.shutdown_timeout_seconds),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, value, "must be at least 1"));
+            }
+        }
+        if self.fsync != "always" {
+            return Err(invalid(
+                "fsync",
+                format!("{:?}", self.fsync),
+                "only \"always\" is supported: every reply waits until its request is on disk",
+            ));
+        }
+        validate_ledgers(&self.ledgers)?;
+        self.engine_config().map(|_| ())
+    }
+
+    /// The protocol listener's address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_addr("listen", &self.listen)
+    }
+
+    /// The metrics endpoint's address, `None` when disabled (empty string).
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.metrics_listen.is_empty() {
+            return Ok(None);
+        }
+        parse_addr("metrics_listen", &self.metrics_listen).map(Some)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_seconds)
+    }
+
+    /// The engine's configuration. Submissions never block (`WhenFull::Busy`): they come
+    /// from tokio worker threads, which must stay free to run other connections.
+    pub fn engine_config(&self) -> Result<EngineConfig, ConfigError> {
+        let mut engine = EngineConfig::new(&self.data_dir);
+        engine.queue_requests_max = self.queue_requests_max;
+        engine.when_full = WhenFull::Busy;
+        engine.batch_events_max = self.batch_events_max;
+        engine.checkpoint_batches = self.checkpoint_batches;
+        engine.checkpoint_interval = Duration::from_secs(self.checkpoint_interval_seconds);
+        engine.wal.segment_bytes = self.wal_segment_bytes;
+        engine.wal.pending_bytes_max = self.wal_pending_bytes_max;
+        // A WAL record holds one batch. Never go below the default: a data directory
+        // written with a larger batch_events_max must still recover after lowering it.
+        let record_bytes = record_bytes_max(self.batch_events_max);
+        let record_bytes = u32::try_from(record_bytes).map_err(|_| {
+            invalid(
+                "batch_events_max",
+                self.batch_events_max,
+                "a batch this large does not fit one WAL record",
+            )
+        })?;
+        engine.wal.record_bytes_max = engine.wal.record_bytes_max.max(record_bytes);
+        engine
+            .validate()
+            .map_err(|error| self.engine_error(error))?;
+        engine
+            .wal
+            .validate()
+            .map_err(|error| self.wal_error(&engine, error))?;
+        Ok(engine)
+    }
+
+    /// Name the engine's complaint by our key.
+    fn engine_error(&self, error: EngineError) -> ConfigError {
+        match error {
+            EngineError::ConfigInvalid { key, reason } => {
+                let (key, value) = match key {
+                    "queue_requests_max" => (key, self.queue_requests_max.to_string()),
+                    "batch_events_max" => (key, self.batch_events_max.to_string()),
+                    "checkpoint_batches" => (key, self.checkpoint_batches.to_string()),
+                    "checkpoint_interval" => (
+                        "checkpoint_interval_seconds",
+                        self.checkpoint_interval_seconds.to_string(),
+                    ),
+                    other => (other, String::from("?")),
+                };
+                invalid(key, value, &reason)
+            }
+            other => invalid("data_dir", self.data_dir.display(), &other.to_string()),
+        }
+    }
+
+    /// Name the WAL's complaint by our key; the record size follows from batch_events_max.
+    fn wal_error(&self, engine: &EngineConfig, error: wal::WalError) -> ConfigError {
+        let reason = match &error {
+            wal::WalError::ConfigInvalid { reason, .. } => (*reason).to_string(),
+            other => other.to_string(),
+        };
+        let (key, value) = match &error {
+            wal::WalError::ConfigInvalid {
+                field: "segment_bytes",
+                ..
+            } => ("wal_segment_bytes", self.wal_segment_bytes),
+            wal::WalError::ConfigInvalid {
+                field: "pending_bytes_max",
+                ..
+            } => ("wal_pending_bytes_max", self.wal_pending_bytes_max),
+            _ => ("batch_events_max", u64::from(self.batch_events_max)),
+        };
+        let reason = format!(
+            "{reason} (one record holds a batch of batch_events_max events: {} bytes)",
+            engine.wal.record_bytes_max
+        );
+        invalid(key, value, &reason)
+    }
+}
+
+fn invalid(key: &str, value: impl std::fmt::Display, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{value:?}"),
+            "invalid socket address (expected IP:PORT, e.g. 127.0.0.1:3000)",
+        )
+    })
+}
+
+fn validate_ledgers(ledgers: &[LedgerConfig]) -> Result<(), ConfigError> {
+    let mut ids = HashSet::new();
+    let mut assets = HashSet::new();
+    for (index, ledger) in ledgers.iter().enumerate() {
+        let key = |field: &str| format!("ledgers[{index}].{field}");
+        if ledger.id == 0 {
+            return Err(invalid(&key("id"), 0, "ledger 0 is reserved"));
+        }
+        if !ids.insert(ledger.id) {
+            return Err(invalid(&key("id"), ledger.id, "duplicate ledger id"));
+        }
+        if ledger.asset.is_empty() {
+            return Err(invalid(&key("asset"), "\"\"", "must not be empty"));
+        }
+        if !assets.insert(ledger.asset.as_str()) {
+            let value = format!("{:?}", ledger.asset);
+            return Err(invalid(&key("asset"), value, "duplicate asset code"));
+        }
+        if ledger.scale > LEDGER_SCALE_MAX {
+            let reason = format!("must be at most {LEDGER_SCALE_MAX}");
+            return Err(invalid(&key("scale"), ledger.scale, &reason));
+        }
+    }
+    Ok(())
+}
+
+/// One line from a TOML error: toml's own message names unknown keys and types, and the
+/// key path is recovered from where the error points.
+fn parse_error(text: &str, path: &str, error: &toml::de::Error) -> ConfigError {
+    let mut offset = error.span().map_or(0, |span| span.start).min(text.len());
+    // Slicing below needs a char boundary; a span should be one, but never panic on it.
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let line = text[..offset].matches('\n').count() + 1;
+    let key = key_at(text, offset).map_or(String::new(), |key| format!("{key}: "));
+    ConfigError::Parse {
+        path: path.to_string(),
+        line,
+        key,
+        message: error.message().replace('\n', " "),
+    }
+}
+
+/// The dotted key path (`ledgers[1].scale`) of the `key = value` line holding `offset`,
+/// if that line is one. Good enough for the flat file settled reads: top-level keys and
+/// `[[ledgers]]` tables.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let line_start = text[..offset].rfind('\n').map_or(0, |at| at + 1);
+    let line_end = text[offset..]
+        .find('\n')
+        .map_or(text.len(), |at| offset + at);
+    let (key, _) = text[line_start..line_end].split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    Some(match table_at(&text[..line_start]) {
+        Some(table) => format!("{table}.{key}"),
+        None => key.to_string(),
+    })
+}
+
+/// The table header in force at the end of `before`: `name[i]` for the i-th `[[name]]`,
+/// `name` for `[name]`.
+fn table_at(before: &str) -> Option<String> {
+    let headers: Vec<&str> = before
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with('['))
+        .collect();
+    let last = *headers.last()?;
+    if let Some(name) = last
+        .strip_prefix("[[")
+        .and_then(|rest| rest.split("]]").next())
+    {
+        let name = name.trim();
+        let index = headers
+            .iter()
+            .filter(|header| header.starts_with("[[") && header[2..].trim_start().starts_with(name))
+            .count()
+            - 1;
+        return Some(format!("{name}[{index}]"));
+    }
+    last.strip_prefix('[')
+        .and_then(|rest| rest.split(']').next())
+        .map(|name| name.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn flags() -> Flags {
+        Flags::default()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert_eq!(config.listen_addr().unwrap().to_string(), "127.0.0.1:3000");
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(
+            config.metrics_addr().unwrap().unwrap().to_string(),
+            "127.0.0.1:9100"
+        );
+        assert_eq!(config.connections_max, 10_000);
+        assert_eq!(config.requests_in_flight_per_connection_max, 64);
+        assert_eq!(config.queue_requests_max, 256);
+        assert_eq!(config.batch_events_max, 4 * 8189);
+        let engine = config.engine_config().unwrap();
+        assert_eq!(engine.when_full, WhenFull::Busy);
+        assert_eq!(engine.checkpoint_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_shipped_file_parses_and_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/settled.toml");
+        let config = Config::from_file(&path).unwrap();
+        config.validate().unwrap();
+        let expected = Config {
+            ledgers: config.ledgers.clone(),
+            ..Config::default()
+        };
+        // The file documents the defaults: loading it must change nothing else.
+        assert_eq!(config, expected);
+        assert!(config.ledgers.iter().any(|ledger| ledger.asset == "USD"));
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_flags_override_file() {
+        let text = "listen = \"127.0.0.1:4000\"\ndata_dir = \"/srv/settled\"\n\
+                    connections_max = 50\n";
+        let mut config = Config::from_toml(text, "test.toml").unwrap();
+        assert_eq!(config.listen, "127.0.0.1:4000");
+        assert_eq!(config.connections_max, 50);
+        assert_eq!(config.queue_requests_max, 256, "absent keys keep defaults");
+        config.apply(&Flags {
+            listen: Some("0.0.0.0:5000".into()),
+            metrics_listen: Some(String::new()),
+            ..flags()
+        });
+        assert_eq!(config.listen, "0.0.0.0:5000");
+        assert_eq!(
+            config.data_dir,
+            PathBuf::from("/srv/settled"),
+            "not overridden"
+        );
+        assert_eq!(
+            config.metrics_addr().unwrap(),
+            None,
+            "empty disables metrics"
+        );
+    }
+
+    #[test]
+    fn load_reads_the_named_file_then_applies_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settled.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:4000\"\nmetrics_listen = \"\"\n",
+        )
+        .unwrap();
+        let from_file = Config::load(&Flags {
+            config: Some(path.clone()),
+            ..flags()
+        })
+        .unwrap();
+        assert_eq!(from_file.listen, "127.0.0.1:4000");
+        let overridden = Config::load(&Flags {
+            config: Some(path),
+            listen: Some("127.0.0.1:4001".into()),
+            ..flags()
+        })
+        .unwrap();
+        assert_eq!(overridden.listen, "127.0.0.1:4001");
+    }
+
+    #[test]
+    fn flags_parse_from_the_command_line() {
+        let flags = Flags::try_parse_from([
+            "settled",
+            "--listen",
+            "127.0.0.1:1",
+            "--data-dir",
+            "/tmp/x",
+            "--metrics-listen",
+            "",
+        ])
+        .unwrap();
+        assert_eq!(flags.listen.as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(flags.data_dir, Some(PathBuf::from("/tmp/x")));
+        assert_eq!(flags.metrics_listen.as_deref(), Some(""));
+    }
+
+    fn error_of(text: &str) -> String {
+        let config = Config::from_toml(text, "settled.toml");
+        let error = config.and_then(|config| config.validate());
+        error.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        assert_eq!(
+            error_of("listen = \"abc\""),
+            "listen = \"abc\": invalid socket address (expected IP:PORT, e.g. 127.0.0.1:3000)"
+        );
+        assert!(error_of("metrics_listen = \"x:1\"").starts_with("metrics_listen = \"x:1\""));
+        assert!(error_of("connections_max = 0").starts_with("connections_max = 0: "));
+        let fsync = error_of("fsync = \"never\"");
+        assert!(
+            fsync.starts_with("fsync = \"never\": only \"always\""),
+            "{fsync}"
+        );
+        let batch = error_of("batch_events_max = 100");
+        assert!(batch.starts_with("batch_events_max = 100: "), "{batch}");
+        let segment = error_of("wal_segment_bytes = 1024");
+        assert!(
+            segment.starts_with("wal_segment_bytes = 1024: "),
+            "{segment}"
+        );
+        let interval = error_of("checkpoint_interval_seconds = 0");
+        assert!(
+            interval.starts_with("checkpoint_interval_seconds = 0"),
+            "{interval}"
+        );
+    }
+
+    #[test]
+    fn ledger_errors_name_the_ledger() {
+        let two = |second: &str| {
+            format!("[[ledgers]]\nid = 1\nasset = \"USD\"\nscale = 2\n\n[[ledgers]]\n{second}\n")
+        };
+        let scale = error_of(&two("id = 2\nasset = \"BTC\"\nscale = 39"));
+        assert!(
+            scale.starts_with("ledgers[1].scale = 39: must be at most 38"),
+            "{scale}"
+        );
+        let id = error_of(&two("id = 1\nasset = \"EUR\"\nscale = 2"));
+        assert!(id.starts_with("ledgers[1].id = 1: duplicate"), "{id}");
+        let asset = error_of(&two("id = 2\nasset = \"USD\"\nscale = 2"));
+        assert!(
+            asset.starts_with("ledgers[1].asset = \"USD\": duplicate"),
+            "{asset}"
+        );
+        let zero = error_of("[[ledgers]]\nid = 0\nasset = \"X\"\nscale = 0\n");
+        assert!(zero.starts_with("ledgers[0].id = 0: "), "{zero}");
+    }
+
+    #[test]
+    fn type_errors_and_unknown_keys_name_the_key_and_line() {
+        let wrong_type = error_of("# comment\nlisten = 5\n");
+        assert!(
+            wrong_type.starts_with("settled.toml line 2: listen: "),
+            "{wrong_type}"
+        );
+        let nested = error_of("[[ledgers]]\nid = 1\nasset = \"USD\"\nscale = \"two\"\n");
+        assert!(
+            nested.starts_with("settled.toml line 4: ledgers[0].scale: "),
+            "{nested}"
+        );
+        let unknown = error_of("listen = \"127.0.0.1:1\"\nlisten_port = 5\n");
+        assert!(unknown.contains("line 2"), "{unknown}");
+        assert!(unknown.contains("listen_port"), "{unknown}");
+        assert!(!unknown.contains('\n'), "one line: {unknown}");
+        let range = error_of("[[ledgers]]\nid = 1\nasset = \"USD\"\nscale = 300\n");
+        assert!(range.contains("ledgers[0].scale"), "{range}");
+    }
+}

@@ -1,0 +1,262 @@
+//! The TCP server: accept loop, connection limit, graceful shutdown (after mini-redis).
+//!
+//! - [`Server::bind`] validates the config, installs the metrics endpoint, binds the
+//!   listener and opens the engine (recovery). [`Server::run`] accepts connections until
+//!   the shutdown future completes, then: stops accepting, tells every connection to stop
+//!   reading, waits (at most `shutdown_timeout_seconds`) for their in-flight requests to be
+//!   answered, and shuts the engine down (drain, fsync, final checkpoint).
+//! - At most `connections_max` connections are served; one more is accepted, told `busy`
+//!   with an Error frame, and closed, so the client learns why instead of timing out.
+//! - Each connection ([`connection`]) reads frames ([`frame_io`]), turns requests into
+//!   engine requests ([`codec`]) and writes replies as they become durable, in any order.
+//!
+//! The wire format is `docs/PROTOCOL.md`; the frame codec is `protocol::frame`.
+
+mod codec;
+mod connection;
+mod frame_io;
+mod shutdown;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::frame::ErrorCode;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
+
+use crate::config::{Config, ConfigError};
+use crate::core::{Engine, EngineError, ShutdownReport};
+use crate::metrics::MetricsError;
+use connection::Context;
+use shutdown::Shutdown;
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("config error: {0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error("listen = {addr}: cannot bind: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("engine: {0}")]
+    Engine(#[from] EngineError),
+    #[error("{task} failed: {source}")]
+    Task {
+        task: &'static str,
+        source: tokio::task::JoinError,
+    },
+}
+
+/// Longest pause between accept retries after an error (e.g. out of file descriptors):
+/// long enough to let connections close, short enough not to be noticed.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// How long telling a refused connection `busy` may take: the frame fits an empty socket
+/// buffer, so only a peer that vanished makes it wait.
+const REJECT_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A bound, recovered server that is not accepting yet.
+pub struct Server {
+    config: Config,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    engine: Engine,
+}
+
+impl Server {
+    /// Validate `config`, serve metrics (when `metrics_listen` is set), bind `listen` and
+    /// recover the engine from `data_dir`. Clients may connect from here on; they are
+    /// served once [`Server::run`] starts.
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        config.validate()?;
+        let engine_config = config.engine_config()?;
+        if let Some(addr) = config.metrics_addr()? {
+            crate::metrics::install(addr)?;
+            tracing::info!("metrics served at http://{addr}/metrics");
+        }
+        let addr = config.listen_addr()?;
+        let bind_error = |source| ServerError::Bind { addr, source };
+        let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        // Recovery reads the whole WAL: keep it off the async workers.
+        let engine = tokio::task::spawn_blocking(move || Engine::open(engine_config))
+            .await
+            .map_err(|source| ServerError::Task {
+                task: "engine open",
+                source,
+            })??;
+        Ok(Server {
+            config,
+            listener,
+            local_addr,
+            engine,
+        })
+    }
+
+    /// The address actually bound (the real port when `listen` asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serve until `shutdown` completes, then shut down gracefully (see the module doc).
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<ShutdownReport, ServerError> {
+        let Server {
+            config,
+            listener,
+            local_addr,
+            engine,
+        } = self;
+        let (notify_shutdown, _) = broadcast::channel(1);
+        let (shutdown_complete_sender, mut shutdown_complete) = mpsc::channel::<()>(1);
+        let mut accept = Acceptor {
+            listener,
+            connections: Arc::new(Semaphore::new(config.connections_max as usize)),
+            connections_max: config.connections_max,
+            context: Arc::new(Context {
+                engine: engine.handle(),
+                requests_in_flight_max: config.requests_in_flight_per_connection_max,
+                queue_full_wait_max: Duration::from_millis(config.queue_full_wait_ms_max),
+            }),
+            notify_shutdown,
+            shutdown_complete_sender,
+        };
+        tracing::info!("listening on {local_addr}");
+        tokio::select! {
+            () = accept.run() => {}
+            () = shutdown => tracing::info!("shutdown requested: no new connections"),
+        }
+        // Dropping the sides held by the acceptor is the signal: connections stop reading,
+        // and `recv` below returns once the last of them has answered its requests.
+        drop(accept);
+        let drained = tokio::time::timeout(config.shutdown_timeout(), shutdown_complete.recv());
+        if drained.await.is_err() {
+            tracing::warn!(
+                shutdown_timeout_seconds = config.shutdown_timeout_seconds,
+                "connections still busy after the shutdown timeout; stopping the engine anyway"
+            );
+        }
+        let report = tokio::task::spawn_blocking(move || engine.shutdown())
+            .await
+            .map_err(|source| ServerError::Task {
+                task: "engine shutdown",
+                source,
+            })??;
+        tracing::info!(
+            lsn_last = report.lsn_last,
+            checkpoint_lsn = report.checkpoint_lsn,
+            "stopped"
+        );
+        Ok(report)
+    }
+}
+
+/// Bind, log `listening on ADDR`, serve until `shutdown` completes, shut down.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<ShutdownReport, ServerError> {
+    Server::bind(config).await?.run(shutdown).await
+}
+
+/// The accept loop and what each accepted connection is handed.
+struct Acceptor {
+    listener: TcpListener,
+    connections: Arc<Semaphore>,
+    connections_max: u32,
+    context: Arc<Context>,
+    notify_shutdown: broadcast::Sender<()>,
+    /// Cloned into each connection task; `recv` on the other side returns `None` once
+    /// every clone is dropped, i.e. every connection has finished.
+    shutdown_complete_sender: mpsc::Sender<()>,
+}
+
+impl Acceptor {
+    async fn run(&mut self) {
+        loop {
+            let stream = self.accept().await;
+            // Replies are small and latency matters more than packet count.
+            let _ = stream.set_nodelay(true);
+            match self.connections.clone().try_acquire_owned() {
+                Ok(permit) => self.spawn_connection(stream, permit),
+                Err(_) => {
+                    tokio::spawn(reject(stream, self.connections_max));
+                }
+            }
+        }
+    }
+
+    /// The next connection. Accept errors (out of file descriptors, a connection reset
+    /// before it was accepted) are retried with backoff: they pass, and the connections
+    /// already open must go on being served.
+    async fn accept(&mut self) -> TcpStream {
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, _)) => return stream,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    fn spawn_connection(&self, stream: TcpStream, permit: OwnedSemaphorePermit) {
+        let context = self.context.clone();
+        let shutdown = Shutdown::new(self.notify_shutdown.subscribe());
+        let shutdown_complete = self.shutdown_complete_sender.clone();
+        tokio::spawn(async move {
+            let _open = OpenConnection::new(permit);
+            connection::serve(stream, context, shutdown).await;
+            drop(shutdown_complete);
+        });
+    }
+}
+
+/// Holds a connection's slot and keeps the gauge right however the task ends.
+struct OpenConnection {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl OpenConnection {
+    fn new(permit: OwnedSemaphorePermit) -> OpenConnection {
+        crate::metrics::connection_opened();
+        OpenConnection { _permit: permit }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        crate::metrics::connection_closed();
+    }
+}
+
+/// Tell a connection over the limit why it is refused, then close it.
+async fn reject(mut stream: TcpStream, connections_max: u32) {
+    let message = format!("busy: {connections_max} connections open (connections_max)");
+    let frame = codec::error_frame(0, 0, ErrorCode::Busy, &message);
+    crate::metrics::connection_error(ErrorCode::Busy.as_str());
+    let written = async {
+        stream.write_all(&frame.header).await?;
+        stream.write_all(frame.body.as_slice()).await?;
+        stream.shutdown().await
+    };
+    if tokio::time::timeout(REJECT_WRITE_TIMEOUT, written)
+        .await
+        .is_ok()
+    {
+        let (read_half, _write_half) = stream.into_split();
+        connection::linger(read_half).await;
+    }
+}
