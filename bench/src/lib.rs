@@ -8,20 +8,29 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 /// be in range.
 pub const NOW: u64 = 1_700_000_000_000_000_000;
 
+/// Plain accounts with ids 1..=count on ledger 1, in requests of at most
+/// `BATCH_EVENTS_MAX`.
+pub fn plain_account_requests(count: u64) -> Vec<Vec<Account>> {
+    let ids: Vec<u128> = (1..=u128::from(count)).collect();
+    ids.chunks(BATCH_EVENTS_MAX as usize)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|id| Account {
+                    id: *id,
+                    ledger: 1,
+                    code: 1,
+                    ..Account::default()
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// A ledger with `count` plain accounts (ids 1..=count) on ledger 1.
 pub fn ledger_with_accounts(count: u64) -> Ledger {
     let mut ledger = Ledger::new();
-    let ids: Vec<u128> = (1..=u128::from(count)).collect();
-    for chunk in ids.chunks(BATCH_EVENTS_MAX as usize) {
-        let accounts: Vec<Account> = chunk
-            .iter()
-            .map(|id| Account {
-                id: *id,
-                ledger: 1,
-                code: 1,
-                ..Account::default()
-            })
-            .collect();
+    for accounts in plain_account_requests(count) {
         let results = ledger.create_accounts(NOW, &accounts);
         assert!(
             results.iter().all(|r| r.status == 0),

@@ -12,9 +12,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{config, Workload};
+use common::{apply_reference, config, Workload};
 use rand::{Rng, SeedableRng};
-use settled_engine::core::{recover_ledger, Engine, Reply, Request};
+use settled_engine::core::{recover_ledger, Engine, Reply};
 use settled_engine::ledger::Ledger;
 
 const CHILD_DIR: &str = "SETTLED_CRASH_CHILD_DIR";
@@ -125,15 +125,7 @@ fn matching_prefix(seed: u64, acked_last: u64, hash: u128) -> Option<u64> {
     // more than the child could have had in flight (plus what was queued behind them).
     let limit = acked_last + 1 + IN_FLIGHT_MAX as u64 + 1;
     for applied in 1..=limit {
-        match workload.next_request() {
-            Request::CreateAccounts(accounts) => {
-                reference.create_accounts(common::START, &accounts);
-            }
-            Request::CreateTransfers(transfers) => {
-                reference.create_transfers(common::START, &transfers);
-            }
-            other => unreachable!("workload only creates: {other:?}"),
-        }
+        apply_reference(&mut reference, &workload.next_request());
         if applied > acked_last && reference.state_hash() == hash {
             return Some(applied);
         }

@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{account, config, transfer, Workload, START};
+use common::{account, apply_reference, config, transfer, Workload, START};
 use protocol::{
     AccountFlags, CreateAccountResult, CreateResult, CreateTransferResult, QueryFilter,
     TransferFlags, BATCH_EVENTS_MAX, NS_PER_SECOND,
@@ -322,17 +322,4 @@ fn checkpoints_truncate_the_wal_and_recovery_starts_from_them() {
     assert_eq!(recovery.checkpoint_lsn, report.lsn_last);
     assert_eq!(recovery.records_replayed, 0);
     assert_eq!(recovered.state_hash(), reference.state_hash());
-}
-
-/// Apply a request the way the engine does with the frozen clock.
-pub fn apply_reference(ledger: &mut Ledger, request: &Request) {
-    match request {
-        Request::CreateAccounts(accounts) => {
-            ledger.create_accounts(START, accounts);
-        }
-        Request::CreateTransfers(transfers) => {
-            ledger.create_transfers(START, transfers);
-        }
-        _ => {}
-    }
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use engine::core::{Engine, EngineConfig, PendingReply, Reply, Request};
 use hdrhistogram::Histogram;
-use protocol::{Account, BATCH_EVENTS_MAX};
-use settled_bench::{random_transfers, seeded_rng};
+use protocol::BATCH_EVENTS_MAX;
+use settled_bench::{plain_account_requests, random_transfers, seeded_rng};
 
 #[derive(Parser, Debug)]
 #[command(about = "Durable transfers per second through the in-process engine")]
@@ -91,17 +91,7 @@ fn micros_as_ms(micros: u64) -> f64 {
 }
 
 fn create_accounts(engine: &Engine, count: u64) {
-    let ids: Vec<u128> = (1..=u128::from(count)).collect();
-    for chunk in ids.chunks(BATCH_EVENTS_MAX as usize) {
-        let accounts = chunk
-            .iter()
-            .map(|id| Account {
-                id: *id,
-                ledger: 1,
-                code: 1,
-                ..Account::default()
-            })
-            .collect();
+    for accounts in plain_account_requests(count) {
         let Ok(Reply::Created(results)) = engine
             .handle()
             .submit_wait(Request::CreateAccounts(accounts))

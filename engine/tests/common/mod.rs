@@ -7,6 +7,7 @@ use protocol::{Account, AccountFlags, Transfer, TransferFlags, NS_PER_SECOND};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use settled_engine::core::{EngineConfig, Request};
+use settled_engine::ledger::Ledger;
 
 pub const START: u64 = 1_700_000_000 * NS_PER_SECOND;
 pub const LEDGER: u32 = 1;
@@ -48,6 +49,20 @@ pub fn transfer(id: u128, debit: u128, credit: u128, amount: u128) -> Transfer {
         ledger: LEDGER,
         code: 1,
         ..Transfer::default()
+    }
+}
+
+/// Apply a create request the way the engine does under [`frozen_clock`]; reads change
+/// nothing and are ignored.
+pub fn apply_reference(ledger: &mut Ledger, request: &Request) {
+    match request {
+        Request::CreateAccounts(accounts) => {
+            ledger.create_accounts(START, accounts);
+        }
+        Request::CreateTransfers(transfers) => {
+            ledger.create_transfers(START, transfers);
+        }
+        _ => {}
     }
 }
 
