@@ -79,6 +79,12 @@ pub struct Config {
     pub checkpoint_batches: u32,
     /// ...or after this many seconds with at least one batch, whichever comes first.
     pub checkpoint_interval_seconds: u64,
+    /// Transfers kept in memory once a checkpoint holds them (the newest this many, plus
+    /// pending ones); older ones are read back from RocksDB when a request names them.
+    pub transfers_resident_max: u64,
+    /// Transfers no checkpoint holds yet, at most; beyond it the core holds requests
+    /// until the checkpointer catches up.
+    pub transfers_unsettled_max: u64,
     /// Largest WAL segment file, in bytes.
     pub wal_segment_bytes: u64,
     /// Bytes the WAL buffers while the previous group is written and synced.
@@ -143,6 +149,8 @@ impl Default for Config {
             queue_full_wait_ms_max: 5000,
             batch_events_max: 4 * protocol::BATCH_EVENTS_MAX,
             checkpoint_batches: 4096,
+            transfers_resident_max: 1 << 20,
+            transfers_unsettled_max: 4 << 20,
             checkpoint_interval_seconds: 30,
             wal_segment_bytes: 64 * 1024 * 1024,
             wal_pending_bytes_max: 16 * 1024 * 1024,
@@ -268,6 +276,8 @@ impl Config {
         engine.batch_events_max = self.batch_events_max;
         engine.checkpoint_batches = self.checkpoint_batches;
         engine.checkpoint_interval = Duration::from_secs(self.checkpoint_interval_seconds);
+        engine.transfers_resident_max = self.transfers_resident_max;
+        engine.transfers_unsettled_max = self.transfers_unsettled_max;
         engine.wal.segment_bytes = self.wal_segment_bytes;
         engine.wal.pending_bytes_max = self.wal_pending_bytes_max;
         // A WAL record holds one batch. Never go below the default: a data directory
@@ -299,6 +309,7 @@ impl Config {
                     "queue_requests_max" => (key, self.queue_requests_max.to_string()),
                     "batch_events_max" => (key, self.batch_events_max.to_string()),
                     "checkpoint_batches" => (key, self.checkpoint_batches.to_string()),
+                    "transfers_unsettled_max" => (key, self.transfers_unsettled_max.to_string()),
                     "checkpoint_interval" => (
                         "checkpoint_interval_seconds",
                         self.checkpoint_interval_seconds.to_string(),

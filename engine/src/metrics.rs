@@ -27,6 +27,7 @@ pub const REQUESTS_TOTAL: &str = "settled_requests_total";
 pub const EVENTS_TOTAL: &str = "settled_events_total";
 pub const CONNECTIONS: &str = "settled_connections";
 pub const CONNECTION_ERRORS_TOTAL: &str = "settled_connection_errors_total";
+pub const TRANSFERS_RESIDENT: &str = "settled_transfers_resident";
 
 /// Latency buckets, 100 µs to 10 s: a read served from memory lands in the first ones, a
 /// write waits for an fsync (about 1 ms on good disks, tens on slow ones).
@@ -94,6 +95,10 @@ fn describe() {
     metrics::describe_counter!(REQUESTS_TOTAL, "Requests answered, by outcome");
     metrics::describe_counter!(EVENTS_TOTAL, "Events in requests answered ok");
     metrics::describe_gauge!(CONNECTIONS, "Open client connections");
+    metrics::describe_gauge!(
+        TRANSFERS_RESIDENT,
+        "Transfers held in memory after the latest eviction"
+    );
     metrics::describe_counter!(
         CONNECTION_ERRORS_TOTAL,
         "Connections closed on a fatal protocol error, by error"

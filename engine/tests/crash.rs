@@ -49,12 +49,16 @@ fn crash_child() {
 #[test]
 fn crash_recovery_keeps_every_acknowledged_request() {
     let mut checkpoints_seen = 0;
+    let mut evictions_seen = 0;
     for seed in 0..6u64 {
         let dir = tempfile::tempdir().unwrap();
         let acked_last = run_child_and_kill(dir.path(), seed);
         let (recovered, report) = recover_ledger(&config(dir.path())).unwrap();
         if report.checkpoint_lsn > 0 {
             checkpoints_seen += 1;
+        }
+        if recovered.evicted_through() > 0 {
+            evictions_seen += 1;
         }
         let prefix = matching_prefix(seed, acked_last, recovered.state_hash());
         eprintln!("seed {seed}: last acknowledged request {acked_last}, recovered prefix {prefix:?}, {report:?}");
@@ -71,6 +75,10 @@ fn crash_recovery_keeps_every_acknowledged_request() {
         engine.shutdown().unwrap();
     }
     assert!(checkpoints_seen > 0, "no run was killed after a checkpoint");
+    assert!(
+        evictions_seen > 0,
+        "no run recovered with evicted transfers"
+    );
 }
 
 /// Start the child, let it get a random number of acknowledgements, kill it at a random
@@ -92,7 +100,12 @@ fn run_child_and_kill(dir: &std::path::Path, seed: u64) -> u64 {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let acks_before_kill = rng.random_range(5..80);
+    // Odd seeds run long enough for transfers to leave memory before the kill.
+    let acks_before_kill = if seed.is_multiple_of(2) {
+        rng.random_range(5..80)
+    } else {
+        rng.random_range(250..400)
+    };
     let mut acked_last = None;
     for line in lines.by_ref() {
         let line = line.unwrap();

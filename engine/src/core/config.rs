@@ -46,6 +46,13 @@ pub struct EngineConfig {
     pub checkpoint_batches: u32,
     /// ...or after this much time with at least one logged batch, whichever comes first.
     pub checkpoint_interval: Duration,
+    /// Transfers kept in memory after a checkpoint holds them: the newest this many (in
+    /// whole chunks of 8192), plus pending ones. Older ones are read back from RocksDB.
+    pub transfers_resident_max: u64,
+    /// Transfers not yet in a written checkpoint, at most: beyond this the core stops
+    /// taking requests until the checkpointer catches up (the queue then fills and
+    /// `submit` waits or answers busy). With `transfers_resident_max` it bounds memory.
+    pub transfers_unsettled_max: u64,
     pub wal: WalConfig,
     pub store: StoreConfig,
     /// Where the core reads time from (once per batch).
@@ -62,6 +69,8 @@ impl EngineConfig {
             batch_events_max: BATCH_EVENTS_MAX * 4,
             checkpoint_batches: 4096,
             checkpoint_interval: Duration::from_secs(30),
+            transfers_resident_max: 1 << 20,
+            transfers_unsettled_max: 4 << 20,
             wal: WalConfig::default(),
             store: StoreConfig::default(),
             clock: system_clock_ns,
@@ -96,6 +105,15 @@ impl EngineConfig {
         }
         if self.checkpoint_batches == 0 {
             return invalid("checkpoint_batches", "must be at least 1".into());
+        }
+        if self.transfers_unsettled_max < u64::from(self.batch_events_max) {
+            return invalid(
+                "transfers_unsettled_max",
+                format!(
+                    "{} is below batch_events_max {}: one batch would stall the core",
+                    self.transfers_unsettled_max, self.batch_events_max
+                ),
+            );
         }
         if self.checkpoint_interval.is_zero() {
             return invalid("checkpoint_interval", "must be above zero".into());

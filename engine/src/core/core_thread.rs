@@ -10,24 +10,28 @@
 //! state to the checkpointer thread without waiting for RocksDB.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use wal::Wal;
 
-use super::checkpointer::CheckpointJob;
+use super::checkpointer::{CheckpointJob, CheckpointStatus};
+use super::prefetch::{prefetch, Prefetched, PrefetchedData};
 use super::record::{apply, RecordBuilder, Write};
 use super::request::{Reply, ReplySender, Request};
 use super::{EngineConfig, EngineError, RecoveryReport};
-use crate::ledger::Ledger;
-use crate::store::CheckpointMeta;
+use crate::ledger::{Ledger, OldTransfers};
+use crate::store::{CheckpointMeta, Store};
 
 /// What travels on the request queue.
 pub(crate) enum Submission {
     Request {
         request: Request,
         reply: ReplySender,
+        /// Filled in by the prefetch stage.
+        prefetched: Option<Box<Prefetched>>,
     },
     /// Finish everything queued before this, make it durable, checkpoint, stop.
     Shutdown,
@@ -39,12 +43,37 @@ struct Parked {
     replies: Vec<(ReplySender, Result<Reply, EngineError>)>,
 }
 
+/// A request with its reply channel and what the prefetch stage read for it.
+type Queued = (Request, ReplySender, Option<Box<Prefetched>>);
+
+/// A checkpoint handed to the checkpointer and not yet known to be written.
+struct Taken {
+    lsn: u64,
+    timestamp_last: u64,
+    transfers_count: u64,
+}
+
+/// What the core needs to move transfers out of memory.
+pub(crate) struct Eviction {
+    pub store: Arc<Store>,
+    pub checkpoint_status: Arc<CheckpointStatus>,
+    /// The ledger's eviction watermark, for the prefetch stage.
+    pub evicted_through: Arc<AtomicU64>,
+    /// Transfers the written checkpoints hold (the ledger's count when the newest one
+    /// was taken).
+    pub transfers_settled: u64,
+    /// The ledger's resident transfers after the latest eviction, for operators.
+    pub transfers_resident: Arc<AtomicU64>,
+}
+
 pub(crate) struct CoreThread {
     config: EngineConfig,
     ledger: Ledger,
     wal: Arc<Wal>,
     requests: Receiver<Submission>,
     checkpoints: Sender<CheckpointJob>,
+    eviction: Eviction,
+    taken: VecDeque<Taken>,
     /// LSN of the newest record appended (or replayed).
     lsn_last: u64,
     /// LSN of the newest record handed to the checkpointer.
@@ -54,7 +83,7 @@ pub(crate) struct CoreThread {
     parked: VecDeque<Parked>,
     record: RecordBuilder,
     /// A request taken from the queue that did not fit the previous batch.
-    carried: Option<(Request, ReplySender)>,
+    carried: Option<Queued>,
     /// Set once the WAL fails: state in memory may be ahead of the log, so nothing more
     /// is applied or answered from it.
     failed: Option<EngineError>,
@@ -72,6 +101,7 @@ impl CoreThread {
         wal: Arc<Wal>,
         requests: Receiver<Submission>,
         checkpoints: Sender<CheckpointJob>,
+        eviction: Eviction,
         recovery: RecoveryReport,
     ) -> CoreThread {
         CoreThread {
@@ -80,6 +110,8 @@ impl CoreThread {
             wal,
             requests,
             checkpoints,
+            eviction,
+            taken: VecDeque::new(),
             lsn_last: recovery.lsn_last,
             lsn_checkpoint_taken: recovery.checkpoint_lsn,
             // Replayed records are not in the store yet: count them towards a checkpoint.
@@ -97,21 +129,99 @@ impl CoreThread {
     pub fn run(mut self) -> Ledger {
         let durable = self.wal.subscribe();
         while !self.shutdown_seen {
+            self.throttle();
             let next = match self.carried.take() {
-                Some((request, reply)) => Some(Submission::Request { request, reply }),
+                Some((request, reply, prefetched)) => Some(Submission::Request {
+                    request,
+                    reply,
+                    prefetched,
+                }),
                 None => self.next_submission(&durable),
             };
             match next {
-                Some(Submission::Request { request, reply }) => {
-                    self.run_batch(Some((request, reply)));
+                Some(Submission::Request {
+                    request,
+                    reply,
+                    prefetched,
+                }) => {
+                    self.run_batch(Some((request, reply, prefetched)));
                 }
                 Some(Submission::Shutdown) => self.shutdown_seen = true,
                 None => self.run_batch(None),
             }
             self.release_durable();
             self.maybe_checkpoint(false);
+            self.settle();
         }
         self.stop()
+    }
+
+    /// Learn which checkpoints were written and move what they hold out of memory.
+    fn settle(&mut self) {
+        let written_lsn = self.eviction.checkpoint_status.lsn.load(Ordering::Acquire);
+        let mut settled = None;
+        while self
+            .taken
+            .front()
+            .is_some_and(|taken| taken.lsn <= written_lsn)
+        {
+            settled = self.taken.pop_front();
+        }
+        let Some(settled) = settled else {
+            return;
+        };
+        self.eviction.transfers_settled = settled.transfers_count;
+        let evicted = self
+            .ledger
+            .evict(settled.timestamp_last, self.config.transfers_resident_max);
+        self.eviction
+            .evicted_through
+            .store(self.ledger.evicted_through(), Ordering::Release);
+        let resident = self.ledger.transfers_resident();
+        self.eviction
+            .transfers_resident
+            .store(resident, Ordering::Relaxed);
+        metrics::gauge!(crate::metrics::TRANSFERS_RESIDENT).set(resident as f64);
+        if evicted > 0 {
+            tracing::debug!(
+                evicted,
+                resident = self.ledger.transfers_resident(),
+                through = self.ledger.evicted_through(),
+                "transfers evicted"
+            );
+        }
+    }
+
+    /// Transfers applied that no written checkpoint holds yet.
+    fn transfers_unsettled(&self) -> u64 {
+        self.ledger.transfers_count() - self.eviction.transfers_settled
+    }
+
+    /// Stop taking requests while too many transfers wait for a checkpoint: memory stays
+    /// bounded when ingest outruns RocksDB, and the full queue pushes back on clients.
+    fn throttle(&mut self) {
+        let mut waited = false;
+        while self.failed.is_none()
+            && self.transfers_unsettled() > self.config.transfers_unsettled_max
+            && self.eviction.checkpoint_status.error.get().is_none()
+        {
+            if !waited {
+                tracing::warn!(
+                    unsettled = self.transfers_unsettled(),
+                    "checkpoints fall behind; holding requests until one is written"
+                );
+                waited = true;
+            }
+            if self.taken.is_empty() {
+                if self.lsn_last == self.lsn_checkpoint_taken {
+                    return;
+                }
+                self.maybe_checkpoint(true);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            self.release_durable();
+            self.settle();
+        }
     }
 
     /// Wait for a request, a durability notification, or the next deadline.
@@ -149,11 +259,11 @@ impl CoreThread {
     }
 
     /// One core batch: the first request (if any) plus whatever else is waiting.
-    fn run_batch(&mut self, first: Option<(Request, ReplySender)>) {
-        let mut batch: Vec<(Request, ReplySender)> = first.into_iter().collect();
+    fn run_batch(&mut self, first: Option<Queued>) {
+        let mut batch: Vec<Queued> = first.into_iter().collect();
         self.drain_into(&mut batch);
         if let Some(error) = &self.failed {
-            for (_, reply) in batch {
+            for (_, reply, _) in batch {
                 let _ = reply.send(Err(error.clone()));
             }
             return;
@@ -166,11 +276,12 @@ impl CoreThread {
             .is_some_and(|at| at <= now)
         {
             self.record.push(Write::Expire);
-            apply(&mut self.ledger, now, Write::Expire);
+            let mut nothing = OldTransfers::new(self.ledger.evicted_through());
+            apply(&mut self.ledger, now, Write::Expire, &mut nothing);
         }
         let mut replies = Vec::with_capacity(batch.len());
-        for (request, reply) in batch {
-            replies.push((reply, Ok(self.execute(now, request))));
+        for (request, reply, prefetched) in batch {
+            replies.push((reply, self.execute(now, request, prefetched)));
         }
         let lsn = if self.record.is_empty() {
             self.lsn_last
@@ -192,18 +303,25 @@ impl CoreThread {
     }
 
     /// Take waiting requests until the batch would exceed `batch_events_max` events.
-    fn drain_into(&mut self, batch: &mut Vec<(Request, ReplySender)>) {
-        let mut events: u64 = batch.iter().map(|(r, _)| u64::from(r.events_count())).sum();
+    fn drain_into(&mut self, batch: &mut Vec<Queued>) {
+        let mut events: u64 = batch
+            .iter()
+            .map(|(r, _, _)| u64::from(r.events_count()))
+            .sum();
         while events < u64::from(self.config.batch_events_max) {
             match self.requests.try_recv() {
-                Ok(Submission::Request { request, reply }) => {
+                Ok(Submission::Request {
+                    request,
+                    reply,
+                    prefetched,
+                }) => {
                     let count = u64::from(request.events_count());
                     if events + count > u64::from(self.config.batch_events_max) {
-                        self.carried = Some((request, reply));
+                        self.carried = Some((request, reply, prefetched));
                         return;
                     }
                     events += count;
-                    batch.push((request, reply));
+                    batch.push((request, reply, prefetched));
                 }
                 Ok(Submission::Shutdown) => {
                     // Requests queued after a shutdown are refused by `stop`.
@@ -215,35 +333,57 @@ impl CoreThread {
         }
     }
 
-    /// Apply one request; writes go into the batch's WAL record first.
-    fn execute(&mut self, now: u64, request: Request) -> Reply {
+    /// Apply one request; writes go into the batch's WAL record first. Evicted transfers
+    /// it names come from the prefetch stage, or are read here if the core evicted more
+    /// since (a store error then fails this request alone, before anything is applied).
+    fn execute(
+        &mut self,
+        now: u64,
+        request: Request,
+        prefetched: Option<Box<Prefetched>>,
+    ) -> Result<Reply, EngineError> {
+        let through = self.ledger.evicted_through();
+        let prefetched = match prefetched {
+            Some(prefetched) if prefetched.through == through => *prefetched,
+            _ => prefetch(&self.eviction.store, &request, through)
+                .map_err(|error| EngineError::Store(Arc::new(error)))?,
+        };
         let ledger = &mut self.ledger;
-        match request {
-            Request::CreateAccounts(accounts) => {
+        let reply = match (request, prefetched.data) {
+            (Request::CreateAccounts(accounts), PrefetchedData::Transfers(mut old)) => {
                 let write = Write::CreateAccounts(&accounts);
                 if !accounts.is_empty() {
                     self.record.push(write);
                 }
-                Reply::Created(apply(ledger, now, write))
+                Reply::Created(apply(ledger, now, write, &mut old))
             }
-            Request::CreateTransfers(transfers) => {
+            (Request::CreateTransfers(transfers), PrefetchedData::Transfers(mut old)) => {
                 let write = Write::CreateTransfers(&transfers);
                 if !transfers.is_empty() {
                     self.record.push(write);
                 }
-                Reply::Created(apply(ledger, now, write))
+                Reply::Created(apply(ledger, now, write, &mut old))
             }
-            Request::LookupAccounts(ids) => Reply::Accounts(ledger.lookup_accounts(&ids)),
-            Request::LookupTransfers(ids) => Reply::Transfers(ledger.lookup_transfers(&ids)),
-            Request::GetAccountTransfers(filter) => {
-                Reply::Transfers(ledger.get_account_transfers(&filter))
+            (Request::LookupAccounts(ids), _) => Reply::Accounts(ledger.lookup_accounts(&ids)),
+            (Request::LookupTransfers(ids), PrefetchedData::Transfers(old)) => {
+                Reply::Transfers(ledger.lookup_transfers_with(&ids, &old))
             }
-            Request::GetAccountBalances(filter) => {
-                Reply::Balances(ledger.get_account_balances(&filter))
+            (Request::GetAccountTransfers(filter), PrefetchedData::RangeTransfers(old)) => {
+                Reply::Transfers(ledger.get_account_transfers_with(&filter, through, old))
             }
-            Request::QueryAccounts(filter) => Reply::Accounts(ledger.query_accounts(&filter)),
-            Request::QueryTransfers(filter) => Reply::Transfers(ledger.query_transfers(&filter)),
-        }
+            (Request::GetAccountBalances(filter), PrefetchedData::RangeBalances(old)) => {
+                Reply::Balances(ledger.get_account_balances_with(&filter, through, old))
+            }
+            (Request::QueryAccounts(filter), _) => Reply::Accounts(ledger.query_accounts(&filter)),
+            (Request::QueryTransfers(filter), PrefetchedData::RangeTransfers(old)) => {
+                Reply::Transfers(ledger.query_transfers_with(&filter, through, old))
+            }
+            (request, data) => unreachable!(
+                "prefetch read {data:?} for a {:?} request",
+                request.operation()
+            ),
+        };
+        Ok(reply)
     }
 
     /// Hold replies until `lsn` is durable. Reads are parked behind the newest record too:
@@ -312,11 +452,12 @@ impl CoreThread {
         if !due || (!force && self.checkpoints.is_full()) {
             return;
         }
+        let meta = CheckpointMeta {
+            lsn: self.lsn_last,
+            timestamp_last: self.ledger.timestamp_last(),
+        };
         let job = CheckpointJob {
-            meta: CheckpointMeta {
-                lsn: self.lsn_last,
-                timestamp_last: self.ledger.timestamp_last(),
-            },
+            meta,
             changes: self.ledger.take_changes(),
         };
         let sent = if force {
@@ -328,6 +469,11 @@ impl CoreThread {
             )
         };
         if sent {
+            self.taken.push_back(Taken {
+                lsn: meta.lsn,
+                timestamp_last: meta.timestamp_last,
+                transfers_count: self.ledger.transfers_count(),
+            });
             self.lsn_checkpoint_taken = self.lsn_last;
             self.batches_since_checkpoint = 0;
             self.checkpoint_taken_at = Instant::now();

@@ -2,11 +2,12 @@
 //! DESIGN.md, behind an in-process handle.
 //!
 //! ```text
-//! EngineHandle::submit ──bounded queue──▶ core thread ──append──▶ WAL writer (group fsync)
-//!        ▲                                   │  ▲                         │
-//!        └──────── replies, once durable ────┘  └── durable LSN ──────────┘
-//!                                            │
-//!                                            └─ every N batches ─▶ checkpointer ─▶ RocksDB
+//! EngineHandle::submit ─queue─▶ prefetch ─queue─▶ core thread ─append─▶ WAL writer
+//!        ▲                      (RocksDB reads)       │  ▲                  (group fsync)
+//!        └──────────── replies, once durable ─────────┘  └── durable LSN ─────┘
+//!                                                     │
+//!                                                     └─ every N batches ─▶ checkpointer
+//!                                                                            ─▶ RocksDB
 //! ```
 //!
 //! - [`Engine::open`] recovers (checkpoint from RocksDB, then the WAL records after it,
@@ -15,18 +16,21 @@
 //!   returns a [`PendingReply`] to await or `wait()` on.
 //! - [`Engine::shutdown`] finishes queued work, makes it durable, checkpoints, stops.
 //!
-//! State resident in memory: the whole ledger (every account and every transfer). The
-//! RocksDB store holds checkpoints for recovery; serving old transfers from it, and keeping
-//! only pending and recent transfers in memory, is not built yet (see the README).
+//! State resident in memory: every account, every pending transfer, the newest
+//! `transfers_resident_max` transfers plus those no written checkpoint holds yet (at most
+//! `transfers_unsettled_max`), and transiently failed ids. Older transfers live only in
+//! RocksDB; the prefetch stage reads the ones a request names before the core applies
+//! it (see `prefetch`).
 
 mod checkpointer;
 mod config;
 mod core_thread;
+mod prefetch;
 pub mod record;
 mod request;
 mod submit;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -39,7 +43,7 @@ pub use request::{PendingReply, Reply, Request};
 pub use submit::EngineHandle;
 
 use checkpointer::CheckpointStatus;
-use core_thread::CoreThread;
+use core_thread::{CoreThread, Eviction};
 
 use crate::ledger::Ledger;
 use crate::store::{Store, StoreError};
@@ -91,7 +95,9 @@ pub struct Engine {
     handle: EngineHandle,
     wal: Arc<Wal>,
     checkpoint_status: Arc<CheckpointStatus>,
+    transfers_resident: Arc<AtomicU64>,
     core: Option<JoinHandle<Ledger>>,
+    prefetcher: Option<JoinHandle<()>>,
     checkpointer: Option<JoinHandle<()>>,
     recovery: RecoveryReport,
 }
@@ -108,26 +114,41 @@ impl Engine {
     /// Recover from `config.data_dir` and start the core and checkpointer threads.
     pub fn open(config: EngineConfig) -> Result<Engine, EngineError> {
         config.validate()?;
-        let (store, wal, ledger, recovery) = recover(&config)?;
+        let recovered = recover(&config)?;
+        let (ledger, recovery) = (&recovered.ledger, recovered.report);
         tracing::info!(
             checkpoint_lsn = recovery.checkpoint_lsn,
             records_replayed = recovery.records_replayed,
             accounts = ledger.accounts_count(),
-            transfers = ledger.transfers_count(),
+            transfers_resident = ledger.transfers_resident(),
             "recovered"
         );
-        Ok(Self::start(config, store, Arc::new(wal), ledger, recovery))
+        Ok(Self::start(config, recovered))
     }
 
-    fn start(
-        config: EngineConfig,
-        store: Store,
-        wal: Arc<Wal>,
-        ledger: Ledger,
-        recovery: RecoveryReport,
-    ) -> Engine {
-        let (requests_sender, requests) =
+    fn start(config: EngineConfig, recovered: Recovered) -> Engine {
+        let Recovered {
+            store,
+            wal,
+            ledger,
+            report: recovery,
+            transfers_checkpointed,
+        } = recovered;
+        let (store, wal) = (Arc::new(store), Arc::new(wal));
+        // Two queues of `queue_requests_max`: submitters to the prefetch stage, and the
+        // prefetch stage to the core (which batches what waits there).
+        let (requests_sender, submitted) =
             crossbeam::channel::bounded(config.queue_requests_max as usize);
+        let (prefetched, requests) =
+            crossbeam::channel::bounded(config.queue_requests_max as usize);
+        let evicted_through = Arc::new(AtomicU64::new(ledger.evicted_through()));
+        let prefetcher = {
+            let (store, evicted_through) = (store.clone(), evicted_through.clone());
+            std::thread::Builder::new()
+                .name("settled-prefetch".into())
+                .spawn(move || prefetch::run(store, evicted_through, submitted, prefetched))
+                .expect("spawn prefetch thread")
+        };
         // One checkpoint in flight plus one waiting: the core never blocks on RocksDB.
         let (checkpoints, jobs) = crossbeam::channel::bounded(1);
         let checkpoint_status = Arc::new(CheckpointStatus::default());
@@ -135,14 +156,30 @@ impl Engine {
             .lsn
             .store(recovery.checkpoint_lsn, Ordering::Release);
         let checkpointer = {
-            let (store, wal, status) = (Arc::new(store), wal.clone(), checkpoint_status.clone());
+            let (store, wal, status) = (store.clone(), wal.clone(), checkpoint_status.clone());
             std::thread::Builder::new()
                 .name("settled-checkpoint".into())
                 .spawn(move || checkpointer::run(store, wal, jobs, status))
                 .expect("spawn checkpointer thread")
         };
         let handle = EngineHandle::new(requests_sender, &config);
-        let core = CoreThread::new(config, ledger, wal.clone(), requests, checkpoints, recovery);
+        let transfers_resident = Arc::new(AtomicU64::new(ledger.transfers_resident()));
+        let eviction = Eviction {
+            store,
+            transfers_resident: transfers_resident.clone(),
+            checkpoint_status: checkpoint_status.clone(),
+            evicted_through,
+            transfers_settled: transfers_checkpointed,
+        };
+        let core = CoreThread::new(
+            config,
+            ledger,
+            wal.clone(),
+            requests,
+            checkpoints,
+            eviction,
+            recovery,
+        );
         let core = std::thread::Builder::new()
             .name("settled-core".into())
             .spawn(move || core.run())
@@ -151,7 +188,9 @@ impl Engine {
             handle,
             wal,
             checkpoint_status,
+            transfers_resident,
             core: Some(core),
+            prefetcher: Some(prefetcher),
             checkpointer: Some(checkpointer),
             recovery,
         }
@@ -164,6 +203,11 @@ impl Engine {
 
     pub fn recovery_report(&self) -> RecoveryReport {
         self.recovery
+    }
+
+    /// Transfers held in memory after the latest eviction (see `transfers_resident_max`).
+    pub fn transfers_resident(&self) -> u64 {
+        self.transfers_resident.load(Ordering::Relaxed)
     }
 
     /// LSN of the newest checkpoint written to RocksDB.
@@ -185,6 +229,9 @@ impl Engine {
         // The core returns the final ledger; the checkpointer ends when the core's job
         // sender is dropped with it.
         let ledger = core.join().map_err(|_| EngineError::Stopped)?;
+        if let Some(prefetcher) = self.prefetcher.take() {
+            prefetcher.join().map_err(|_| EngineError::Stopped)?;
+        }
         if let Some(checkpointer) = self.checkpointer.take() {
             checkpointer.join().map_err(|_| EngineError::Stopped)?;
         }
@@ -216,6 +263,7 @@ impl Drop for Engine {
 /// Re-execute the WAL records after the checkpoint, in order, with the same apply code.
 fn replay(
     wal: &Wal,
+    store: &Store,
     ledger: &mut Ledger,
     checkpoint_lsn: u64,
 ) -> Result<RecoveryReport, EngineError> {
@@ -231,7 +279,10 @@ fn replay(
             source,
         })?;
         for entry in &batch.entries {
-            record::apply(ledger, batch.now, entry.as_write());
+            let write = entry.as_write();
+            let mut old = prefetch::prefetch_write(store, write, ledger.evicted_through())
+                .map_err(store_error)?;
+            record::apply(ledger, batch.now, write, &mut old);
         }
         report.records_replayed += 1;
         report.lsn_last = record.lsn;
@@ -247,9 +298,19 @@ fn wal_error(error: WalError) -> EngineError {
     EngineError::Wal(Arc::new(error))
 }
 
+/// Everything recovery rebuilt.
+struct Recovered {
+    store: Store,
+    wal: Wal,
+    ledger: Ledger,
+    report: RecoveryReport,
+    /// Transfers the checkpoint held (the rest came from the WAL).
+    transfers_checkpointed: u64,
+}
+
 /// Open the store and the WAL of `config.data_dir` and rebuild the ledger: the
-/// checkpoint, then every WAL record after it.
-fn recover(config: &EngineConfig) -> Result<(Store, Wal, Ledger, RecoveryReport), EngineError> {
+/// checkpoint (keeping only what stays resident), then every WAL record after it.
+fn recover(config: &EngineConfig) -> Result<Recovered, EngineError> {
     let store_dir = config.data_dir.join("store");
     let wal_dir = config.data_dir.join("wal");
     for dir in [&store_dir, &wal_dir] {
@@ -261,6 +322,10 @@ fn recover(config: &EngineConfig) -> Result<(Store, Wal, Ledger, RecoveryReport)
     }
     let store = Store::open(&store_dir, &config.store).map_err(store_error)?;
     let (mut ledger, meta) = store.load_ledger().map_err(store_error)?;
+    let transfers_checkpointed = ledger.transfers_count();
+    if let Some(meta) = meta {
+        ledger.evict(meta.timestamp_last, config.transfers_resident_max);
+    }
     let checkpoint_lsn = meta.map_or(0, |meta| meta.lsn);
     // A brand-new WAL continues numbering after the checkpoint.
     let wal_config = wal::WalConfig {
@@ -268,15 +333,21 @@ fn recover(config: &EngineConfig) -> Result<(Store, Wal, Ledger, RecoveryReport)
         ..config.wal.clone()
     };
     let wal = Wal::open(&wal_dir, wal_config).map_err(wal_error)?;
-    let report = replay(&wal, &mut ledger, checkpoint_lsn)?;
-    Ok((store, wal, ledger, report))
+    let report = replay(&wal, &store, &mut ledger, checkpoint_lsn)?;
+    Ok(Recovered {
+        store,
+        wal,
+        ledger,
+        report,
+        transfers_checkpointed,
+    })
 }
 
 /// The state a data directory recovers to, without starting anything: for tests and
 /// tools that compare it with an expected history.
 pub fn recover_ledger(config: &EngineConfig) -> Result<(Ledger, RecoveryReport), EngineError> {
     config.validate()?;
-    let (_store, wal, ledger, report) = recover(config)?;
-    wal.close().map_err(wal_error)?;
-    Ok((ledger, report))
+    let recovered = recover(config)?;
+    recovered.wal.close().map_err(wal_error)?;
+    Ok((recovered.ledger, recovered.report))
 }

@@ -22,7 +22,7 @@
 
 use protocol::{Account, CreateResult, Transfer};
 
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, OldTransfers};
 
 const MAGIC: u32 = 0x4254_4C53;
 const VERSION: u16 = 1;
@@ -51,10 +51,18 @@ pub enum Write<'a> {
 
 /// Apply one input to the ledger. The core and WAL replay both run exactly this, which is
 /// what makes replay reproduce the state.
-pub fn apply(ledger: &mut Ledger, now: u64, write: Write<'_>) -> Vec<CreateResult> {
+///
+/// `old` holds the evicted transfers the input names, read from the store at the
+/// ledger's eviction watermark or later (see `prefetch`).
+pub fn apply(
+    ledger: &mut Ledger,
+    now: u64,
+    write: Write<'_>,
+    old: &mut OldTransfers,
+) -> Vec<CreateResult> {
     match write {
-        Write::CreateAccounts(accounts) => ledger.create_accounts(now, accounts),
-        Write::CreateTransfers(transfers) => ledger.create_transfers(now, transfers),
+        Write::CreateAccounts(accounts) => ledger.create_accounts_with(now, accounts, old),
+        Write::CreateTransfers(transfers) => ledger.create_transfers_with(now, transfers, old),
         Write::Expire => {
             ledger.expire(now);
             Vec::new()

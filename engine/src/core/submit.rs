@@ -48,7 +48,11 @@ impl EngineHandle {
             return Err(EngineError::ShuttingDown);
         }
         let (reply, pending) = PendingReply::channel();
-        let submission = Submission::Request { request, reply };
+        let submission = Submission::Request {
+            request,
+            reply,
+            prefetched: None,
+        };
         let sent = match self.when_full {
             WhenFull::Wait => self
                 .requests

@@ -3,16 +3,29 @@
 
 use protocol::{Account, AccountBalance, Transfer};
 
-use super::stores::{PendingStatus, Slot};
+use super::stores::{PendingStatus, Slot, TransferSlot};
 
 /// One reversible step taken inside an open linked chain. Rolled back in LIFO order.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Undo {
-    AccountCreated { id: u128 },
-    AccountChanged { slot: Slot, before: Account },
-    TransferCreated { id: u128 },
-    StatusChanged { slot: Slot, before: PendingStatus },
-    ExpiryRemoved { expires_at: u64, slot: Slot },
+    AccountCreated {
+        id: u128,
+    },
+    AccountChanged {
+        slot: Slot,
+        before: Account,
+    },
+    TransferCreated {
+        id: u128,
+    },
+    StatusChanged {
+        slot: TransferSlot,
+        before: PendingStatus,
+    },
+    ExpiryRemoved {
+        expires_at: u64,
+        slot: TransferSlot,
+    },
 }
 
 /// Undo entries are only recorded while a linked chain is open: events outside a chain
@@ -73,9 +86,9 @@ pub struct Changes {
 pub(crate) struct ChangeTracker {
     account_marks: Vec<u64>,
     pub accounts: Vec<Slot>,
-    pub transfers_from: usize,
-    pub history_from: usize,
-    pub resolved: Vec<Slot>,
+    pub transfers_from: TransferSlot,
+    pub history_from: u64,
+    pub resolved: Vec<TransferSlot>,
     pub failed: Vec<u128>,
 }
 

@@ -11,7 +11,7 @@ use protocol::{
 };
 
 use super::changes::Undo;
-use super::stores::{HistoryEntry, PendingStatus, Slot};
+use super::stores::{Found, HistoryEntry, PendingStatus, Slot, TransferSlot};
 use super::{Event, Ledger};
 
 impl Event for Transfer {
@@ -67,7 +67,11 @@ impl Ledger {
         if let Err(status) = validate_header(transfer) {
             return (status, timestamp);
         }
-        if let Some(existing) = self.transfers.by_id(transfer.id) {
+        if let Some(found) = self.transfers.find(transfer.id) {
+            let existing = match found {
+                Found::Resident(slot) => self.transfers.get(slot),
+                Found::Old(existing, _) => existing,
+            };
             let status = self.transfer_exists(transfer, existing);
             let result_timestamp = if status == Status::Exists {
                 existing.timestamp
@@ -120,19 +124,26 @@ impl Ledger {
 
     fn post_or_void(&mut self, transfer: &Transfer, timestamp: u64) -> Result<(), Status> {
         validate_post_or_void_fields(transfer)?;
-        let pending_slot = self
-            .transfers
-            .slot(transfer.pending_id)
-            .ok_or(Status::PendingTransferNotFound)?;
-        let pending = *self.transfers.get(pending_slot);
+        let (pending_slot, pending, status) = match self.transfers.find(transfer.pending_id) {
+            None => return Err(Status::PendingTransferNotFound),
+            Some(Found::Resident(slot)) => (
+                Some(slot),
+                *self.transfers.get(slot),
+                self.transfers.status(slot),
+            ),
+            // Evicted: never pending (a pending transfer stays in memory until resolved).
+            Some(Found::Old(pending, status)) => (None, *pending, status),
+        };
         let amount = validate_against_pending(transfer, &pending)?;
-        match self.transfers.status(pending_slot) {
+        match status {
             PendingStatus::Pending => {}
             PendingStatus::NotPending => unreachable!("checked by validate_against_pending"),
             PendingStatus::Posted => return Err(Status::PendingTransferAlreadyPosted),
             PendingStatus::Voided => return Err(Status::PendingTransferAlreadyVoided),
             PendingStatus::Expired => return Err(Status::PendingTransferExpired),
         }
+        let pending_slot =
+            pending_slot.expect("a pending transfer stays resident until it is resolved");
         // Expired by the clock even if no expiry step has run yet.
         if pending
             .expires_at()
@@ -251,7 +262,7 @@ impl Ledger {
         &mut self,
         transfer: Transfer,
         pending: &Transfer,
-        pending_slot: Slot,
+        pending_slot: TransferSlot,
         (debit_slot, credit_slot): (Slot, Slot),
     ) {
         let post = transfer
@@ -276,7 +287,9 @@ impl Ledger {
         } else {
             PendingStatus::Voided
         };
-        let before = self.transfers.set_status(pending_slot, status);
+        let before = self
+            .transfers
+            .resolve(pending_slot, status, transfer.timestamp);
         debug_assert_eq!(before, PendingStatus::Pending);
         self.undo.record(Undo::StatusChanged {
             slot: pending_slot,
@@ -362,10 +375,13 @@ impl Ledger {
         {
             transfer.amount == 0 || transfer.amount == existing.amount
         } else {
-            let pending_amount = self
-                .transfers
-                .by_id(existing.pending_id)
-                .map_or(0, |p| p.amount);
+            // `existing.pending_id` equals the event's (checked above), which the engine
+            // read back with the batch if it was evicted.
+            let pending_amount = match self.transfers.find(existing.pending_id) {
+                Some(Found::Resident(slot)) => self.transfers.get(slot).amount,
+                Some(Found::Old(pending, _)) => pending.amount,
+                None => 0,
+            };
             if existing.amount < pending_amount {
                 transfer.amount == existing.amount
             } else {

@@ -1,11 +1,14 @@
 //! A stable hash of the whole ledger state, for determinism and recovery checks.
 //!
 //! Everything is fed in a canonical order (creation order for records, sorted order for
-//! sets), so two ledgers hash equal exactly when their state is equal. xxh3-128 is
+//! sets), so two ledgers hash equal exactly when their state is equal. Transfers and
+//! balance snapshots enter as a sum of per-object hashes, kept for evicted objects as they
+//! leave memory, so that the hash is the same whichever transfers are resident. xxh3-128 is
 //! specified independently of the Rust release and platform, unlike `std`'s hasher.
 
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
+use super::stores::{transfer_hash, HistoryEntry};
 use super::Ledger;
 
 impl Ledger {
@@ -27,38 +30,49 @@ impl Ledger {
         let mut hasher = Xxh3::new();
         hasher.update(&self.timestamp_last.to_le_bytes());
         hasher.update(protocol::records::as_bytes(self.accounts.records()));
-        for chunk in self.transfers.chunks_from(0) {
-            hasher.update(protocol::records::as_bytes(chunk));
-        }
-        for status in self.transfers.statuses() {
-            hasher.update(&[*status as u8]);
-        }
+        // Sums over every transfer and balance snapshot ever made, whether still in
+        // memory or evicted: residency must not change the hash.
+        let transfers = self.transfers.resident().fold(
+            self.transfers.evicted_digest(),
+            |sum, (transfer, status)| sum.wrapping_add(transfer_hash(transfer, status)),
+        );
+        hasher.update(&transfers.to_le_bytes());
+        let history = self
+            .accounts
+            .history_from(self.accounts.history_end() - self.accounts.history_resident() as u64)
+            .fold(self.evicted_history_digest, |sum, entry| {
+                let account_id = self.accounts.get(entry.account_slot).id;
+                let timestamp = self.transfers.get(entry.transfer_slot).timestamp;
+                sum.wrapping_add(history_hash(account_id, timestamp, entry))
+            });
+        hasher.update(&history.to_le_bytes());
         for (expires_at, slot) in self.transfers.expiry() {
             hasher.update(&expires_at.to_le_bytes());
-            hasher.update(&slot.to_le_bytes());
+            hasher.update(&self.transfers.get(*slot).id.to_le_bytes());
         }
         if include_failed_ids {
             let mut failed: Vec<u128> = self.transfers.failed().iter().copied().collect();
             failed.sort_unstable();
             hasher.update(protocol::records::as_bytes(&failed));
         }
-        for entry in self.accounts.history() {
-            hasher.update(&entry.account_slot.to_le_bytes());
-            hasher.update(&entry.transfer_slot.to_le_bytes());
-            for balance in [
-                entry.debits_pending,
-                entry.debits_posted,
-                entry.credits_pending,
-                entry.credits_posted,
-            ] {
-                hasher.update(&balance.to_le_bytes());
-            }
-        }
-        for slot in 0..self.accounts.len() as u32 {
-            hasher.update(protocol::records::as_bytes(
-                self.accounts.transfer_slots(slot),
-            ));
-        }
         hasher.digest128()
     }
+}
+
+/// One balance snapshot as a summand of the state hash.
+pub(crate) fn history_hash(account_id: u128, timestamp: u64, entry: &HistoryEntry) -> u128 {
+    let mut bytes = [0u8; 16 + 8 + 4 * 16];
+    bytes[..16].copy_from_slice(&account_id.to_le_bytes());
+    bytes[16..24].copy_from_slice(&timestamp.to_le_bytes());
+    let balances = [
+        entry.debits_pending,
+        entry.debits_posted,
+        entry.credits_pending,
+        entry.credits_posted,
+    ];
+    for (index, balance) in balances.iter().enumerate() {
+        let at = 24 + index * 16;
+        bytes[at..at + 16].copy_from_slice(&balance.to_le_bytes());
+    }
+    xxh3_128(&bytes)
 }

@@ -26,12 +26,15 @@ mod stores;
 use protocol::{Account, AccountFlags, CreateResult, Transfer, TransferFlags, TIMESTAMP_MAX};
 
 pub use changes::Changes;
-pub use query::QUERY_LIMIT_MAX;
+pub use query::{
+    account_filter_matches, account_filter_valid, query_filter_matches, query_filter_valid,
+    QUERY_LIMIT_MAX,
+};
 pub use restore::{RestoreError, Snapshot};
-pub use stores::PendingStatus;
+pub use stores::{OldTransfers, PendingStatus};
 
 use changes::{ChangeTracker, Undo, UndoLog};
-use stores::{AccountStore, TransferStore};
+use stores::{AccountStore, Found, TransferStore};
 
 /// The state of every account and transfer, and the rules that change it.
 ///
@@ -44,6 +47,8 @@ pub struct Ledger {
     timestamp_last: u64,
     undo: UndoLog,
     changes: ChangeTracker,
+    /// Sum of the hashes of balance history entries that left memory (see `hash.rs`).
+    evicted_history_digest: u128,
 }
 
 /// The parts of `create_accounts` and `create_transfers` that are the same for both: one
@@ -82,8 +87,89 @@ impl Ledger {
         self.accounts.len() as u64
     }
 
+    /// Transfers created since the ledger was built or restored, resident or not.
     pub fn transfers_count(&self) -> u64 {
-        self.transfers.len() as u64
+        self.transfers.len()
+    }
+
+    /// Transfers held in memory: the recent chunks plus old ones kept because they may
+    /// still change.
+    pub fn transfers_resident(&self) -> u64 {
+        self.transfers.resident_len()
+    }
+
+    /// The eviction watermark: every transfer with a later timestamp is in memory; older
+    /// ones may only be in the store (0: nothing was ever evicted). Requests that name
+    /// transfers by id need [`OldTransfers`] read at this watermark or later.
+    pub fn evicted_through(&self) -> u64 {
+        self.transfers.evicted_through()
+    }
+
+    /// Move old transfers out of memory. `settled_through` is the clock of a checkpoint
+    /// the store has durably written (everything up to it, taken by
+    /// [`Ledger::take_changes`], is there); chunks of transfers at or before it are
+    /// dropped, oldest first, as long as `keep_recent` transfers stay resident. Transfers
+    /// that may still change stay, and are dropped once their resolution is settled.
+    /// Returns the number of transfers that left memory.
+    pub fn evict(&mut self, settled_through: u64, keep_recent: u64) -> u64 {
+        assert!(!self.undo.is_active(), "eviction inside a linked chain");
+        let resident_before = self.transfers.resident_len();
+        self.transfers.release_settled(settled_through);
+        while let Some((first, chunk)) = self.transfers.evict_chunk(settled_through, keep_recent) {
+            let end = first + chunk.len() as u64;
+            assert!(
+                end <= self.changes.transfers_from,
+                "evicted transfers that no checkpoint took"
+            );
+            for (offset, transfer) in chunk.iter().enumerate() {
+                let slot = first + offset as u64;
+                for account_id in [transfer.debit_account_id, transfer.credit_account_id] {
+                    let account = self.accounts.slot(account_id).expect("transfer's account");
+                    self.accounts.evict_transfer(account, slot);
+                }
+            }
+            for entry in self.accounts.evict_history_before(end) {
+                let transfer = &chunk[(entry.transfer_slot - first) as usize];
+                let account_id = self.accounts.get(entry.account_slot).id;
+                self.evicted_history_digest = self
+                    .evicted_history_digest
+                    .wrapping_add(hash::history_hash(account_id, transfer.timestamp, &entry));
+            }
+            assert!(
+                self.accounts.history_end() - self.accounts.history_resident() as u64
+                    <= self.changes.history_from,
+                "evicted balance history that no checkpoint took"
+            );
+        }
+        resident_before.saturating_sub(self.transfers.resident_len())
+    }
+
+    /// Create accounts when transfers were evicted: `old` must hold the timestamps of
+    /// evicted transfers that imported accounts of the batch ask for.
+    pub fn create_accounts_with(
+        &mut self,
+        now: u64,
+        events: &[Account],
+        old: &mut OldTransfers,
+    ) -> Vec<CreateResult> {
+        std::mem::swap(&mut self.transfers.old, old);
+        let results = self.execute(now, events);
+        std::mem::swap(&mut self.transfers.old, old);
+        results
+    }
+
+    /// Create transfers that may name evicted transfers (by id or pending id): `old` must
+    /// hold every one of those, read at [`Ledger::evicted_through`] or later.
+    pub fn create_transfers_with(
+        &mut self,
+        now: u64,
+        events: &[Transfer],
+        old: &mut OldTransfers,
+    ) -> Vec<CreateResult> {
+        std::mem::swap(&mut self.transfers.old, old);
+        let results = self.execute(now, events);
+        std::mem::swap(&mut self.transfers.old, old);
+        results
     }
 
     /// Create accounts; one result per event, in order. `now` is the engine's clock.
@@ -98,9 +184,10 @@ impl Ledger {
 
     /// Where the pending transfer `id` stands; `None` when no transfer has that id.
     pub fn pending_status(&self, id: u128) -> Option<PendingStatus> {
-        self.transfers
-            .slot(id)
-            .map(|slot| self.transfers.status(slot))
+        self.transfers.find(id).map(|found| match found {
+            Found::Resident(slot) => self.transfers.status(slot),
+            Found::Old(_, status) => status,
+        })
     }
 
     /// When the next pending transfer expires, if any has a timeout: the engine wakes up
@@ -121,7 +208,7 @@ impl Ledger {
         while let Some((expires_at, slot)) = self.transfers.expiry_due(now) {
             assert!(self.transfers.expiry_remove(expires_at, slot));
             let pending = *self.transfers.get(slot);
-            let before = self.transfers.set_status(slot, PendingStatus::Expired);
+            let before = self.transfers.resolve(slot, PendingStatus::Expired, now);
             assert_eq!(
                 before,
                 PendingStatus::Pending,
@@ -156,11 +243,12 @@ impl Ledger {
         self.changes.transfers_from = self.transfers.len();
         let pending_statuses = std::mem::take(&mut self.changes.resolved)
             .into_iter()
-            .filter(|slot| (*slot as usize) < self.transfers.len())
+            .filter(|slot| *slot < self.transfers.len())
             .map(|slot| (self.transfers.get(slot).id, self.transfers.status(slot)))
             .collect();
-        let balances = self.accounts.history()[self.changes.history_from..]
-            .iter()
+        let balances = self
+            .accounts
+            .history_from(self.changes.history_from)
             .map(|entry| {
                 (
                     self.accounts.get(entry.account_slot).id,
@@ -168,7 +256,7 @@ impl Ledger {
                 )
             })
             .collect();
-        self.changes.history_from = self.accounts.history().len();
+        self.changes.history_from = self.accounts.history_end();
         let failed_ids = std::mem::take(&mut self.changes.failed);
         Changes {
             accounts,
@@ -252,7 +340,7 @@ impl Ledger {
                 }
                 Undo::TransferCreated { id } => self.remove_newest_transfer(id),
                 Undo::StatusChanged { slot, before } => {
-                    self.transfers.set_status(slot, before);
+                    self.transfers.unresolve(slot, before);
                 }
                 Undo::ExpiryRemoved { expires_at, slot } => {
                     self.transfers.expiry_insert(expires_at, slot);
@@ -262,7 +350,7 @@ impl Ledger {
     }
 
     fn remove_newest_transfer(&mut self, id: u128) {
-        let slot = (self.transfers.len() - 1) as u32;
+        let slot = self.transfers.len() - 1;
         let transfer = self.transfers.remove_last(id);
         if let Some(expires_at) = transfer.expires_at() {
             self.transfers.expiry_remove(expires_at, slot);

@@ -9,7 +9,7 @@ use protocol::{
     QueryFilterFlags, Transfer,
 };
 
-use super::stores::{HistoryEntry, Slot};
+use super::stores::{HistoryEntry, OldTransfers, Slot};
 use super::Ledger;
 
 /// Most records one query returns (one reply's worth of 128-byte records).
@@ -26,9 +26,23 @@ impl Ledger {
 
     /// The transfers with these ids, in request order; unknown ids are skipped.
     pub fn lookup_transfers(&self, ids: &[u128]) -> Vec<Transfer> {
+        self.lookup_transfers_with(ids, &OldTransfers::new(self.evicted_through()))
+    }
+
+    /// [`Ledger::lookup_transfers`] when some ids may be evicted: `old` holds those, read
+    /// at [`Ledger::evicted_through`] or later.
+    pub fn lookup_transfers_with(&self, ids: &[u128], old: &OldTransfers) -> Vec<Transfer> {
+        let evicted = self.evicted_through();
+        assert!(
+            evicted == 0 || old.through() >= evicted,
+            "old transfers read at {} do not cover those evicted through {evicted}",
+            old.through()
+        );
         ids.iter()
-            .filter_map(|id| self.transfers.by_id(*id))
-            .copied()
+            .filter_map(|id| match self.transfers.slot(*id) {
+                Some(slot) => Some(*self.transfers.get(slot)),
+                None => old.get(*id).map(|(transfer, _)| *transfer),
+            })
             .collect()
     }
 
@@ -83,10 +97,13 @@ impl Ledger {
             return Vec::new();
         }
         let records = self.accounts.records();
-        let range = time_range(filter, records.len(), |timestamp| {
-            records.partition_point(|account| account.timestamp < timestamp)
+        let range = time_range(filter, records.len() as u64, |timestamp| {
+            records.partition_point(|account| account.timestamp < timestamp) as u64
         });
-        select(filter, records[range].iter())
+        select(
+            filter,
+            records[range.start as usize..range.end as usize].iter(),
+        )
     }
 
     pub fn query_transfers(&self, filter: &QueryFilter) -> Vec<Transfer> {
@@ -97,10 +114,86 @@ impl Ledger {
         let range = time_range(filter, store.len(), |timestamp| {
             store.partition_point(|transfer| transfer.timestamp < timestamp)
         });
-        select(
-            filter,
-            (range.start as Slot..range.end as Slot).map(|slot| store.get(slot)),
+        select(filter, range.map(|slot| store.get(slot)))
+    }
+
+    /// [`Ledger::get_account_transfers`] when older transfers may be evicted: `old` is the
+    /// store's answer for the transfers at or before `through`, an eviction watermark at
+    /// or after [`Ledger::evicted_through`]; memory answers for the later ones.
+    pub fn get_account_transfers_with(
+        &self,
+        filter: &AccountFilter,
+        through: u64,
+        old: Vec<Transfer>,
+    ) -> Vec<Transfer> {
+        self.check_covered(through);
+        let recent = AccountFilter {
+            timestamp_min: filter.timestamp_min.max(through + 1),
+            ..*filter
+        };
+        let reversed = filter.flags.contains(AccountFilterFlags::REVERSED);
+        if !account_filter_valid(filter) {
+            return Vec::new();
+        }
+        merge(
+            old,
+            self.get_account_transfers(&recent),
+            reversed,
+            filter.limit,
         )
+    }
+
+    /// [`Ledger::get_account_balances`] with the old part from the store, as
+    /// [`Ledger::get_account_transfers_with`].
+    pub fn get_account_balances_with(
+        &self,
+        filter: &AccountFilter,
+        through: u64,
+        old: Vec<AccountBalance>,
+    ) -> Vec<AccountBalance> {
+        self.check_covered(through);
+        let recent = AccountFilter {
+            timestamp_min: filter.timestamp_min.max(through + 1),
+            ..*filter
+        };
+        let reversed = filter.flags.contains(AccountFilterFlags::REVERSED);
+        if !account_filter_valid(filter) {
+            return Vec::new();
+        }
+        merge(
+            old,
+            self.get_account_balances(&recent),
+            reversed,
+            filter.limit,
+        )
+    }
+
+    /// [`Ledger::query_transfers`] with the old part from the store, as
+    /// [`Ledger::get_account_transfers_with`].
+    pub fn query_transfers_with(
+        &self,
+        filter: &QueryFilter,
+        through: u64,
+        old: Vec<Transfer>,
+    ) -> Vec<Transfer> {
+        self.check_covered(through);
+        let recent = QueryFilter {
+            timestamp_min: filter.timestamp_min.max(through + 1),
+            ..*filter
+        };
+        let reversed = filter.flags.contains(QueryFilterFlags::REVERSED);
+        if !query_filter_valid(filter) {
+            return Vec::new();
+        }
+        merge(old, self.query_transfers(&recent), reversed, filter.limit)
+    }
+
+    fn check_covered(&self, through: u64) {
+        assert!(
+            through >= self.evicted_through(),
+            "a read split at {through} misses transfers evicted through {}",
+            self.evicted_through()
+        );
     }
 
     pub(super) fn history_balance(&self, entry: &HistoryEntry) -> AccountBalance {
@@ -116,22 +209,26 @@ impl Ledger {
 
     /// The account's slot when the filter can select anything at all.
     fn valid_account_filter(&self, filter: &AccountFilter) -> Option<Slot> {
-        let sides =
-            AccountFilterFlags(AccountFilterFlags::DEBITS.0 | AccountFilterFlags::CREDITS.0);
-        let valid = filter.account_id != 0
-            && filter.account_id != u128::MAX
-            && filter.limit != 0
-            && filter.flags.0 & !AccountFilterFlags::KNOWN_BITS == 0
-            && filter.flags.0 & sides.0 != 0
-            && filter.reserved.iter().all(|byte| *byte == 0)
-            && timestamps_valid(filter.timestamp_min, filter.timestamp_max);
-        valid
+        account_filter_valid(filter)
             .then(|| self.accounts.slot(filter.account_id))
             .flatten()
     }
 }
 
-fn account_filter_matches(filter: &AccountFilter, transfer: &Transfer) -> bool {
+/// Whether an account filter can select anything (whether its account exists aside).
+pub fn account_filter_valid(filter: &AccountFilter) -> bool {
+    let sides = AccountFilterFlags(AccountFilterFlags::DEBITS.0 | AccountFilterFlags::CREDITS.0);
+    filter.account_id != 0
+        && filter.account_id != u128::MAX
+        && filter.limit != 0
+        && filter.flags.0 & !AccountFilterFlags::KNOWN_BITS == 0
+        && filter.flags.0 & sides.0 != 0
+        && filter.reserved.iter().all(|byte| *byte == 0)
+        && timestamps_valid(filter.timestamp_min, filter.timestamp_max)
+}
+
+/// Whether a transfer of the filter's account is one the filter selects.
+pub fn account_filter_matches(filter: &AccountFilter, transfer: &Transfer) -> bool {
     let side_matches = (filter.flags.contains(AccountFilterFlags::DEBITS)
         && transfer.debit_account_id == filter.account_id)
         || (filter.flags.contains(AccountFilterFlags::CREDITS)
@@ -145,7 +242,7 @@ fn account_filter_matches(filter: &AccountFilter, transfer: &Transfer) -> bool {
         && (filter.timestamp_max == 0 || transfer.timestamp <= filter.timestamp_max)
 }
 
-fn query_filter_valid(filter: &QueryFilter) -> bool {
+pub fn query_filter_valid(filter: &QueryFilter) -> bool {
     filter.limit != 0
         && filter.flags.0 & !QueryFilterFlags::KNOWN_BITS == 0
         && filter.reserved.iter().all(|byte| *byte == 0)
@@ -191,25 +288,32 @@ impl Queried for Transfer {
     }
 }
 
+/// Whether a transfer (already within the time bounds) matches the filter's fields.
+pub fn query_filter_matches(filter: &QueryFilter, transfer: &Transfer) -> bool {
+    query_matches(filter, transfer)
+}
+
+fn query_matches<T: Queried>(filter: &QueryFilter, record: &T) -> bool {
+    let wanted = [
+        filter.user_data_128,
+        filter.user_data_64.into(),
+        filter.user_data_32.into(),
+    ];
+    wanted
+        .iter()
+        .zip(record.user_data())
+        .all(|(wanted, value)| any_or_equal(*wanted, value))
+        && any_or_equal(filter.ledger.into(), record.ledger().into())
+        && any_or_equal(filter.code.into(), record.code().into())
+}
+
 /// The records (already within the time bounds) that match the filter's fields, in the
 /// filter's order, up to its limit.
 fn select<'a, T: Queried + 'a>(
     filter: &QueryFilter,
     records: impl DoubleEndedIterator<Item = &'a T>,
 ) -> Vec<T> {
-    let wanted = [
-        filter.user_data_128,
-        filter.user_data_64.into(),
-        filter.user_data_32.into(),
-    ];
-    let selected = records.filter(|record| {
-        wanted
-            .iter()
-            .zip(record.user_data())
-            .all(|(wanted, value)| any_or_equal(*wanted, value))
-            && any_or_equal(filter.ledger.into(), record.ledger().into())
-            && any_or_equal(filter.code.into(), record.code().into())
-    });
+    let selected = records.filter(|record| query_matches(filter, *record));
     take(
         selected.copied(),
         filter.flags.contains(QueryFilterFlags::REVERSED),
@@ -230,9 +334,9 @@ fn timestamps_valid(min: u64, max: u64) -> bool {
 /// a timestamp.
 fn time_range(
     filter: &QueryFilter,
-    len: usize,
-    first_at_or_after: impl Fn(u64) -> usize,
-) -> std::ops::Range<usize> {
+    len: u64,
+    first_at_or_after: impl Fn(u64) -> u64,
+) -> std::ops::Range<u64> {
     let start = first_at_or_after(filter.timestamp_min);
     // timestamps_valid rejected u64::MAX, so `max + 1` cannot overflow.
     let end = if filter.timestamp_max == 0 {
@@ -251,4 +355,19 @@ fn take<T>(items: impl DoubleEndedIterator<Item = T>, reversed: bool, limit: u32
     } else {
         items.take(limit).collect()
     }
+}
+
+/// One answer from the old part (at or before the split) and the recent part (after it),
+/// each already in the filter's order and within its limit.
+fn merge<T>(old: Vec<T>, recent: Vec<T>, reversed: bool, limit: u32) -> Vec<T> {
+    let limit = limit.min(QUERY_LIMIT_MAX) as usize;
+    let (first, second) = if reversed {
+        (recent, old)
+    } else {
+        (old, recent)
+    };
+    let mut merged = first;
+    merged.extend(second);
+    merged.truncate(limit);
+    merged
 }

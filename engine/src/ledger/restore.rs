@@ -15,7 +15,7 @@
 
 use protocol::{Account, AccountBalance, AccountFlags, Transfer, TransferFlags, TIMESTAMP_MAX};
 
-use super::stores::{HistoryEntry, PendingStatus, Slot};
+use super::stores::{HistoryEntry, PendingStatus, Slot, TransferSlot};
 use super::Ledger;
 
 /// Everything a checkpoint holds, in any order.
@@ -150,7 +150,7 @@ impl Ledger {
         ledger.restore_history(balances)?;
         // What was restored is already on disk: the next checkpoint starts after it.
         ledger.changes.transfers_from = ledger.transfers.len();
-        ledger.changes.history_from = ledger.accounts.history().len();
+        ledger.changes.history_from = ledger.accounts.history_end();
         Ok(ledger)
     }
 
@@ -288,7 +288,7 @@ impl Ledger {
     /// counts while it is pending, a post counts as posted, a void moves nothing.
     fn balance_sums(&self) -> Result<Vec<[u128; 4]>, RestoreError> {
         let mut sums = vec![[0u128; 4]; self.accounts.len()];
-        for slot in 0..self.transfers.len() as Slot {
+        for slot in 0..self.transfers.len() {
             let transfer = self.transfers.get(slot);
             let void = transfer
                 .flags
@@ -370,7 +370,7 @@ impl Ledger {
         &self,
         account_id: u128,
         balance: &AccountBalance,
-    ) -> Result<((Slot, Side), HistoryEntry), RestoreError> {
+    ) -> Result<((TransferSlot, Side), HistoryEntry), RestoreError> {
         let invalid = |reason| RestoreError::History {
             account_id,
             timestamp: balance.timestamp,
@@ -411,12 +411,11 @@ impl Ledger {
         Ok(((transfer_slot, side), entry))
     }
 
-    fn transfer_slot_at(&self, timestamp: u64) -> Option<Slot> {
-        let index = self
+    fn transfer_slot_at(&self, timestamp: u64) -> Option<TransferSlot> {
+        let slot = self
             .transfers
             .partition_point(|transfer| transfer.timestamp < timestamp);
-        let slot = Slot::try_from(index).ok()?;
-        (index < self.transfers.len() && self.transfers.get(slot).timestamp == timestamp)
+        (slot < self.transfers.len() && self.transfers.get(slot).timestamp == timestamp)
             .then_some(slot)
     }
 
@@ -428,7 +427,7 @@ impl Ledger {
                 .by_id(account_id)
                 .is_some_and(|account| account.flags.contains(AccountFlags::HISTORY))
         };
-        (0..self.transfers.len() as Slot)
+        (0..self.transfers.len())
             .map(|slot| self.transfers.get(slot))
             .map(|transfer| {
                 u64::from(has_history(transfer.debit_account_id))

@@ -1,24 +1,33 @@
 //! In-memory storage of accounts and transfers, behind the small interface the state
 //! machine needs.
 //!
-//! Both stores keep their records in a `Vec` in creation order, which is also timestamp
-//! order (the ledger only ever creates objects with increasing timestamps), plus a hash
-//! index from id to slot. Timestamp-range queries are therefore binary searches, and
-//! rolling back the newest objects of a failed linked chain is a pop.
+//! Both stores keep their records in creation order, which is also timestamp order (the
+//! ledger only ever creates objects with increasing timestamps), plus a hash index from
+//! id to slot. Timestamp-range queries are therefore binary searches, and rolling back the
+//! newest objects of a failed linked chain is a pop.
 //!
-//! This is the seam where the engine will later keep only pending and recent transfers in
-//! memory and prefetch older ones from disk before a batch is applied: the state machine
-//! only calls the methods below.
+//! Accounts are all resident. Transfers are resident from the newest back to an eviction
+//! watermark: [`TransferStore::evict_chunk`] drops whole chunks of old transfers once the
+//! engine says a checkpoint holds them, except the ones the state machine may still
+//! change (pending transfers, and resolutions the store does not have yet), which stay
+//! behind in `retained`. What is gone from memory comes back, per batch, as
+//! [`OldTransfers`] read from the store before the batch is applied.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use protocol::{Account, Transfer};
+use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 pub(crate) type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
-/// Index of a record in its store's creation-ordered `Vec`.
+/// Index of an account in its store's creation-ordered `Vec`.
 pub(crate) type Slot = u32;
+
+/// Number of a transfer in creation order since the ledger was built or restored. Never
+/// reused, so it outlives eviction: 64 bits, since a long-running engine creates more
+/// than 2^32 transfers.
+pub(crate) type TransferSlot = u64;
 
 /// Where a pending transfer stands. Non-pending transfers are `NotPending`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -35,7 +44,7 @@ pub enum PendingStatus {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct HistoryEntry {
     pub account_slot: Slot,
-    pub transfer_slot: Slot,
+    pub transfer_slot: TransferSlot,
     pub debits_pending: u128,
     pub debits_posted: u128,
     pub credits_pending: u128,
@@ -46,11 +55,14 @@ pub(crate) struct HistoryEntry {
 pub(crate) struct AccountStore {
     records: Vec<Account>,
     slots: FastMap<u128, Slot>,
-    /// Per account: slots of its transfers (either side), oldest first.
-    transfer_slots: Vec<Vec<Slot>>,
-    /// Balance snapshots of history accounts, oldest first, with a per-account index.
-    history: Vec<HistoryEntry>,
-    history_slots: FastMap<Slot, Vec<u32>>,
+    /// Per account: slots of its resident transfers (either side), oldest first.
+    transfer_slots: Vec<VecDeque<TransferSlot>>,
+    /// Balance snapshots of history accounts for resident transfers, oldest first;
+    /// `history[0]` is entry number `history_base` of all time.
+    history: VecDeque<HistoryEntry>,
+    history_base: u64,
+    /// Per history account: the numbers of its resident entries, oldest first.
+    history_slots: FastMap<Slot, VecDeque<u64>>,
 }
 
 impl AccountStore {
@@ -94,7 +106,7 @@ impl AccountStore {
         let previous = self.slots.insert(account.id, slot);
         assert!(previous.is_none(), "account id inserted twice");
         self.records.push(account);
-        self.transfer_slots.push(Vec::new());
+        self.transfer_slots.push(VecDeque::new());
         slot
     }
 
@@ -117,149 +129,354 @@ impl AccountStore {
         std::mem::replace(record, account)
     }
 
-    pub fn transfer_slots(&self, slot: Slot) -> &[Slot] {
+    pub fn transfer_slots(&self, slot: Slot) -> &VecDeque<TransferSlot> {
         &self.transfer_slots[slot as usize]
     }
 
-    pub fn push_transfer(&mut self, slot: Slot, transfer_slot: Slot) {
-        self.transfer_slots[slot as usize].push(transfer_slot);
+    pub fn push_transfer(&mut self, slot: Slot, transfer_slot: TransferSlot) {
+        self.transfer_slots[slot as usize].push_back(transfer_slot);
     }
 
-    pub fn pop_transfer(&mut self, slot: Slot, transfer_slot: Slot) {
-        let popped = self.transfer_slots[slot as usize].pop();
+    pub fn pop_transfer(&mut self, slot: Slot, transfer_slot: TransferSlot) {
+        let popped = self.transfer_slots[slot as usize].pop_back();
         assert_eq!(popped, Some(transfer_slot));
     }
 
-    pub fn history(&self) -> &[HistoryEntry] {
-        &self.history
+    /// Forget the account's oldest resident transfer, which is being evicted.
+    pub fn evict_transfer(&mut self, slot: Slot, transfer_slot: TransferSlot) {
+        let evicted = self.transfer_slots[slot as usize].pop_front();
+        assert_eq!(evicted, Some(transfer_slot), "eviction out of order");
+    }
+
+    /// Number of the next history entry (entries ever made, minus rolled back ones).
+    pub fn history_end(&self) -> u64 {
+        self.history_base + self.history.len() as u64
+    }
+
+    pub fn history_resident(&self) -> usize {
+        self.history.len()
+    }
+
+    /// Resident history entries from number `from` on (`from` must be resident).
+    pub fn history_from(&self, from: u64) -> impl Iterator<Item = &HistoryEntry> {
+        let start = from
+            .checked_sub(self.history_base)
+            .expect("history entry already evicted");
+        self.history.range(start as usize..)
     }
 
     pub fn history_of(&self, slot: Slot) -> impl DoubleEndedIterator<Item = &HistoryEntry> {
-        let indexes = self.history_slots.get(&slot).map_or(&[][..], Vec::as_slice);
-        indexes.iter().map(|index| &self.history[*index as usize])
+        let indexes = self.history_slots.get(&slot);
+        indexes
+            .into_iter()
+            .flatten()
+            .map(|index| &self.history[(index - self.history_base) as usize])
     }
 
     pub fn push_history(&mut self, entry: HistoryEntry) {
-        let index = u32::try_from(self.history.len()).expect("more than 2^32 history entries");
+        let index = self.history_end();
         self.history_slots
             .entry(entry.account_slot)
             .or_default()
-            .push(index);
-        self.history.push(entry);
+            .push_back(index);
+        self.history.push_back(entry);
     }
 
     /// Undo history entries of the newest transfer.
-    pub fn pop_history(&mut self, transfer_slot: Slot) {
-        while let Some(entry) = self.history.last().copied() {
+    pub fn pop_history(&mut self, transfer_slot: TransferSlot) {
+        while let Some(entry) = self.history.back().copied() {
             if entry.transfer_slot != transfer_slot {
                 break;
             }
-            self.history.pop();
+            self.history.pop_back();
             let indexes = self
                 .history_slots
                 .get_mut(&entry.account_slot)
                 .expect("history index");
-            indexes.pop();
+            indexes.pop_back();
             if indexes.is_empty() {
                 self.history_slots.remove(&entry.account_slot);
             }
         }
     }
+
+    /// Drop the entries of transfers older than `transfer_slot`, oldest first.
+    pub fn evict_history_before(&mut self, transfer_slot: TransferSlot) -> Vec<HistoryEntry> {
+        let mut evicted = Vec::new();
+        while let Some(entry) = self.history.front().copied() {
+            if entry.transfer_slot >= transfer_slot {
+                break;
+            }
+            self.history.pop_front();
+            let indexes = self
+                .history_slots
+                .get_mut(&entry.account_slot)
+                .expect("history index");
+            assert_eq!(indexes.pop_front(), Some(self.history_base));
+            if indexes.is_empty() {
+                self.history_slots.remove(&entry.account_slot);
+            }
+            self.history_base += 1;
+            evicted.push(entry);
+        }
+        evicted
+    }
 }
 
 /// Transfers per storage chunk (1 MiB of records). Chunks never move once allocated, so
-/// growing the store never copies old transfers, and a whole chunk is the natural unit for
-/// moving old transfers out of memory later.
-const CHUNK_TRANSFERS: usize = 8192;
+/// growing the store never copies old transfers, and a whole chunk is the unit of
+/// eviction.
+pub(crate) const CHUNK_TRANSFERS: usize = 8192;
+
+#[derive(Clone, Default)]
+struct Chunk {
+    transfers: Vec<Transfer>,
+    status: Vec<PendingStatus>,
+}
+
+/// Transfers the engine read back from the store for one batch: the ones it references
+/// by id that are no longer resident. Read-only: a transfer that can still change
+/// (pending, or resolved since the last checkpoint) never leaves memory.
+#[derive(Clone, Debug, Default)]
+pub struct OldTransfers {
+    through: u64,
+    found: FastMap<u128, (Transfer, PendingStatus)>,
+    /// Timestamps of evicted transfers that imported accounts of the batch ask about.
+    timestamps: FastSet<u64>,
+}
+
+impl OldTransfers {
+    /// An empty set read while the ledger's eviction watermark
+    /// ([`Ledger::evicted_through`](super::Ledger::evicted_through)) was `through`: it
+    /// answers for every transfer evicted up to then.
+    pub fn new(through: u64) -> OldTransfers {
+        OldTransfers {
+            through,
+            found: FastMap::default(),
+            timestamps: FastSet::default(),
+        }
+    }
+
+    pub fn through(&self) -> u64 {
+        self.through
+    }
+
+    pub fn insert(&mut self, transfer: Transfer, status: PendingStatus) {
+        self.found.insert(transfer.id, (transfer, status));
+    }
+
+    /// Record that an evicted transfer has this timestamp.
+    pub fn insert_timestamp(&mut self, timestamp: u64) {
+        self.timestamps.insert(timestamp);
+    }
+
+    pub fn get(&self, id: u128) -> Option<&(Transfer, PendingStatus)> {
+        self.found.get(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.found.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.found.is_empty()
+    }
+}
+
+/// A transfer found by id: resident (with its slot) or read back from the store.
+pub(crate) enum Found<'a> {
+    Resident(TransferSlot),
+    Old(&'a Transfer, PendingStatus),
+}
 
 #[derive(Clone, Default)]
 pub(crate) struct TransferStore {
-    /// Transfers in creation order: every chunk but the last holds `CHUNK_TRANSFERS`.
-    chunks: Vec<Vec<Transfer>>,
-    count: usize,
-    slots: FastMap<u128, Slot>,
-    status: Vec<PendingStatus>,
+    /// Resident transfers in creation order: every chunk but the last holds
+    /// `CHUNK_TRANSFERS`; `chunks[0]` starts at slot `base`.
+    chunks: VecDeque<Chunk>,
+    base: TransferSlot,
+    /// The next slot.
+    count: TransferSlot,
+    /// Id to slot of every resident and retained transfer.
+    slots: FastMap<u128, TransferSlot>,
+    /// Transfers of evicted chunks kept because they may still change.
+    retained: FastMap<TransferSlot, (Transfer, PendingStatus)>,
+    /// Resolutions (post, void, expiry) as `(timestamp, slot)`, oldest first, until a
+    /// checkpoint holds them.
+    resolutions: VecDeque<(u64, TransferSlot)>,
+    /// Every transfer with a later timestamp is resident; of the others only `retained`.
+    evicted_through: u64,
+    /// Sum of [`transfer_hash`] over transfers that left memory.
+    evicted_digest: u128,
+    timestamp_last: u64,
     /// Pending transfers with a timeout, ordered by expiry then creation.
-    expiry: BTreeSet<(u64, Slot)>,
+    expiry: BTreeSet<(u64, TransferSlot)>,
     /// Ids whose creation failed with a transient result.
     failed: FastSet<u128>,
+    /// The current batch's transfers read back from the store.
+    pub old: OldTransfers,
 }
 
 impl TransferStore {
-    pub fn len(&self) -> usize {
+    /// Transfers created since the store was built (resident or not).
+    pub fn len(&self) -> u64 {
         self.count
     }
 
-    pub fn slot(&self, id: u128) -> Option<Slot> {
+    pub fn resident_len(&self) -> u64 {
+        self.count - self.base + self.retained.len() as u64
+    }
+
+    pub fn evicted_through(&self) -> u64 {
+        self.evicted_through
+    }
+
+    pub fn evicted_digest(&self) -> u128 {
+        self.evicted_digest
+    }
+
+    pub fn slot(&self, id: u128) -> Option<TransferSlot> {
         self.slots.get(&id).copied()
     }
 
-    pub fn get(&self, slot: Slot) -> &Transfer {
-        let slot = slot as usize;
-        &self.chunks[slot / CHUNK_TRANSFERS][slot % CHUNK_TRANSFERS]
+    /// The transfer `id`, resident or in the batch's [`OldTransfers`]. A transfer that is
+    /// neither does not exist: the engine read every evicted id the batch names.
+    pub fn find(&self, id: u128) -> Option<Found<'_>> {
+        if let Some(slot) = self.slot(id) {
+            return Some(Found::Resident(slot));
+        }
+        if self.evicted_through == 0 {
+            return None;
+        }
+        assert!(
+            self.old.through >= self.evicted_through,
+            "old transfers read at watermark {} do not cover the evicted ones (through {})",
+            self.old.through,
+            self.evicted_through
+        );
+        self.old
+            .get(id)
+            .map(|(transfer, status)| Found::Old(transfer, *status))
     }
 
-    pub fn by_id(&self, id: u128) -> Option<&Transfer> {
-        self.slot(id).map(|slot| self.get(slot))
+    pub fn get(&self, slot: TransferSlot) -> &Transfer {
+        match slot.checked_sub(self.base) {
+            Some(offset) => {
+                let offset = offset as usize;
+                &self.chunks[offset / CHUNK_TRANSFERS].transfers[offset % CHUNK_TRANSFERS]
+            }
+            None => &self.retained[&slot].0,
+        }
     }
 
-    /// The records from `slot` on, as contiguous slices in creation order.
-    pub fn chunks_from(&self, slot: usize) -> impl Iterator<Item = &[Transfer]> {
-        let first = slot / CHUNK_TRANSFERS;
+    pub fn status(&self, slot: TransferSlot) -> PendingStatus {
+        match slot.checked_sub(self.base) {
+            Some(offset) => {
+                let offset = offset as usize;
+                self.chunks[offset / CHUNK_TRANSFERS].status[offset % CHUNK_TRANSFERS]
+            }
+            None => self.retained[&slot].1,
+        }
+    }
+
+    fn status_mut(&mut self, slot: TransferSlot) -> &mut PendingStatus {
+        match slot.checked_sub(self.base) {
+            Some(offset) => {
+                let offset = offset as usize;
+                &mut self.chunks[offset / CHUNK_TRANSFERS].status[offset % CHUNK_TRANSFERS]
+            }
+            None => {
+                &mut self
+                    .retained
+                    .get_mut(&slot)
+                    .expect("transfer slot resident")
+                    .1
+            }
+        }
+    }
+
+    /// The resident chunks' records from `slot` on (at least `base`), as contiguous
+    /// slices in creation order.
+    pub fn chunks_from(&self, slot: TransferSlot) -> impl Iterator<Item = &[Transfer]> {
+        let offset = slot.checked_sub(self.base).expect("slot evicted") as usize;
+        let first = offset / CHUNK_TRANSFERS;
         self.chunks
             .iter()
             .enumerate()
             .skip(first)
             .map(move |(index, chunk)| {
                 if index == first {
-                    &chunk[slot % CHUNK_TRANSFERS..]
+                    &chunk.transfers[offset % CHUNK_TRANSFERS..]
                 } else {
-                    &chunk[..]
+                    &chunk.transfers[..]
                 }
             })
     }
 
-    /// The number of leading records for which `before` holds (records must be
-    /// partitioned by it, as they are by timestamp).
-    pub fn partition_point(&self, before: impl Fn(&Transfer) -> bool) -> usize {
+    /// The slot of the first resident transfer (in a chunk) for which `before` fails
+    /// (records are partitioned by it, as they are by timestamp); `len()` if none.
+    pub fn partition_point(&self, before: impl Fn(&Transfer) -> bool) -> TransferSlot {
         let full_chunks = self
             .chunks
-            .partition_point(|chunk| chunk.last().is_some_and(&before));
+            .partition_point(|chunk| chunk.transfers.last().is_some_and(&before));
         match self.chunks.get(full_chunks) {
-            Some(chunk) => full_chunks * CHUNK_TRANSFERS + chunk.partition_point(&before),
+            Some(chunk) => {
+                self.base
+                    + (full_chunks * CHUNK_TRANSFERS + chunk.transfers.partition_point(&before))
+                        as u64
+            }
             None => self.count,
         }
     }
 
-    pub fn statuses(&self) -> &[PendingStatus] {
-        &self.status
+    /// Every resident transfer with its status: chunks, then the retained ones.
+    pub fn resident(&self) -> impl Iterator<Item = (&Transfer, PendingStatus)> {
+        let chunked = self
+            .chunks
+            .iter()
+            .flat_map(|chunk| chunk.transfers.iter().zip(chunk.status.iter().copied()));
+        chunked.chain(
+            self.retained
+                .values()
+                .map(|(transfer, status)| (transfer, *status)),
+        )
     }
 
     pub fn timestamp_last(&self) -> u64 {
-        self.chunks
-            .last()
-            .and_then(|chunk| chunk.last())
-            .map_or(0, |transfer| transfer.timestamp)
+        self.timestamp_last
     }
 
+    /// Whether a transfer has this timestamp (an evicted one only if the batch's
+    /// [`OldTransfers`] says so).
     pub fn has_timestamp(&self, timestamp: u64) -> bool {
-        let index = self.partition_point(|transfer| transfer.timestamp < timestamp);
-        index < self.count && self.get(index as Slot).timestamp == timestamp
+        if timestamp <= self.evicted_through {
+            assert!(
+                self.old.through >= self.evicted_through,
+                "old transfers do not cover the evicted ones"
+            );
+            return self.old.timestamps.contains(&timestamp);
+        }
+        let slot = self.partition_point(|transfer| transfer.timestamp < timestamp);
+        slot < self.count && self.get(slot).timestamp == timestamp
     }
 
-    pub fn insert(&mut self, transfer: Transfer, status: PendingStatus) -> Slot {
-        debug_assert!(transfer.timestamp > self.timestamp_last());
-        let slot = Slot::try_from(self.count).expect("more than 2^32 transfers in memory");
+    pub fn insert(&mut self, transfer: Transfer, status: PendingStatus) -> TransferSlot {
+        debug_assert!(transfer.timestamp > self.timestamp_last);
+        let slot = self.count;
         let previous = self.slots.insert(transfer.id, slot);
         assert!(previous.is_none(), "transfer id inserted twice");
-        if self.count.is_multiple_of(CHUNK_TRANSFERS) {
-            self.chunks.push(Vec::with_capacity(CHUNK_TRANSFERS));
+        if ((self.count - self.base) as usize).is_multiple_of(CHUNK_TRANSFERS) {
+            self.chunks.push_back(Chunk {
+                transfers: Vec::with_capacity(CHUNK_TRANSFERS),
+                status: Vec::with_capacity(CHUNK_TRANSFERS),
+            });
         }
-        let chunk = self.chunks.last_mut().expect("a chunk with room");
-        debug_assert!(chunk.len() < CHUNK_TRANSFERS);
-        chunk.push(transfer);
+        let chunk = self.chunks.back_mut().expect("a chunk with room");
+        debug_assert!(chunk.transfers.len() < CHUNK_TRANSFERS);
+        chunk.transfers.push(transfer);
+        chunk.status.push(status);
         self.count += 1;
-        self.status.push(status);
+        self.timestamp_last = transfer.timestamp;
         slot
     }
 
@@ -267,41 +484,57 @@ impl TransferStore {
     pub fn remove_last(&mut self, id: u128) -> Transfer {
         let chunk = self
             .chunks
-            .last_mut()
+            .back_mut()
             .expect("rollback of a transfer that was never created");
-        let transfer = chunk.pop().expect("chunks are never left empty");
-        if chunk.is_empty() {
-            self.chunks.pop();
+        let transfer = chunk.transfers.pop().expect("chunks are never left empty");
+        chunk.status.pop();
+        if chunk.transfers.is_empty() {
+            self.chunks.pop_back();
         }
         self.count -= 1;
         assert_eq!(transfer.id, id);
         self.slots.remove(&id);
-        self.status.pop();
+        self.timestamp_last = match self.chunks.back() {
+            Some(chunk) => chunk.transfers.last().map_or(0, |last| last.timestamp),
+            None => self.evicted_through,
+        };
         transfer
     }
 
-    pub fn status(&self, slot: Slot) -> PendingStatus {
-        self.status[slot as usize]
+    /// Resolve a pending transfer at `timestamp` (the post's or void's, or the expiry
+    /// step's clock); returns the status before.
+    pub fn resolve(
+        &mut self,
+        slot: TransferSlot,
+        status: PendingStatus,
+        timestamp: u64,
+    ) -> PendingStatus {
+        debug_assert!(status != PendingStatus::Pending);
+        self.resolutions.push_back((timestamp, slot));
+        std::mem::replace(self.status_mut(slot), status)
     }
 
-    pub fn set_status(&mut self, slot: Slot, status: PendingStatus) -> PendingStatus {
-        std::mem::replace(&mut self.status[slot as usize], status)
+    /// Undo the newest `resolve`.
+    pub fn unresolve(&mut self, slot: TransferSlot, before: PendingStatus) {
+        let (_, resolved) = self.resolutions.pop_back().expect("a resolution to undo");
+        assert_eq!(resolved, slot);
+        *self.status_mut(slot) = before;
     }
 
-    pub fn expiry(&self) -> &BTreeSet<(u64, Slot)> {
+    pub fn expiry(&self) -> &BTreeSet<(u64, TransferSlot)> {
         &self.expiry
     }
 
-    pub fn expiry_insert(&mut self, expires_at: u64, slot: Slot) {
+    pub fn expiry_insert(&mut self, expires_at: u64, slot: TransferSlot) {
         assert!(self.expiry.insert((expires_at, slot)));
     }
 
-    pub fn expiry_remove(&mut self, expires_at: u64, slot: Slot) -> bool {
+    pub fn expiry_remove(&mut self, expires_at: u64, slot: TransferSlot) -> bool {
         self.expiry.remove(&(expires_at, slot))
     }
 
     /// The earliest expiry at or before `now`, if any.
-    pub fn expiry_due(&self, now: u64) -> Option<(u64, Slot)> {
+    pub fn expiry_due(&self, now: u64) -> Option<(u64, TransferSlot)> {
         self.expiry
             .first()
             .copied()
@@ -319,53 +552,112 @@ impl TransferStore {
     pub fn failed(&self) -> &FastSet<u128> {
         &self.failed
     }
+
+    /// Forget retained transfers whose final status the store now holds: resolutions at
+    /// or before `settled_through`.
+    pub fn release_settled(&mut self, settled_through: u64) {
+        while let Some(&(timestamp, slot)) = self.resolutions.front() {
+            if timestamp > settled_through {
+                break;
+            }
+            self.resolutions.pop_front();
+            if slot < self.base {
+                let (transfer, status) = self.retained.remove(&slot).expect("retained transfer");
+                debug_assert_ne!(status, PendingStatus::Pending);
+                self.slots.remove(&transfer.id);
+                self.evicted_digest = self
+                    .evicted_digest
+                    .wrapping_add(transfer_hash(&transfer, status));
+            }
+        }
+    }
+
+    /// Evict the oldest chunk if the store holds all of it (its newest transfer is at or
+    /// before `settled_through`), it is not the chunk being filled, and at least
+    /// `keep_recent` transfers stay in chunks. Returns the evicted chunk's transfers and
+    /// the slot of its first one.
+    pub fn evict_chunk(
+        &mut self,
+        settled_through: u64,
+        keep_recent: u64,
+    ) -> Option<(TransferSlot, Vec<Transfer>)> {
+        if self.chunks.len() < 2 {
+            return None;
+        }
+        let newest = self.chunks.front()?.transfers.last()?.timestamp;
+        let after = self.count - self.base - CHUNK_TRANSFERS as u64;
+        if newest > settled_through || after < keep_recent {
+            return None;
+        }
+        let unsettled: FastSet<TransferSlot> =
+            self.resolutions.iter().map(|(_, slot)| *slot).collect();
+        let chunk = self.chunks.pop_front().expect("checked above");
+        let first = self.base;
+        self.base += CHUNK_TRANSFERS as u64;
+        for (offset, (transfer, status)) in chunk.transfers.iter().zip(&chunk.status).enumerate() {
+            let slot = first + offset as u64;
+            if *status == PendingStatus::Pending || unsettled.contains(&slot) {
+                self.retained.insert(slot, (*transfer, *status));
+            } else {
+                self.slots.remove(&transfer.id);
+                self.evicted_digest = self
+                    .evicted_digest
+                    .wrapping_add(transfer_hash(transfer, *status));
+            }
+        }
+        self.evicted_through = newest;
+        Some((first, chunk.transfers))
+    }
+}
+
+/// A transfer and its status as one summand of the state hash: a sum does not depend on
+/// which transfers are resident, and each transfer's unique timestamp fixes its order.
+pub(crate) fn transfer_hash(transfer: &Transfer, status: PendingStatus) -> u128 {
+    xxh3_128_with_seed(
+        protocol::records::as_bytes(std::slice::from_ref(transfer)),
+        status as u64,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const CHUNK: u64 = CHUNK_TRANSFERS as u64;
+
+    fn numbered(index: u64) -> Transfer {
+        Transfer {
+            id: u128::from(index) + 1,
+            timestamp: (index + 1) * 10,
+            ..Transfer::default()
+        }
+    }
+
     #[test]
     fn transfer_chunks_behave_like_one_ordered_vector() {
         let mut store = TransferStore::default();
-        let count = CHUNK_TRANSFERS * 2 + 5;
-        for index in 0..count as u128 {
-            let transfer = Transfer {
-                id: index + 1,
-                timestamp: (index as u64 + 1) * 10,
-                ..Transfer::default()
-            };
-            assert_eq!(
-                store.insert(transfer, PendingStatus::NotPending),
-                index as Slot
-            );
+        let count = CHUNK * 2 + 5;
+        for index in 0..count {
+            let inserted = store.insert(numbered(index), PendingStatus::NotPending);
+            assert_eq!(inserted, index);
         }
         assert_eq!(store.len(), count);
+        assert_eq!(store.get(CHUNK).id, u128::from(CHUNK) + 1);
         assert_eq!(
-            store.get(CHUNK_TRANSFERS as Slot).id,
-            CHUNK_TRANSFERS as u128 + 1
-        );
-        assert_eq!(
-            store.partition_point(|t| t.timestamp < 10 * CHUNK_TRANSFERS as u64 + 5),
-            CHUNK_TRANSFERS
+            store.partition_point(|t| t.timestamp < 10 * CHUNK + 5),
+            CHUNK
         );
         assert_eq!(store.partition_point(|t| t.timestamp < u64::MAX), count);
-        assert!(store.has_timestamp(10 * (CHUNK_TRANSFERS as u64 + 1)));
-        assert!(!store.has_timestamp(10 * CHUNK_TRANSFERS as u64 + 5));
-        let tail: usize = store
-            .chunks_from(CHUNK_TRANSFERS - 1)
-            .map(<[Transfer]>::len)
-            .sum();
-        assert_eq!(tail, count - CHUNK_TRANSFERS + 1);
+        assert!(store.has_timestamp(10 * (CHUNK + 1)));
+        assert!(!store.has_timestamp(10 * CHUNK + 5));
+        let tail: usize = store.chunks_from(CHUNK - 1).map(<[Transfer]>::len).sum();
+        assert_eq!(tail as u64, count - CHUNK + 1);
         // Roll back across a chunk boundary and grow again.
-        for id in (CHUNK_TRANSFERS as u128 * 2 - 2..=count as u128).rev() {
+        for id in (u128::from(CHUNK) * 2 - 2..=u128::from(count)).rev() {
             store.remove_last(id);
         }
-        assert_eq!(store.len(), CHUNK_TRANSFERS * 2 - 3);
-        assert_eq!(
-            store.timestamp_last(),
-            10 * (CHUNK_TRANSFERS as u64 * 2 - 3)
-        );
+        assert_eq!(store.len(), CHUNK * 2 - 3);
+        assert_eq!(store.timestamp_last(), 10 * (CHUNK * 2 - 3));
         let transfer = Transfer {
             id: 999_999,
             timestamp: u64::MAX - 1,
@@ -373,11 +665,48 @@ mod tests {
         };
         assert_eq!(
             store.insert(transfer, PendingStatus::Pending),
-            (CHUNK_TRANSFERS * 2 - 3) as Slot
+            CHUNK * 2 - 3
         );
-        assert_eq!(
-            store.by_id(999_999).map(|t| t.timestamp),
-            Some(u64::MAX - 1)
+        let slot = store.slot(999_999).expect("inserted");
+        assert_eq!(store.get(slot).timestamp, u64::MAX - 1);
+    }
+
+    #[test]
+    fn eviction_keeps_what_may_change_until_the_store_has_it() {
+        let mut store = TransferStore::default();
+        let count = CHUNK * 3 + 1;
+        for index in 0..count {
+            let status = if index == 5 || index == 6 {
+                PendingStatus::Pending
+            } else {
+                PendingStatus::NotPending
+            };
+            store.insert(numbered(index), status);
+        }
+        // Slot 6 is posted after the checkpoint at timestamp 10 * CHUNK was taken.
+        let posted_at = 10 * count + 1;
+        store.resolve(6, PendingStatus::Posted, posted_at);
+        let settled = 10 * CHUNK;
+        // The newest chunk and `keep_recent` transfers stay; unsettled chunks stay.
+        assert!(store.evict_chunk(settled, 3 * CHUNK).is_none());
+        assert!(store.evict_chunk(settled - 1, 0).is_none());
+        let (first, evicted) = store.evict_chunk(settled, 0).expect("first chunk settled");
+        assert_eq!((first, evicted.len() as u64), (0, CHUNK));
+        assert!(
+            store.evict_chunk(settled, 0).is_none(),
+            "second chunk is newer"
         );
+        assert_eq!(store.evicted_through(), settled);
+        // Kept: the pending transfer and the one whose post the store does not have yet.
+        assert_eq!(store.resident_len(), count - CHUNK + 2);
+        assert_eq!(store.slot(8), None, "settled, not pending: gone");
+        assert_eq!(store.slot(7), Some(6));
+        assert_eq!(store.status(5), PendingStatus::Pending);
+        assert_eq!(store.status(6), PendingStatus::Posted);
+        // Once a checkpoint holds the post, the posted transfer leaves too.
+        store.release_settled(posted_at);
+        assert_eq!(store.slot(7), None);
+        assert_eq!(store.slot(6), Some(5));
+        assert_eq!(store.resident_len(), count - CHUNK + 1);
     }
 }

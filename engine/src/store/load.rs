@@ -9,7 +9,8 @@ use rocksdb::IteratorMode;
 use super::codec::{decode_record, decode_status, key_hex, parse_id_key, parse_timeline_key};
 use super::{
     manifest, rocks, CheckpointMeta, Store, StoreError, CF_ACCOUNTS, CF_ACCOUNT_TRANSFERS,
-    CF_BALANCES, CF_FAILED_IDS, CF_META, CF_TRANSFERS, CF_TRANSFER_STATUS, META_KEY,
+    CF_BALANCES, CF_FAILED_IDS, CF_META, CF_TRANSFERS, CF_TRANSFER_STATUS, CF_TRANSFER_TIMES,
+    META_KEY,
 };
 use crate::ledger::{Ledger, PendingStatus, Snapshot};
 
@@ -48,6 +49,7 @@ impl Store {
         let data = [
             CF_ACCOUNTS,
             CF_TRANSFERS,
+            CF_TRANSFER_TIMES,
             CF_TRANSFER_STATUS,
             CF_ACCOUNT_TRANSFERS,
             CF_BALANCES,

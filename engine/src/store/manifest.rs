@@ -8,7 +8,7 @@ use super::{CheckpointMeta, StoreError, CF_META, META_KEY};
 
 /// The layout this build writes and reads. Bump it on any change to a key or value
 /// layout of any column family.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Encoded size of a [`Manifest`]: u32 + u64 + u64, fixed width.
 pub const MANIFEST_BYTES: usize = 20;

@@ -10,7 +10,7 @@
 //! [`Ledger::restore`](crate::ledger::Ledger::restore) and returns the manifest, whose
 //! LSN says where WAL replay starts.
 //!
-//! # On-disk layout, format version 1
+//! # On-disk layout, format version 2
 //!
 //! Keys are big-endian so that RocksDB's bytewise order is numeric order: ids ascending,
 //! and composite keys by account, then time. Record values are the protocol's 128-byte
@@ -21,6 +21,7 @@
 //! |---------------------|------------------------------------|-------------------------|
 //! | `accounts`          | 0..16 account id                   | 0..128 `Account`        |
 //! | `transfers`         | 0..16 transfer id                  | 0..128 `Transfer`       |
+//! | `transfer_times`    | 0..8 timestamp                     | 0..16 transfer id       |
 //! | `transfer_status`   | 0..16 pending transfer id          | 0..1 status             |
 //! | `account_transfers` | 0..16 account id, 16..24 timestamp | 0..16 transfer id       |
 //! | `balances`          | 0..16 account id, 16..24 timestamp | 0..128 `AccountBalance` |
@@ -33,13 +34,15 @@
 //! - `transfer_status` has a row only for a pending transfer that was posted (byte 2),
 //!   voided (3) or expired (4): the codes of `PendingStatus`. A pending transfer without
 //!   a row is still pending; a transfer without the pending flag never has one.
+//! - `transfer_times` lists every transfer by timestamp: the index of `query_transfers`
+//!   and of imported accounts' timestamp check once transfers are evicted from memory.
 //! - `account_transfers` lists every transfer twice, under its debit and under its credit
 //!   account, ordered by time: the index of the read path (`get_account_transfers` from
 //!   disk). Restore does not read it; the ledger rebuilds its own lists from `transfers`.
 //! - `balances` holds one snapshot per transfer and party with the `history` flag, keyed
 //!   by the transfer's timestamp (which the record repeats at its bytes 64..72).
 //! - The manifest is bincode 2.0.1 with fixed-width little-endian integers: bytes 0..4
-//!   `format_version` (u32, currently 1), 4..12 `lsn` (u64), 12..20 `timestamp_last`
+//!   `format_version` (u32, currently 2; version 1 had no `transfer_times`), 4..12 `lsn` (u64), 12..20 `timestamp_last`
 //!   (u64). The version comes first so that a store written in another layout is
 //!   recognised and refused ([`StoreError::FormatVersion`]) rather than misread.
 //!
@@ -56,6 +59,7 @@
 mod codec;
 mod load;
 mod manifest;
+mod read;
 
 use std::path::Path;
 
@@ -70,6 +74,7 @@ use codec::{id_key, record_bytes, status_byte, timeline_key};
 
 pub const CF_ACCOUNTS: &str = "accounts";
 pub const CF_TRANSFERS: &str = "transfers";
+pub const CF_TRANSFER_TIMES: &str = "transfer_times";
 pub const CF_TRANSFER_STATUS: &str = "transfer_status";
 pub const CF_ACCOUNT_TRANSFERS: &str = "account_transfers";
 pub const CF_BALANCES: &str = "balances";
@@ -92,9 +97,10 @@ enum Reads {
     Range,
 }
 
-const COLUMN_FAMILIES: [(&str, Reads); 7] = [
+const COLUMN_FAMILIES: [(&str, Reads); 8] = [
     (CF_ACCOUNTS, Reads::Point),
     (CF_TRANSFERS, Reads::Point),
+    (CF_TRANSFER_TIMES, Reads::Range),
     (CF_TRANSFER_STATUS, Reads::Point),
     (CF_ACCOUNT_TRANSFERS, Reads::Range),
     (CF_BALANCES, Reads::Range),
@@ -270,6 +276,15 @@ impl Store {
         rows.sort_unstable_by_key(|(key, _)| *key);
         for (key, id) in rows {
             batch.put_cf(account_transfers, key, id_key(id));
+        }
+        // Transfers are taken in creation order, which is timestamp order: already sorted.
+        let transfer_times = self.cf(CF_TRANSFER_TIMES)?;
+        for transfer in &changes.transfers {
+            batch.put_cf(
+                transfer_times,
+                transfer.timestamp.to_be_bytes(),
+                id_key(transfer.id),
+            );
         }
         let balances = self.cf(CF_BALANCES)?;
         for (account_id, balance) in

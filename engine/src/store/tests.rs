@@ -406,7 +406,7 @@ fn manifests_of_another_version_or_shape_are_refused() {
             .unwrap_err()
     ));
 
-    for truncated in [&[][..], &[1, 0], &[1, 0, 0, 0, 5]] {
+    for truncated in [&[][..], &[2, 0], &[2, 0, 0, 0, 5]] {
         put_raw(store, CF_META, META_KEY, truncated);
         assert_corrupt(store, CF_META);
     }

@@ -18,12 +18,14 @@ pub fn frozen_clock() -> u64 {
     START
 }
 
-/// Small WAL segments and frequent checkpoints, so tests cross segment boundaries and
-/// truncate the WAL.
+/// Small WAL segments, frequent checkpoints and no resident transfers beyond the chunk
+/// being filled, so tests cross segment boundaries, truncate the WAL and read old
+/// transfers back from the store.
 pub fn config(dir: &Path) -> EngineConfig {
     let mut config = EngineConfig::new(dir);
     config.clock = frozen_clock;
     config.checkpoint_batches = 3;
+    config.transfers_resident_max = 0;
     config.wal.segment_bytes = 4 * 1024 * 1024 + 4096;
     config.wal.record_bytes_max = 4 * 1024 * 1024;
     config.batch_events_max = 2 * protocol::BATCH_EVENTS_MAX;
@@ -67,13 +69,17 @@ pub fn apply_reference(ledger: &mut Ledger, request: &Request) {
 }
 
 /// A deterministic random workload: request 0 creates `accounts` accounts (every
-/// seventh may not go negative, so some transfers fail), then each request is a mix of
-/// plain, pending, post, void and linked transfers, with some that fail.
+/// seventh may not go negative, so some transfers fail; every fifth keeps balance
+/// history), then each request is a mix of plain, pending, post, void and linked
+/// transfers, with some that fail, and retries of earlier events (same or changed), of
+/// posts and voids of already resolved transfers among them.
 pub struct Workload {
     rng: StdRng,
     accounts: u128,
     id_next: u128,
     pending: Vec<u128>,
+    resolved: Vec<u128>,
+    sent: Vec<Transfer>,
     requests: u64,
 }
 
@@ -84,6 +90,8 @@ impl Workload {
             accounts,
             id_next: 1_000_000,
             pending: Vec::new(),
+            resolved: Vec::new(),
+            sent: Vec::new(),
             requests: 0,
         }
     }
@@ -94,11 +102,14 @@ impl Workload {
             return Request::CreateAccounts(
                 (1..=self.accounts)
                     .map(|id| {
-                        let flags = if id % 7 == 0 {
+                        let mut flags = if id % 7 == 0 {
                             AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS
                         } else {
                             AccountFlags::default()
                         };
+                        if id % 5 == 0 {
+                            flags |= AccountFlags::HISTORY;
+                        }
                         account(id, flags)
                     })
                     .collect(),
@@ -117,10 +128,32 @@ impl Workload {
                 transfers.push(event);
             }
         }
+        self.sent.extend_from_slice(&transfers);
         Request::CreateTransfers(transfers)
     }
 
+    /// Ids of transfers sent so far (created or not).
+    pub fn sent_ids(&self) -> impl Iterator<Item = u128> + '_ {
+        self.sent.iter().map(|transfer| transfer.id)
+    }
+
     fn event(&mut self) -> Transfer {
+        if !self.sent.is_empty() && self.rng.random_bool(0.05) {
+            let mut retry = self.sent[self.rng.random_range(0..self.sent.len())];
+            retry.flags.set(TransferFlags::LINKED, false);
+            if self.rng.random_bool(0.3) {
+                retry.amount ^= 1;
+            }
+            return retry;
+        }
+        if !self.resolved.is_empty() && self.rng.random_bool(0.02) {
+            self.id_next += 1;
+            let pending_id = self.resolved[self.rng.random_range(0..self.resolved.len())];
+            let mut event = transfer(self.id_next, 0, 0, 0);
+            event.pending_id = pending_id;
+            event.flags = TransferFlags::VOID_PENDING_TRANSFER;
+            return event;
+        }
         self.id_next += 1;
         let debit = self.rng.random_range(1..=self.accounts);
         let mut credit = self.rng.random_range(1..=self.accounts);
@@ -136,6 +169,7 @@ impl Workload {
             2 if !self.pending.is_empty() => {
                 let index = self.rng.random_range(0..self.pending.len());
                 event.pending_id = self.pending.swap_remove(index);
+                self.resolved.push(event.pending_id);
                 event.flags = if self.rng.random_bool(0.5) {
                     TransferFlags::POST_PENDING_TRANSFER
                 } else {

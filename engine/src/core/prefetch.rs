@@ -1,0 +1,165 @@
+//! The prefetch stage: reads from RocksDB what a request needs of the transfers that left
+//! memory, before the core applies it, so that the core itself stays off the disk.
+//!
+//! ```text
+//! submitters ──queue──▶ prefetch thread ──queue──▶ core
+//!                         │ reads the core's eviction watermark W (an atomic), then
+//!                         │ RocksDB: ids and pending ids named by create_transfers and
+//!                         │ lookup_transfers, timestamps of imported accounts, and the
+//!                         ▼ part at or before W of account transfers, balances, queries
+//! ```
+//!
+//! The core only evicts transfers a committed checkpoint holds, and publishes W after it
+//! did, so a read that starts after loading W sees every transfer evicted through W. If
+//! the core evicted more between the read and the apply (its W moved on), it repeats the
+//! read itself, synchronously: rare, since W moves once per checkpoint.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam::channel::{Receiver, Sender};
+use protocol::{AccountBalance, AccountFlags, Transfer};
+
+use super::core_thread::Submission;
+use super::record::Write;
+use super::request::Request;
+use super::EngineError;
+use crate::ledger::OldTransfers;
+use crate::store::{Store, StoreError};
+
+/// What was read for one request, at eviction watermark `through`.
+#[derive(Debug)]
+pub(crate) struct Prefetched {
+    pub through: u64,
+    pub data: PrefetchedData,
+}
+
+#[derive(Debug)]
+pub(crate) enum PrefetchedData {
+    /// Evicted transfers named by id (and evicted transfers' timestamps).
+    Transfers(OldTransfers),
+    /// The store's part (at or before `through`) of a range read.
+    RangeTransfers(Vec<Transfer>),
+    RangeBalances(Vec<AccountBalance>),
+    /// The request reads nothing that can be evicted.
+    Nothing,
+}
+
+/// Read what `request` needs of the transfers evicted through `through`.
+pub(crate) fn prefetch(
+    store: &Store,
+    request: &Request,
+    through: u64,
+) -> Result<Prefetched, StoreError> {
+    let data = match request {
+        Request::CreateAccounts(accounts) => PrefetchedData::Transfers(prefetch_write(
+            store,
+            Write::CreateAccounts(accounts),
+            through,
+        )?),
+        Request::CreateTransfers(transfers) => PrefetchedData::Transfers(prefetch_write(
+            store,
+            Write::CreateTransfers(transfers),
+            through,
+        )?),
+        Request::LookupTransfers(ids) => {
+            let mut old = OldTransfers::new(through);
+            if through != 0 {
+                store.read_transfers_by_id(ids.clone(), &mut old)?;
+            }
+            PrefetchedData::Transfers(old)
+        }
+        Request::GetAccountTransfers(filter) => {
+            PrefetchedData::RangeTransfers(store.read_account_transfers(filter, through)?)
+        }
+        Request::GetAccountBalances(filter) => {
+            PrefetchedData::RangeBalances(store.read_account_balances(filter, through)?)
+        }
+        Request::QueryTransfers(filter) => {
+            PrefetchedData::RangeTransfers(store.read_query_transfers(filter, through)?)
+        }
+        Request::LookupAccounts(_) | Request::QueryAccounts(_) => PrefetchedData::Nothing,
+    };
+    Ok(Prefetched { through, data })
+}
+
+/// The evicted transfers a state-changing input may name: ids and pending ids of
+/// transfers, and the timestamps imported accounts want. Used by the prefetch stage and
+/// by WAL replay alike.
+pub(crate) fn prefetch_write(
+    store: &Store,
+    write: Write<'_>,
+    through: u64,
+) -> Result<OldTransfers, StoreError> {
+    let mut old = OldTransfers::new(through);
+    if through == 0 {
+        return Ok(old);
+    }
+    match write {
+        Write::CreateTransfers(transfers) => {
+            let ids = transfers
+                .iter()
+                .flat_map(|transfer| [transfer.id, transfer.pending_id])
+                .filter(|id| *id != 0)
+                .collect();
+            store.read_transfers_by_id(ids, &mut old)?;
+        }
+        Write::CreateAccounts(accounts) => {
+            let timestamps: Vec<u64> = accounts
+                .iter()
+                .filter(|account| account.flags.contains(AccountFlags::IMPORTED))
+                .map(|account| account.timestamp)
+                .filter(|timestamp| (1..=through).contains(timestamp))
+                .collect();
+            if !timestamps.is_empty() {
+                store.read_transfer_timestamps(timestamps, &mut old)?;
+            }
+        }
+        Write::Expire => {}
+    }
+    Ok(old)
+}
+
+/// The prefetch thread: forwards every submission in order, with what it read.
+pub(crate) fn run(
+    store: Arc<Store>,
+    evicted_through: Arc<AtomicU64>,
+    input: Receiver<Submission>,
+    output: Sender<Submission>,
+) {
+    while let Ok(submission) = input.recv() {
+        let forward = match submission {
+            Submission::Request { request, reply, .. } => {
+                let through = evicted_through.load(Ordering::Acquire);
+                match prefetch(&store, &request, through) {
+                    Ok(prefetched) => Submission::Request {
+                        request,
+                        reply,
+                        prefetched: Some(Box::new(prefetched)),
+                    },
+                    Err(error) => {
+                        tracing::error!(%error, "reading evicted transfers failed");
+                        let _ = reply.send(Err(EngineError::Store(Arc::new(error))));
+                        continue;
+                    }
+                }
+            }
+            Submission::Shutdown => {
+                let _ = output.send(Submission::Shutdown);
+                break;
+            }
+        };
+        if let Err(unsent) = output.send(forward) {
+            if let Submission::Request { reply, .. } = unsent.into_inner() {
+                let _ = reply.send(Err(EngineError::Stopped));
+            }
+            break;
+        }
+    }
+    // Requests that slipped in behind the shutdown are refused, as the core does.
+    while let Ok(submission) = input.try_recv() {
+        if let Submission::Request { reply, .. } = submission {
+            let _ = reply.send(Err(EngineError::ShuttingDown));
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The read path of transfers that left memory: point reads by id (idempotency checks,
+//! pending ids, lookups) and the old part of range reads (account transfers, balances,
+//! queries), each bounded by the eviction watermark `through` the caller read at.
+//!
+//! Point reads go through `batched_multi_get` on sorted keys: one call per batch, and the
+//! bloom filters of `transfers` and `transfer_status` answer most absent ids (new ones)
+//! without touching a data block.
+
+use protocol::{AccountBalance, AccountFilter, AccountFilterFlags, QueryFilter, QueryFilterFlags};
+use protocol::{Transfer, TransferFlags};
+use rocksdb::{DBPinnableSlice, IteratorMode, ReadOptions};
+
+use super::codec::{
+    decode_record, decode_status, id_key, key_hex, parse_id_key, parse_timeline_key, timeline_key,
+};
+use super::{
+    rocks, Store, StoreError, CF_ACCOUNT_TRANSFERS, CF_BALANCES, CF_TRANSFERS, CF_TRANSFER_STATUS,
+    CF_TRANSFER_TIMES,
+};
+use crate::ledger::{
+    account_filter_matches, account_filter_valid, query_filter_matches, query_filter_valid,
+    OldTransfers, PendingStatus, QUERY_LIMIT_MAX,
+};
+
+fn corrupt<'a>(cf: &'static str, key: &'a [u8]) -> impl FnOnce(String) -> StoreError + 'a {
+    move |reason| StoreError::Corrupt {
+        cf,
+        key: key_hex(key),
+        reason,
+    }
+}
+
+/// The inclusive timestamp bounds of a filter's old part: `None` when it selects nothing
+/// at or before `through`.
+fn old_bounds(timestamp_min: u64, timestamp_max: u64, through: u64) -> Option<(u64, u64)> {
+    let max = if timestamp_max == 0 {
+        through
+    } else {
+        timestamp_max.min(through)
+    };
+    (through != 0 && timestamp_min <= max).then_some((timestamp_min, max))
+}
+
+/// Reads over `[lower, upper)` of one column family, in key order or reversed.
+fn bounded(lower: Vec<u8>, upper: Vec<u8>) -> ReadOptions {
+    let mut options = ReadOptions::default();
+    options.set_iterate_lower_bound(lower);
+    options.set_iterate_upper_bound(upper);
+    options
+}
+
+fn direction(reversed: bool) -> IteratorMode<'static> {
+    if reversed {
+        IteratorMode::End
+    } else {
+        IteratorMode::Start
+    }
+}
+
+impl Store {
+    /// Add to `old` every transfer the store has among `ids`, with its status.
+    pub fn read_transfers_by_id(
+        &self,
+        mut ids: Vec<u128>,
+        old: &mut OldTransfers,
+    ) -> Result<(), StoreError> {
+        ids.sort_unstable();
+        ids.dedup();
+        let keys: Vec<[u8; 16]> = ids.iter().map(|id| id_key(*id)).collect();
+        let values = self
+            .db
+            .batched_multi_get_cf(self.cf(CF_TRANSFERS)?, &keys, true);
+        let mut pending = Vec::new();
+        for (key, value) in keys.iter().zip(values) {
+            let Some(value) = value.map_err(rocks("read transfers"))? else {
+                continue;
+            };
+            let transfer = decode_transfer(key, &value)?;
+            if transfer.flags.contains(TransferFlags::PENDING) {
+                pending.push(transfer);
+            } else {
+                old.insert(transfer, PendingStatus::NotPending);
+            }
+        }
+        // Keys of `pending` are a sorted subsequence of `keys`: still sorted.
+        let keys: Vec<[u8; 16]> = pending.iter().map(|t| id_key(t.id)).collect();
+        let statuses = self
+            .db
+            .batched_multi_get_cf(self.cf(CF_TRANSFER_STATUS)?, &keys, true);
+        for ((key, transfer), status) in keys.iter().zip(pending).zip(statuses) {
+            let status = match status.map_err(rocks("read transfer statuses"))? {
+                Some(value) => decode_status(&value).map_err(corrupt(CF_TRANSFER_STATUS, key))?,
+                None => PendingStatus::Pending,
+            };
+            old.insert(transfer, status);
+        }
+        Ok(())
+    }
+
+    /// Record in `old` which of `timestamps` belong to a stored transfer.
+    pub fn read_transfer_timestamps(
+        &self,
+        mut timestamps: Vec<u64>,
+        old: &mut OldTransfers,
+    ) -> Result<(), StoreError> {
+        timestamps.sort_unstable();
+        timestamps.dedup();
+        let keys: Vec<[u8; 8]> = timestamps.iter().map(|t| t.to_be_bytes()).collect();
+        let values = self
+            .db
+            .batched_multi_get_cf(self.cf(CF_TRANSFER_TIMES)?, &keys, true);
+        for (timestamp, value) in timestamps.into_iter().zip(values) {
+            if value.map_err(rocks("read transfer timestamps"))?.is_some() {
+                old.insert_timestamp(timestamp);
+            }
+        }
+        Ok(())
+    }
+
+    /// `get_account_transfers` over the transfers at or before `through`, in the filter's
+    /// order, up to its limit.
+    pub fn read_account_transfers(
+        &self,
+        filter: &AccountFilter,
+        through: u64,
+    ) -> Result<Vec<Transfer>, StoreError> {
+        let mut selected = Vec::new();
+        self.scan_account(CF_ACCOUNT_TRANSFERS, filter, through, |key, value| {
+            let id = parse_id_key(value).map_err(corrupt(CF_ACCOUNT_TRANSFERS, key))?;
+            let transfer = self.transfer_of_index(CF_ACCOUNT_TRANSFERS, key, id)?;
+            if account_filter_matches(filter, &transfer) {
+                selected.push(transfer);
+            }
+            Ok(selected.len())
+        })?;
+        Ok(selected)
+    }
+
+    /// `get_account_balances` over the snapshots of transfers at or before `through`.
+    pub fn read_account_balances(
+        &self,
+        filter: &AccountFilter,
+        through: u64,
+    ) -> Result<Vec<AccountBalance>, StoreError> {
+        let mut selected = Vec::new();
+        let account_transfers = self.cf(CF_ACCOUNT_TRANSFERS)?;
+        self.scan_account(CF_BALANCES, filter, through, |key, value| {
+            let balance: AccountBalance =
+                decode_record(value).map_err(corrupt(CF_BALANCES, key))?;
+            let row = self
+                .db
+                .get_pinned_cf(account_transfers, key)
+                .map_err(rocks("read account transfers"))?
+                .ok_or_else(|| StoreError::Corrupt {
+                    cf: CF_BALANCES,
+                    key: key_hex(key),
+                    reason: "no transfer of the account at this timestamp".to_owned(),
+                })?;
+            let id = parse_id_key(&row).map_err(corrupt(CF_ACCOUNT_TRANSFERS, key))?;
+            let transfer = self.transfer_of_index(CF_ACCOUNT_TRANSFERS, key, id)?;
+            if account_filter_matches(filter, &transfer) {
+                selected.push(balance);
+            }
+            Ok(selected.len())
+        })?;
+        Ok(selected)
+    }
+
+    /// `query_transfers` over the transfers at or before `through`.
+    pub fn read_query_transfers(
+        &self,
+        filter: &QueryFilter,
+        through: u64,
+    ) -> Result<Vec<Transfer>, StoreError> {
+        let mut selected = Vec::new();
+        let Some((min, max)) = old_bounds(filter.timestamp_min, filter.timestamp_max, through)
+        else {
+            return Ok(selected);
+        };
+        if !query_filter_valid(filter) {
+            return Ok(selected);
+        }
+        let limit = filter.limit.min(QUERY_LIMIT_MAX) as usize;
+        let options = bounded(min.to_be_bytes().to_vec(), (max + 1).to_be_bytes().to_vec());
+        let reversed = filter.flags.contains(QueryFilterFlags::REVERSED);
+        let rows =
+            self.db
+                .iterator_cf_opt(self.cf(CF_TRANSFER_TIMES)?, options, direction(reversed));
+        for row in rows {
+            let (key, value) = row.map_err(rocks("iterate transfer timestamps"))?;
+            let id = parse_id_key(&value).map_err(corrupt(CF_TRANSFER_TIMES, &key))?;
+            let transfer = self.transfer_of_index(CF_TRANSFER_TIMES, &key, id)?;
+            if query_filter_matches(filter, &transfer) {
+                selected.push(transfer);
+                if selected.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(selected)
+    }
+
+    /// Visit the rows of one account's timeline column family within the filter's time
+    /// bounds and `through`, in the filter's order, until `visit` reports the limit.
+    fn scan_account(
+        &self,
+        cf: &'static str,
+        filter: &AccountFilter,
+        through: u64,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<usize, StoreError>,
+    ) -> Result<(), StoreError> {
+        let Some((min, max)) = old_bounds(filter.timestamp_min, filter.timestamp_max, through)
+        else {
+            return Ok(());
+        };
+        if !account_filter_valid(filter) {
+            return Ok(());
+        }
+        let limit = filter.limit.min(QUERY_LIMIT_MAX) as usize;
+        let lower = timeline_key(filter.account_id, min).to_vec();
+        let upper = timeline_key(filter.account_id, max + 1).to_vec();
+        let reversed = filter.flags.contains(AccountFilterFlags::REVERSED);
+        let rows =
+            self.db
+                .iterator_cf_opt(self.cf(cf)?, bounded(lower, upper), direction(reversed));
+        for row in rows {
+            let (key, value) = row.map_err(rocks("iterate an account's rows"))?;
+            parse_timeline_key(&key).map_err(corrupt(cf, &key))?;
+            if visit(&key, &value)? >= limit {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The transfer an index row names; its absence is corruption.
+    fn transfer_of_index(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+        id: u128,
+    ) -> Result<Transfer, StoreError> {
+        let value = self
+            .db
+            .get_pinned_cf(self.cf(CF_TRANSFERS)?, id_key(id))
+            .map_err(rocks("read a transfer"))?
+            .ok_or_else(|| StoreError::Corrupt {
+                cf,
+                key: key_hex(key),
+                reason: format!("names transfer {id}, which is not stored"),
+            })?;
+        decode_transfer(&id_key(id), &value)
+    }
+}
+
+fn decode_transfer(key: &[u8], value: &DBPinnableSlice) -> Result<Transfer, StoreError> {
+    let transfer: Transfer = decode_record(value).map_err(corrupt(CF_TRANSFERS, key))?;
+    let key_id = parse_id_key(key).map_err(corrupt(CF_TRANSFERS, key))?;
+    if key_id != transfer.id {
+        let reason = format!("key id {key_id}, record id {}", transfer.id);
+        return Err(corrupt(CF_TRANSFERS, key)(reason));
+    }
+    Ok(transfer)
+}

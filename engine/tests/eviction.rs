@@ -1,0 +1,187 @@
+//! Transfers leave memory once a checkpoint holds them, and nothing a client sees may
+//! change because of it: an engine that evicts everything it can answers every create,
+//! lookup and read exactly like a ledger that keeps everything, and recovers to the same
+//! state.
+
+mod common;
+
+use common::{apply_reference, config, Workload, START};
+use protocol::{AccountFilter, AccountFilterFlags, QueryFilter, QueryFilterFlags, Transfer};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use settled_engine::core::{recover_ledger, Engine, EngineConfig, PendingReply, Reply, Request};
+use settled_engine::ledger::Ledger;
+use tempfile::TempDir;
+
+const ACCOUNTS: u128 = 40;
+
+/// Evict everything a checkpoint holds (but the chunk being filled), checkpoint every
+/// other batch, and hold the core at the smallest unsettled limit, so that eviction, the
+/// prefetch race and the throttle all happen within a few thousand transfers.
+fn evicting_config(dir: &TempDir) -> EngineConfig {
+    let mut config = config(dir.path());
+    config.checkpoint_batches = 2;
+    config.transfers_resident_max = 0;
+    config.transfers_unsettled_max = u64::from(config.batch_events_max);
+    config
+}
+
+/// A read whose answer depends on old transfers.
+fn random_read(rng: &mut StdRng, sent: &[u128], timestamp_last: u64) -> Request {
+    let time = |rng: &mut StdRng| START + rng.random_range(0..=timestamp_last - START + 10);
+    match rng.random_range(0..4) {
+        0 => Request::LookupTransfers(
+            (0..rng.random_range(1..50))
+                .map(|_| sent[rng.random_range(0..sent.len())])
+                .chain([u128::MAX - 1])
+                .collect(),
+        ),
+        kind @ (1 | 2) => {
+            let mut flags = [
+                AccountFilterFlags::DEBITS,
+                AccountFilterFlags::CREDITS,
+                AccountFilterFlags(AccountFilterFlags::DEBITS.0 | AccountFilterFlags::CREDITS.0),
+            ][rng.random_range(0..3)];
+            if rng.random_bool(0.5) {
+                flags = AccountFilterFlags(flags.0 | AccountFilterFlags::REVERSED.0);
+            }
+            let (min, max) = if rng.random_bool(0.5) {
+                (0, 0)
+            } else {
+                let (a, b) = (time(rng), time(rng));
+                (a.min(b), a.max(b))
+            };
+            let filter = AccountFilter {
+                // Every fifth account keeps balance history.
+                account_id: if kind == 2 {
+                    5 * rng.random_range(1..=ACCOUNTS / 5)
+                } else {
+                    rng.random_range(1..=ACCOUNTS)
+                },
+                timestamp_min: min,
+                timestamp_max: max,
+                limit: rng.random_range(1..3000),
+                flags,
+                ..AccountFilter::default()
+            };
+            if kind == 1 {
+                Request::GetAccountTransfers(filter)
+            } else {
+                Request::GetAccountBalances(filter)
+            }
+        }
+        _ => {
+            let (a, b) = (time(rng), time(rng));
+            Request::QueryTransfers(QueryFilter {
+                timestamp_min: a.min(b),
+                timestamp_max: if rng.random_bool(0.2) { 0 } else { a.max(b) },
+                limit: rng.random_range(1..5000),
+                code: if rng.random_bool(0.2) { 1 } else { 0 },
+                flags: if rng.random_bool(0.5) {
+                    QueryFilterFlags::REVERSED
+                } else {
+                    QueryFilterFlags::default()
+                },
+                ..QueryFilter::default()
+            })
+        }
+    }
+}
+
+/// What the reference ledger (which never evicts) answers.
+fn reference_reply(ledger: &mut Ledger, request: &Request) -> Reply {
+    match request {
+        Request::CreateAccounts(accounts) => {
+            Reply::Created(ledger.create_accounts(START, accounts))
+        }
+        Request::CreateTransfers(transfers) => {
+            Reply::Created(ledger.create_transfers(START, transfers))
+        }
+        Request::LookupAccounts(ids) => Reply::Accounts(ledger.lookup_accounts(ids)),
+        Request::LookupTransfers(ids) => Reply::Transfers(ledger.lookup_transfers(ids)),
+        Request::GetAccountTransfers(filter) => {
+            Reply::Transfers(ledger.get_account_transfers(filter))
+        }
+        Request::GetAccountBalances(filter) => Reply::Balances(ledger.get_account_balances(filter)),
+        Request::QueryAccounts(filter) => Reply::Accounts(ledger.query_accounts(filter)),
+        Request::QueryTransfers(filter) => Reply::Transfers(ledger.query_transfers(filter)),
+    }
+}
+
+fn describe(reply: &Reply) -> String {
+    match reply {
+        Reply::Created(results) => format!("{} results", results.len()),
+        Reply::Accounts(accounts) => format!("{} accounts", accounts.len()),
+        Reply::Transfers(transfers) => {
+            let ids: Vec<u128> = transfers.iter().map(|t: &Transfer| t.id).take(5).collect();
+            format!("{} transfers, first ids {ids:?}", transfers.len())
+        }
+        Reply::Balances(balances) => format!("{} balances", balances.len()),
+    }
+}
+
+#[test]
+fn an_evicting_engine_answers_like_a_ledger_that_keeps_everything() {
+    let dir = TempDir::new().unwrap();
+    let config = evicting_config(&dir);
+    let mut workload = Workload::new(11, ACCOUNTS);
+    let mut rng = StdRng::seed_from_u64(12);
+    let mut reference = Ledger::new();
+    let mut resident_min = u64::MAX;
+    let mut compared = 0u64;
+    let mut engine = Engine::open(config.clone()).unwrap();
+    for round in 0..240 {
+        // A few creates and reads in flight at once, so that they share core batches
+        // and the prefetch stage runs ahead of the core.
+        let mut in_flight: Vec<(Request, PendingReply)> = Vec::new();
+        for _ in 0..4 {
+            let request = if round > 0 && rng.random_bool(0.4) {
+                let sent: Vec<u128> = workload.sent_ids().collect();
+                random_read(&mut rng, &sent, reference.timestamp_last())
+            } else {
+                workload.next_request()
+            };
+            let pending = engine.handle().submit(request.clone()).unwrap();
+            in_flight.push((request, pending));
+        }
+        for (request, pending) in in_flight {
+            let expected = reference_reply(&mut reference, &request);
+            let reply = pending.wait().unwrap();
+            assert!(
+                reply == expected,
+                "round {round}: {:?} answered {} where the reference has {}",
+                request.operation(),
+                describe(&reply),
+                describe(&expected)
+            );
+            compared += 1;
+        }
+        if round > 120 {
+            resident_min = resident_min.min(engine.transfers_resident());
+        }
+        // Restart now and then: recovery evicts too, and replays through the store.
+        if round % 60 == 59 {
+            engine.shutdown().unwrap();
+            engine = Engine::open(config.clone()).unwrap();
+        }
+    }
+    let transfers = reference.transfers_count();
+    assert!(transfers > 30_000, "only {transfers} transfers");
+    assert!(
+        resident_min < transfers / 2,
+        "eviction never happened: {resident_min} of {transfers} resident"
+    );
+    assert!(compared > 400);
+    let report = engine.shutdown().unwrap();
+    assert_eq!(report.state_hash, reference.state_hash());
+    // More work, then a stop by drop: recovery from checkpoint + WAL agrees.
+    let engine = Engine::open(config.clone()).unwrap();
+    for _ in 0..20 {
+        let request = workload.next_request();
+        apply_reference(&mut reference, &request);
+        engine.handle().submit_wait(request).unwrap();
+    }
+    drop(engine);
+    let (recovered, _) = recover_ledger(&config).unwrap();
+    assert_eq!(recovered.state_hash(), reference.state_hash());
+}
