@@ -1,6 +1,8 @@
 //! Durable throughput of the in-process engine: submitters send 8189-transfer requests
-//! through the whole pipeline (queue, core, WAL with fsync, checkpoints) and count
-//! transfers whose replies came back, i.e. transfers on disk.
+//! through the whole pipeline (queue, prefetch, core, WAL with fsync, checkpoints,
+//! eviction) and count transfers whose replies came back, i.e. transfers on disk. Also
+//! reports the transfers resident at the end and the process's peak RSS, so that a long
+//! run shows memory staying bounded (requests are generated as they are sent).
 //!
 //! Run with `cargo run --release -p settled-bench --bin engine-throughput -- --help`.
 
@@ -30,6 +32,13 @@ struct Args {
     /// Checkpoint to RocksDB every this many core batches.
     #[arg(long, default_value_t = 64)]
     checkpoint_batches: u32,
+    /// Transfers kept in memory once checkpointed (engine default if not given).
+    #[arg(long)]
+    transfers_resident_max: Option<u64>,
+    /// Transfers not yet checkpointed before the core holds requests (engine default if
+    /// not given).
+    #[arg(long)]
+    transfers_unsettled_max: Option<u64>,
     /// Data directory (default: a fresh temporary directory, removed afterwards).
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
@@ -44,19 +53,25 @@ fn main() {
         .unwrap_or(temporary.path().to_path_buf());
     let mut config = EngineConfig::new(&data_dir);
     config.checkpoint_batches = args.checkpoint_batches;
+    if let Some(max) = args.transfers_resident_max {
+        config.transfers_resident_max = max;
+    }
+    if let Some(max) = args.transfers_unsettled_max {
+        config.transfers_unsettled_max = max;
+    }
     let engine = Engine::open(config).expect("open engine");
     create_accounts(&engine, args.accounts);
 
-    let workloads: Vec<Vec<Request>> = (0..args.submitters)
-        .map(|submitter| workload(&args, submitter))
-        .collect();
     let started = Instant::now();
-    let threads: Vec<_> = workloads
-        .into_iter()
-        .map(|requests| {
+    let threads: Vec<_> = (0..args.submitters)
+        .map(|submitter| {
             let handle = engine.handle();
+            let (accounts, requests) = (args.accounts, args.requests);
             let in_flight = args.in_flight as usize;
-            std::thread::spawn(move || submit_all(&handle, requests, in_flight))
+            std::thread::spawn(move || {
+                let requests = workload(accounts, requests, submitter);
+                submit_all(&handle, requests, in_flight)
+            })
         })
         .collect();
     let mut latencies = Histogram::<u64>::new(3).expect("histogram");
@@ -67,12 +82,14 @@ fn main() {
         latencies.add(histogram).expect("same histogram bounds");
     }
     let elapsed = started.elapsed();
+    let resident = engine.transfers_resident();
     let shutdown_started = Instant::now();
     let report = engine.shutdown().expect("clean shutdown");
     println!(
         "engine: {} submitter(s), {} accounts, {} in flight each: {transfers} durable \
          transfers in {:.2} s = {:.0} transfers/s; request latency p50 {:.1} ms, p99 {:.1} \
-         ms, max {:.1} ms; shutdown (final checkpoint) {:.2} s; WAL records {}",
+         ms, max {:.1} ms; shutdown (final checkpoint) {:.2} s; WAL records {}; transfers \
+         resident at the end {resident}; peak RSS {} MiB",
         args.submitters,
         args.accounts,
         args.in_flight,
@@ -83,7 +100,18 @@ fn main() {
         micros_as_ms(latencies.max()),
         shutdown_started.elapsed().as_secs_f64(),
         report.lsn_last,
+        peak_rss_kib() / 1024,
     );
+}
+
+/// The process's peak resident set (VmHWM), in KiB; 0 where /proc is not available.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn micros_as_ms(micros: u64) -> f64 {
@@ -102,26 +130,25 @@ fn create_accounts(engine: &Engine, count: u64) {
     }
 }
 
-/// Each submitter's transfers get ids of their own, so every transfer is created.
-fn workload(args: &Args, submitter: u32) -> Vec<Request> {
+/// Each submitter's transfers get ids of their own, so every transfer is created. Made
+/// one request at a time, as they are sent.
+fn workload(accounts: u64, requests: u32, submitter: u32) -> impl Iterator<Item = Request> {
     let mut rng = seeded_rng(u64::from(submitter) + 1);
-    (0..args.requests)
-        .map(|request| {
-            let first_id = ((u128::from(submitter) + 1) << 64)
-                | (u128::from(request) * u128::from(BATCH_EVENTS_MAX));
-            Request::CreateTransfers(random_transfers(
-                &mut rng,
-                args.accounts,
-                first_id + 1,
-                BATCH_EVENTS_MAX as usize,
-            ))
-        })
-        .collect()
+    (0..requests).map(move |request| {
+        let first_id = ((u128::from(submitter) + 1) << 64)
+            | (u128::from(request) * u128::from(BATCH_EVENTS_MAX));
+        Request::CreateTransfers(random_transfers(
+            &mut rng,
+            accounts,
+            first_id + 1,
+            BATCH_EVENTS_MAX as usize,
+        ))
+    })
 }
 
 fn submit_all(
     handle: &engine::core::EngineHandle,
-    requests: Vec<Request>,
+    requests: impl Iterator<Item = Request>,
     in_flight_max: usize,
 ) -> (u64, Histogram<u64>) {
     let mut histogram = Histogram::<u64>::new(3).expect("histogram");
@@ -129,8 +156,9 @@ fn submit_all(
     let mut created = 0;
     let mut wait_oldest = |in_flight: &mut std::collections::VecDeque<(Instant, PendingReply)>| {
         let (sent, reply) = in_flight.pop_front().expect("a request in flight");
-        let Ok(Reply::Created(results)) = reply.wait() else {
-            panic!("create_transfers failed")
+        let results = match reply.wait() {
+            Ok(Reply::Created(results)) => results,
+            other => panic!("create_transfers failed: {other:?}"),
         };
         let latency = sent.elapsed().max(Duration::from_micros(1));
         histogram
