@@ -24,7 +24,9 @@ impl Ledger {
             .collect()
     }
 
-    /// The transfers with these ids, in request order; unknown ids are skipped.
+    /// The transfers with these ids, in request order; unknown ids are skipped. Sees only
+    /// resident transfers: a ledger that evicted some needs
+    /// [`Ledger::lookup_transfers_with`].
     pub fn lookup_transfers(&self, ids: &[u128]) -> Vec<Transfer> {
         self.lookup_transfers_with(ids, &OldTransfers::new(self.evicted_through()))
     }
@@ -46,7 +48,9 @@ impl Ledger {
             .collect()
     }
 
-    /// Transfers of one account, oldest first (or newest first with `reversed`).
+    /// Transfers of one account, oldest first (or newest first with `reversed`). Sees only
+    /// resident transfers (see [`Ledger::get_account_transfers_with`]); the same holds for
+    /// `get_account_balances` and `query_transfers`.
     pub fn get_account_transfers(&self, filter: &AccountFilter) -> Vec<Transfer> {
         let Some(slot) = self.valid_account_filter(filter) else {
             return Vec::new();
