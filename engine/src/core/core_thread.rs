@@ -22,7 +22,7 @@ use super::prefetch::{prefetch, Prefetched, PrefetchedData};
 use super::record::{apply, RecordBuilder, Write};
 use super::request::{Reply, ReplySender, Request};
 use super::{EngineConfig, EngineError, RecoveryReport};
-use crate::ledger::{Ledger, OldTransfers};
+use crate::ledger::{Ledger, OldTransfers, SettlePoint};
 use crate::store::{CheckpointMeta, Store};
 
 /// What travels on the request queue.
@@ -49,8 +49,7 @@ type Queued = (Request, ReplySender, Option<Box<Prefetched>>);
 /// A checkpoint handed to the checkpointer and not yet known to be written.
 struct Taken {
     lsn: u64,
-    timestamp_last: u64,
-    transfers_count: u64,
+    settle_point: SettlePoint,
 }
 
 /// What the core needs to move transfers out of memory.
@@ -62,6 +61,8 @@ pub(crate) struct Eviction {
     /// Transfers the written checkpoints hold (the ledger's count when the newest one
     /// was taken).
     pub transfers_settled: u64,
+    /// The ledger's eviction generation, published with the watermark (see `prefetch`).
+    pub eviction_generation: Arc<AtomicU64>,
     /// The ledger's resident transfers after the latest eviction, for operators.
     pub transfers_resident: Arc<AtomicU64>,
 }
@@ -87,6 +88,8 @@ pub(crate) struct CoreThread {
     /// Set once the WAL fails: state in memory may be ahead of the log, so nothing more
     /// is applied or answered from it.
     failed: Option<EngineError>,
+    /// Set when the checkpointer is gone: throttling would wait forever.
+    throttle_off: bool,
     shutdown_seen: bool,
 }
 
@@ -121,6 +124,7 @@ impl CoreThread {
             record: RecordBuilder::default(),
             carried: None,
             failed: None,
+            throttle_off: false,
             shutdown_seen: false,
         }
     }
@@ -170,13 +174,17 @@ impl CoreThread {
         let Some(settled) = settled else {
             return;
         };
-        self.eviction.transfers_settled = settled.transfers_count;
+        self.eviction.transfers_settled = settled.settle_point.transfers;
         let evicted = self
             .ledger
-            .evict(settled.timestamp_last, self.config.transfers_resident_max);
+            .evict(settled.settle_point, self.config.transfers_resident_max);
+        // The watermark first: a prefetch that sees the new generation sees it too.
         self.eviction
             .evicted_through
             .store(self.ledger.evicted_through(), Ordering::Release);
+        self.eviction
+            .eviction_generation
+            .store(self.ledger.eviction_generation(), Ordering::Release);
         let resident = self.ledger.transfers_resident();
         self.eviction
             .transfers_resident
@@ -201,7 +209,8 @@ impl CoreThread {
     /// bounded when ingest outruns RocksDB, and the full queue pushes back on clients.
     fn throttle(&mut self) {
         let mut waited = false;
-        while self.failed.is_none()
+        while !self.throttle_off
+            && self.failed.is_none()
             && self.transfers_unsettled() > self.config.transfers_unsettled_max
             && self.eviction.checkpoint_status.error.get().is_none()
         {
@@ -217,6 +226,12 @@ impl CoreThread {
                     return;
                 }
                 self.maybe_checkpoint(true);
+                if self.taken.is_empty() {
+                    // The checkpointer is gone: nothing will settle, waiting would hang.
+                    tracing::error!("checkpointer stopped; memory is no longer bounded");
+                    self.throttle_off = true;
+                    return;
+                }
             }
             std::thread::sleep(Duration::from_millis(1));
             self.release_durable();
@@ -344,10 +359,19 @@ impl CoreThread {
     ) -> Result<Reply, EngineError> {
         let through = self.ledger.evicted_through();
         let prefetched = match prefetched {
-            Some(prefetched) if prefetched.through == through => *prefetched,
-            _ => prefetch(&self.eviction.store, &request, through)
-                .map_err(|error| EngineError::Store(Arc::new(error)))?,
+            Some(prefetched) if prefetched.generation == self.ledger.eviction_generation() => {
+                *prefetched
+            }
+            _ => prefetch(
+                &self.eviction.store,
+                &request,
+                through,
+                self.ledger.eviction_generation(),
+            )
+            .map_err(|error| EngineError::Store(Arc::new(error)))?,
         };
+        // The watermark only moves with the generation.
+        debug_assert_eq!(prefetched.through, through);
         let ledger = &mut self.ledger;
         let reply = match (request, prefetched.data) {
             (Request::CreateAccounts(accounts), PrefetchedData::Transfers(mut old)) => {
@@ -471,8 +495,7 @@ impl CoreThread {
         if sent {
             self.taken.push_back(Taken {
                 lsn: meta.lsn,
-                timestamp_last: meta.timestamp_last,
-                transfers_count: self.ledger.transfers_count(),
+                settle_point: self.ledger.settle_point(),
             });
             self.lsn_checkpoint_taken = self.lsn_last;
             self.batches_since_checkpoint = 0;

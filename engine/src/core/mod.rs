@@ -142,11 +142,13 @@ impl Engine {
         let (prefetched, requests) =
             crossbeam::channel::bounded(config.queue_requests_max as usize);
         let evicted_through = Arc::new(AtomicU64::new(ledger.evicted_through()));
+        let eviction_generation = Arc::new(AtomicU64::new(ledger.eviction_generation()));
         let prefetcher = {
-            let (store, evicted_through) = (store.clone(), evicted_through.clone());
+            let store = store.clone();
+            let (through, generation) = (evicted_through.clone(), eviction_generation.clone());
             std::thread::Builder::new()
                 .name("settled-prefetch".into())
-                .spawn(move || prefetch::run(store, evicted_through, submitted, prefetched))
+                .spawn(move || prefetch::run(store, through, generation, submitted, prefetched))
                 .expect("spawn prefetch thread")
         };
         // One checkpoint in flight plus one waiting: the core never blocks on RocksDB.
@@ -169,6 +171,7 @@ impl Engine {
             transfers_resident: transfers_resident.clone(),
             checkpoint_status: checkpoint_status.clone(),
             evicted_through,
+            eviction_generation,
             transfers_settled: transfers_checkpointed,
         };
         let core = CoreThread::new(
@@ -323,9 +326,7 @@ fn recover(config: &EngineConfig) -> Result<Recovered, EngineError> {
     let store = Store::open(&store_dir, &config.store).map_err(store_error)?;
     let (mut ledger, meta) = store.load_ledger().map_err(store_error)?;
     let transfers_checkpointed = ledger.transfers_count();
-    if let Some(meta) = meta {
-        ledger.evict(meta.timestamp_last, config.transfers_resident_max);
-    }
+    ledger.evict(ledger.settle_point(), config.transfers_resident_max);
     let checkpoint_lsn = meta.map_or(0, |meta| meta.lsn);
     // A brand-new WAL continues numbering after the checkpoint.
     let wal_config = wal::WalConfig {

@@ -9,10 +9,12 @@
 //!                         ▼ part at or before W of account transfers, balances, queries
 //! ```
 //!
-//! The core only evicts transfers a committed checkpoint holds, and publishes W after it
-//! did, so a read that starts after loading W sees every transfer evicted through W. If
-//! the core evicted more between the read and the apply (its W moved on), it repeats the
-//! read itself, synchronously: rare, since W moves once per checkpoint.
+//! The core only evicts transfers a committed checkpoint holds, and publishes W and its
+//! eviction generation (bumped whenever anything leaves memory, retained pending
+//! transfers included) after it did, so a read that starts after loading them sees every
+//! transfer evicted so far, with its final status. If anything left memory between the
+//! read and the apply (the generation moved on), the core repeats the read itself,
+//! synchronously: rare, since evictions happen once per checkpoint.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,10 +29,12 @@ use super::EngineError;
 use crate::ledger::OldTransfers;
 use crate::store::{Store, StoreError};
 
-/// What was read for one request, at eviction watermark `through`.
+/// What was read for one request, at eviction watermark `through` of eviction
+/// `generation`: valid while the ledger's generation is still that one.
 #[derive(Debug)]
 pub(crate) struct Prefetched {
     pub through: u64,
+    pub generation: u64,
     pub data: PrefetchedData,
 }
 
@@ -50,6 +54,7 @@ pub(crate) fn prefetch(
     store: &Store,
     request: &Request,
     through: u64,
+    generation: u64,
 ) -> Result<Prefetched, StoreError> {
     let data = match request {
         Request::CreateAccounts(accounts) => PrefetchedData::Transfers(prefetch_write(
@@ -80,7 +85,11 @@ pub(crate) fn prefetch(
         }
         Request::LookupAccounts(_) | Request::QueryAccounts(_) => PrefetchedData::Nothing,
     };
-    Ok(Prefetched { through, data })
+    Ok(Prefetched {
+        through,
+        generation,
+        data,
+    })
 }
 
 /// The evicted transfers a state-changing input may name: ids and pending ids of
@@ -124,14 +133,18 @@ pub(crate) fn prefetch_write(
 pub(crate) fn run(
     store: Arc<Store>,
     evicted_through: Arc<AtomicU64>,
+    eviction_generation: Arc<AtomicU64>,
     input: Receiver<Submission>,
     output: Sender<Submission>,
 ) {
     while let Ok(submission) = input.recv() {
         let forward = match submission {
             Submission::Request { request, reply, .. } => {
+                // Generation first: the core publishes the watermark before it, so this
+                // watermark is at least that generation's.
+                let generation = eviction_generation.load(Ordering::Acquire);
                 let through = evicted_through.load(Ordering::Acquire);
-                match prefetch(&store, &request, through) {
+                match prefetch(&store, &request, through, generation) {
                     Ok(prefetched) => Submission::Request {
                         request,
                         reply,

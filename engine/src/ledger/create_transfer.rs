@@ -287,9 +287,7 @@ impl Ledger {
         } else {
             PendingStatus::Voided
         };
-        let before = self
-            .transfers
-            .resolve(pending_slot, status, transfer.timestamp);
+        let before = self.transfers.resolve(pending_slot, status);
         debug_assert_eq!(before, PendingStatus::Pending);
         self.undo.record(Undo::StatusChanged {
             slot: pending_slot,

@@ -34,7 +34,15 @@ pub use restore::{RestoreError, Snapshot};
 pub use stores::{OldTransfers, PendingStatus};
 
 use changes::{ChangeTracker, Undo, UndoLog};
-use stores::{AccountStore, Found, TransferStore};
+use stores::{AccountStore, TransferStore};
+
+/// A point in the ledger's history, for eviction: transfers created and pending
+/// transfers resolved up to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SettlePoint {
+    pub transfers: u64,
+    pub resolutions: u64,
+}
 
 /// The state of every account and transfer, and the rules that change it.
 ///
@@ -105,17 +113,37 @@ impl Ledger {
         self.transfers.evicted_through()
     }
 
-    /// Move old transfers out of memory. `settled_through` is the clock of a checkpoint
-    /// the store has durably written (everything up to it, taken by
-    /// [`Ledger::take_changes`], is there); chunks of transfers at or before it are
-    /// dropped, oldest first, as long as `keep_recent` transfers stay resident. Transfers
-    /// that may still change stay, and are dropped once their resolution is settled.
-    /// Returns the number of transfers that left memory.
-    pub fn evict(&mut self, settled_through: u64, keep_recent: u64) -> u64 {
+    /// Where the ledger stood when [`Ledger::take_changes`] was called: once the store
+    /// has durably written those changes, this is what [`Ledger::evict`] may drop.
+    pub fn settle_point(&self) -> SettlePoint {
+        SettlePoint {
+            transfers: self.transfers.len(),
+            resolutions: self.transfers.resolutions_count(),
+        }
+    }
+
+    /// Bumped whenever a transfer leaves memory: reads from the store made for an older
+    /// generation may miss what left since, and must be repeated.
+    pub fn eviction_generation(&self) -> u64 {
+        self.transfers.eviction_generation()
+    }
+
+    /// Move old transfers out of memory. `settled` is the [`Ledger::settle_point`] of a
+    /// checkpoint the store has durably written: whole chunks of the transfers it holds
+    /// are dropped, oldest first, as long as `keep_recent` transfers stay in chunks.
+    /// Transfers that may still change (pending, or resolved after `settled`) stay, and
+    /// leave once a later settle point covers their resolution. Returns the number of
+    /// transfers that left memory.
+    pub fn evict(&mut self, settled: SettlePoint, keep_recent: u64) -> u64 {
         assert!(!self.undo.is_active(), "eviction inside a linked chain");
+        assert!(
+            settled.transfers <= self.changes.transfers_from,
+            "settle point beyond the changes taken"
+        );
         let resident_before = self.transfers.resident_len();
-        self.transfers.release_settled(settled_through);
-        while let Some((first, chunk)) = self.transfers.evict_chunk(settled_through, keep_recent) {
+        self.transfers.release_settled(settled.resolutions);
+        while let Some((first, chunk)) = self.transfers.evict_chunk(settled.transfers, keep_recent)
+        {
             let end = first + chunk.len() as u64;
             assert!(
                 end <= self.changes.transfers_from,
@@ -182,12 +210,12 @@ impl Ledger {
         self.execute(now, events)
     }
 
-    /// Where the pending transfer `id` stands; `None` when no transfer has that id.
+    /// Where the pending transfer `id` stands; `None` when no resident transfer has that
+    /// id (an evicted transfer is never pending).
     pub fn pending_status(&self, id: u128) -> Option<PendingStatus> {
-        self.transfers.find(id).map(|found| match found {
-            Found::Resident(slot) => self.transfers.status(slot),
-            Found::Old(_, status) => status,
-        })
+        self.transfers
+            .slot(id)
+            .map(|slot| self.transfers.status(slot))
     }
 
     /// When the next pending transfer expires, if any has a timeout: the engine wakes up
@@ -208,7 +236,7 @@ impl Ledger {
         while let Some((expires_at, slot)) = self.transfers.expiry_due(now) {
             assert!(self.transfers.expiry_remove(expires_at, slot));
             let pending = *self.transfers.get(slot);
-            let before = self.transfers.resolve(slot, PendingStatus::Expired, now);
+            let before = self.transfers.resolve(slot, PendingStatus::Expired);
             assert_eq!(
                 before,
                 PendingStatus::Pending,

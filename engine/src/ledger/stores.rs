@@ -301,9 +301,14 @@ pub(crate) struct TransferStore {
     slots: FastMap<u128, TransferSlot>,
     /// Transfers of evicted chunks kept because they may still change.
     retained: FastMap<TransferSlot, (Transfer, PendingStatus)>,
-    /// Resolutions (post, void, expiry) as `(timestamp, slot)`, oldest first, until a
-    /// checkpoint holds them.
+    /// Resolutions (post, void, expiry) as `(sequence number, slot)`, oldest first, until
+    /// a checkpoint holds them.
     resolutions: VecDeque<(u64, TransferSlot)>,
+    /// Resolutions made so far (rolled back ones excepted): the next sequence number.
+    resolutions_count: u64,
+    /// Bumped whenever anything leaves memory: reads from the store made at an older
+    /// generation may miss something.
+    eviction_generation: u64,
     /// Every transfer with a later timestamp is resident; of the others only `retained`.
     evicted_through: u64,
     /// Sum of [`transfer_hash`] over transfers that left memory.
@@ -329,6 +334,14 @@ impl TransferStore {
 
     pub fn evicted_through(&self) -> u64 {
         self.evicted_through
+    }
+
+    pub fn resolutions_count(&self) -> u64 {
+        self.resolutions_count
+    }
+
+    pub fn eviction_generation(&self) -> u64 {
+        self.eviction_generation
     }
 
     pub fn evicted_digest(&self) -> u128 {
@@ -501,16 +514,11 @@ impl TransferStore {
         transfer
     }
 
-    /// Resolve a pending transfer at `timestamp` (the post's or void's, or the expiry
-    /// step's clock); returns the status before.
-    pub fn resolve(
-        &mut self,
-        slot: TransferSlot,
-        status: PendingStatus,
-        timestamp: u64,
-    ) -> PendingStatus {
+    /// Resolve a pending transfer (post, void or expiry); returns the status before.
+    pub fn resolve(&mut self, slot: TransferSlot, status: PendingStatus) -> PendingStatus {
         debug_assert!(status != PendingStatus::Pending);
-        self.resolutions.push_back((timestamp, slot));
+        self.resolutions.push_back((self.resolutions_count, slot));
+        self.resolutions_count += 1;
         std::mem::replace(self.status_mut(slot), status)
     }
 
@@ -518,6 +526,7 @@ impl TransferStore {
     pub fn unresolve(&mut self, slot: TransferSlot, before: PendingStatus) {
         let (_, resolved) = self.resolutions.pop_back().expect("a resolution to undo");
         assert_eq!(resolved, slot);
+        self.resolutions_count -= 1;
         *self.status_mut(slot) = before;
     }
 
@@ -553,15 +562,16 @@ impl TransferStore {
         &self.failed
     }
 
-    /// Forget retained transfers whose final status the store now holds: resolutions at
-    /// or before `settled_through`.
-    pub fn release_settled(&mut self, settled_through: u64) {
-        while let Some(&(timestamp, slot)) = self.resolutions.front() {
-            if timestamp > settled_through {
+    /// Forget retained transfers whose final status the store now holds: the first
+    /// `settled_resolutions` resolutions ever made.
+    pub fn release_settled(&mut self, settled_resolutions: u64) {
+        while let Some(&(sequence, slot)) = self.resolutions.front() {
+            if sequence >= settled_resolutions {
                 break;
             }
             self.resolutions.pop_front();
             if slot < self.base {
+                self.eviction_generation += 1;
                 let (transfer, status) = self.retained.remove(&slot).expect("retained transfer");
                 debug_assert_ne!(status, PendingStatus::Pending);
                 self.slots.remove(&transfer.id);
@@ -572,23 +582,24 @@ impl TransferStore {
         }
     }
 
-    /// Evict the oldest chunk if the store holds all of it (its newest transfer is at or
-    /// before `settled_through`), it is not the chunk being filled, and at least
+    /// Evict the oldest chunk if the store holds all of it (it lies within the first
+    /// `settled_transfers` slots), it is not the chunk being filled, and at least
     /// `keep_recent` transfers stay in chunks. Returns the evicted chunk's transfers and
     /// the slot of its first one.
     pub fn evict_chunk(
         &mut self,
-        settled_through: u64,
+        settled_transfers: u64,
         keep_recent: u64,
     ) -> Option<(TransferSlot, Vec<Transfer>)> {
         if self.chunks.len() < 2 {
             return None;
         }
+        let end = self.base + CHUNK_TRANSFERS as u64;
         let newest = self.chunks.front()?.transfers.last()?.timestamp;
-        let after = self.count - self.base - CHUNK_TRANSFERS as u64;
-        if newest > settled_through || after < keep_recent {
+        if end > settled_transfers || self.count - end < keep_recent {
             return None;
         }
+        self.eviction_generation += 1;
         let unsettled: FastSet<TransferSlot> =
             self.resolutions.iter().map(|(_, slot)| *slot).collect();
         let chunk = self.chunks.pop_front().expect("checked above");
@@ -683,28 +694,33 @@ mod tests {
             };
             store.insert(numbered(index), status);
         }
-        // Slot 6 is posted after the checkpoint at timestamp 10 * CHUNK was taken.
-        let posted_at = 10 * count + 1;
-        store.resolve(6, PendingStatus::Posted, posted_at);
-        let settled = 10 * CHUNK;
+        // Slot 6 is posted after the checkpoint holding the first chunk was taken.
+        store.resolve(6, PendingStatus::Posted);
+        let settled = CHUNK;
         // The newest chunk and `keep_recent` transfers stay; unsettled chunks stay.
         assert!(store.evict_chunk(settled, 3 * CHUNK).is_none());
         assert!(store.evict_chunk(settled - 1, 0).is_none());
+        let generation = store.eviction_generation();
         let (first, evicted) = store.evict_chunk(settled, 0).expect("first chunk settled");
         assert_eq!((first, evicted.len() as u64), (0, CHUNK));
         assert!(
             store.evict_chunk(settled, 0).is_none(),
-            "second chunk is newer"
+            "second chunk is unsettled"
         );
-        assert_eq!(store.evicted_through(), settled);
+        assert_eq!(store.evicted_through(), 10 * CHUNK);
+        assert!(store.eviction_generation() > generation);
         // Kept: the pending transfer and the one whose post the store does not have yet.
         assert_eq!(store.resident_len(), count - CHUNK + 2);
         assert_eq!(store.slot(8), None, "settled, not pending: gone");
         assert_eq!(store.slot(7), Some(6));
         assert_eq!(store.status(5), PendingStatus::Pending);
         assert_eq!(store.status(6), PendingStatus::Posted);
-        // Once a checkpoint holds the post, the posted transfer leaves too.
-        store.release_settled(posted_at);
+        // Once a checkpoint holds the post (the first resolution), it leaves too.
+        store.release_settled(0);
+        assert_eq!(store.slot(7), Some(6));
+        let generation = store.eviction_generation();
+        store.release_settled(1);
+        assert!(store.eviction_generation() > generation);
         assert_eq!(store.slot(7), None);
         assert_eq!(store.slot(6), Some(5));
         assert_eq!(store.resident_len(), count - CHUNK + 1);
