@@ -6,7 +6,10 @@
 mod common;
 
 use common::{apply_reference, config, Workload, START};
-use protocol::{AccountFilter, AccountFilterFlags, QueryFilter, QueryFilterFlags, Transfer};
+use protocol::{
+    AccountFilter, AccountFilterFlags, AccountFlags, QueryFilter, QueryFilterFlags, Transfer,
+    TransferFlags,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use settled_engine::core::{recover_ledger, Engine, EngineConfig, PendingReply, Reply, Request};
@@ -88,6 +91,45 @@ fn random_read(rng: &mut StdRng, sent: &[u128], timestamp_last: u64) -> Request 
     }
 }
 
+/// An imported request built against the reference's state: transfers stamped just after
+/// the newest transfer (at or below the clock when failed events used timestamps up), or
+/// accounts stamped at an old transfer's timestamp (refused) or an unused one.
+fn random_import(rng: &mut StdRng, reference: &Ledger, id_next: &mut u128) -> Request {
+    let newest = reference.query_transfers(&QueryFilter {
+        limit: 1,
+        flags: QueryFilterFlags::REVERSED,
+        ..QueryFilter::default()
+    });
+    let transfer_last = newest.first().map_or(START, |t| t.timestamp);
+    if rng.random_bool(0.5) {
+        let count = rng.random_range(1..40);
+        let events = (0..count)
+            .map(|index| {
+                *id_next += 1;
+                let debit = rng.random_range(1..=ACCOUNTS);
+                let credit = debit % ACCOUNTS + 1;
+                let mut event = common::transfer(*id_next, debit, credit, 1);
+                event.flags = TransferFlags::IMPORTED;
+                event.timestamp = transfer_last + 1 + index;
+                event
+            })
+            .collect();
+        return Request::CreateTransfers(events);
+    }
+    let old = reference.query_transfers(&QueryFilter {
+        timestamp_min: START + rng.random_range(0..=transfer_last - START),
+        limit: 1,
+        ..QueryFilter::default()
+    });
+    *id_next += 1;
+    let mut account = common::account(*id_next, AccountFlags::IMPORTED);
+    account.timestamp = match old.first() {
+        Some(transfer) if rng.random_bool(0.5) => transfer.timestamp,
+        _ => reference.timestamp_last() + 1,
+    };
+    Request::CreateAccounts(vec![account])
+}
+
 /// What the reference ledger (which never evicts) answers.
 fn reference_reply(ledger: &mut Ledger, request: &Request) -> Reply {
     match request {
@@ -129,13 +171,18 @@ fn an_evicting_engine_answers_like_a_ledger_that_keeps_everything() {
     let mut reference = Ledger::new();
     let mut resident_min = u64::MAX;
     let mut compared = 0u64;
+    let mut import_id_next: u128 = 1 << 100;
+    // Imported events refused and created.
+    let mut imports = [0u64; 2];
     let mut engine = Engine::open(config.clone()).unwrap();
     for round in 0..240 {
         // A few creates and reads in flight at once, so that they share core batches
         // and the prefetch stage runs ahead of the core.
         let mut in_flight: Vec<(Request, PendingReply)> = Vec::new();
         for _ in 0..4 {
-            let request = if round > 0 && rng.random_bool(0.4) {
+            let request = if round > 0 && rng.random_bool(0.08) {
+                random_import(&mut rng, &reference, &mut import_id_next)
+            } else if round > 0 && rng.random_bool(0.4) {
                 let sent: Vec<u128> = workload.sent_ids().collect();
                 random_read(&mut rng, &sent, reference.timestamp_last())
             } else {
@@ -146,6 +193,20 @@ fn an_evicting_engine_answers_like_a_ledger_that_keeps_everything() {
         }
         for (request, pending) in in_flight {
             let expected = reference_reply(&mut reference, &request);
+            let imported = match &request {
+                Request::CreateTransfers(events) => {
+                    events[0].flags.contains(TransferFlags::IMPORTED)
+                }
+                Request::CreateAccounts(events) => {
+                    round > 0 && events[0].flags.contains(AccountFlags::IMPORTED)
+                }
+                _ => false,
+            };
+            if let (true, Reply::Created(results)) = (imported, &expected) {
+                for result in results {
+                    imports[usize::from(result.status == 0)] += 1;
+                }
+            }
             let reply = pending.wait().unwrap();
             assert!(
                 reply == expected,
@@ -172,6 +233,10 @@ fn an_evicting_engine_answers_like_a_ledger_that_keeps_everything() {
         "eviction never happened: {resident_min} of {transfers} resident"
     );
     assert!(compared > 400);
+    assert!(
+        imports[0] > 0 && imports[1] > 0,
+        "imports refused/created: {imports:?}"
+    );
     let report = engine.shutdown().unwrap();
     assert_eq!(report.state_hash, reference.state_hash());
     // More work, then a stop by drop: recovery from checkpoint + WAL agrees.
