@@ -142,7 +142,10 @@ impl Ledger {
         );
         let resident_before = self.transfers.resident_len();
         self.transfers.release_settled(settled.resolutions);
-        while let Some((first, chunk)) = self.transfers.evict_chunk(settled.transfers, keep_recent)
+        let unsettled = self.transfers.unsettled();
+        while let Some((first, chunk)) =
+            self.transfers
+                .evict_chunk(settled.transfers, keep_recent, &unsettled)
         {
             let end = first + chunk.len() as u64;
             assert!(
@@ -180,10 +183,7 @@ impl Ledger {
         events: &[Account],
         old: &mut OldTransfers,
     ) -> Vec<CreateResult> {
-        std::mem::swap(&mut self.transfers.old, old);
-        let results = self.execute(now, events);
-        std::mem::swap(&mut self.transfers.old, old);
-        results
+        self.execute_with(now, events, old)
     }
 
     /// Create transfers that may name evicted transfers (by id or pending id): `old` must
@@ -192,6 +192,17 @@ impl Ledger {
         &mut self,
         now: u64,
         events: &[Transfer],
+        old: &mut OldTransfers,
+    ) -> Vec<CreateResult> {
+        self.execute_with(now, events, old)
+    }
+
+    /// [`Ledger::execute`] with the batch's evicted transfers lent to the store for the
+    /// duration (moved in and back, no copy).
+    fn execute_with<E: Event>(
+        &mut self,
+        now: u64,
+        events: &[E],
         old: &mut OldTransfers,
     ) -> Vec<CreateResult> {
         std::mem::swap(&mut self.transfers.old, old);

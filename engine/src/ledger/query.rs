@@ -130,21 +130,15 @@ impl Ledger {
         through: u64,
         old: Vec<Transfer>,
     ) -> Vec<Transfer> {
-        self.check_covered(through);
         let recent = AccountFilter {
-            timestamp_min: filter.timestamp_min.max(through + 1),
+            timestamp_min: after(filter.timestamp_min, through),
             ..*filter
         };
+        let valid = account_filter_valid(filter);
         let reversed = filter.flags.contains(AccountFilterFlags::REVERSED);
-        if !account_filter_valid(filter) {
-            return Vec::new();
-        }
-        merge(
-            old,
-            self.get_account_transfers(&recent),
-            reversed,
-            filter.limit,
-        )
+        self.split_read(through, valid, reversed, filter.limit, old, || {
+            self.get_account_transfers(&recent)
+        })
     }
 
     /// [`Ledger::get_account_balances`] with the old part from the store, as
@@ -155,21 +149,15 @@ impl Ledger {
         through: u64,
         old: Vec<AccountBalance>,
     ) -> Vec<AccountBalance> {
-        self.check_covered(through);
         let recent = AccountFilter {
-            timestamp_min: filter.timestamp_min.max(through + 1),
+            timestamp_min: after(filter.timestamp_min, through),
             ..*filter
         };
+        let valid = account_filter_valid(filter);
         let reversed = filter.flags.contains(AccountFilterFlags::REVERSED);
-        if !account_filter_valid(filter) {
-            return Vec::new();
-        }
-        merge(
-            old,
-            self.get_account_balances(&recent),
-            reversed,
-            filter.limit,
-        )
+        self.split_read(through, valid, reversed, filter.limit, old, || {
+            self.get_account_balances(&recent)
+        })
     }
 
     /// [`Ledger::query_transfers`] with the old part from the store, as
@@ -180,24 +168,46 @@ impl Ledger {
         through: u64,
         old: Vec<Transfer>,
     ) -> Vec<Transfer> {
-        self.check_covered(through);
         let recent = QueryFilter {
-            timestamp_min: filter.timestamp_min.max(through + 1),
+            timestamp_min: after(filter.timestamp_min, through),
             ..*filter
         };
+        let valid = query_filter_valid(filter);
         let reversed = filter.flags.contains(QueryFilterFlags::REVERSED);
-        if !query_filter_valid(filter) {
-            return Vec::new();
-        }
-        merge(old, self.query_transfers(&recent), reversed, filter.limit)
+        self.split_read(through, valid, reversed, filter.limit, old, || {
+            self.query_transfers(&recent)
+        })
     }
 
-    fn check_covered(&self, through: u64) {
+    /// One answer from the store's part (at or before `through`) and memory's part
+    /// (after it), each already in the filter's order and within its limit; nothing for
+    /// a filter that is not `valid` as given.
+    fn split_read<T>(
+        &self,
+        through: u64,
+        valid: bool,
+        reversed: bool,
+        limit: u32,
+        old: Vec<T>,
+        recent: impl FnOnce() -> Vec<T>,
+    ) -> Vec<T> {
         assert!(
             through >= self.evicted_through(),
             "a read split at {through} misses transfers evicted through {}",
             self.evicted_through()
         );
+        if !valid {
+            return Vec::new();
+        }
+        let limit = limit.min(QUERY_LIMIT_MAX) as usize;
+        let (mut merged, second) = if reversed {
+            (recent(), old)
+        } else {
+            (old, recent())
+        };
+        merged.extend(second);
+        merged.truncate(limit);
+        merged
     }
 
     pub(super) fn history_balance(&self, entry: &HistoryEntry) -> AccountBalance {
@@ -361,17 +371,7 @@ fn take<T>(items: impl DoubleEndedIterator<Item = T>, reversed: bool, limit: u32
     }
 }
 
-/// One answer from the old part (at or before the split) and the recent part (after it),
-/// each already in the filter's order and within its limit.
-fn merge<T>(old: Vec<T>, recent: Vec<T>, reversed: bool, limit: u32) -> Vec<T> {
-    let limit = limit.min(QUERY_LIMIT_MAX) as usize;
-    let (first, second) = if reversed {
-        (recent, old)
-    } else {
-        (old, recent)
-    };
-    let mut merged = first;
-    merged.extend(second);
-    merged.truncate(limit);
-    merged
+/// The lower time bound of a read's part after the split at `through`.
+fn after(timestamp_min: u64, through: u64) -> u64 {
+    timestamp_min.max(through + 1)
 }

@@ -372,32 +372,30 @@ impl TransferStore {
             .map(|(transfer, status)| Found::Old(transfer, *status))
     }
 
+    /// Where a slot lives: `Some((chunk, index))` in the resident chunks, `None` for a
+    /// retained transfer (older than `base`).
+    fn locate(&self, slot: TransferSlot) -> Option<(usize, usize)> {
+        let offset = slot.checked_sub(self.base)? as usize;
+        Some((offset / CHUNK_TRANSFERS, offset % CHUNK_TRANSFERS))
+    }
+
     pub fn get(&self, slot: TransferSlot) -> &Transfer {
-        match slot.checked_sub(self.base) {
-            Some(offset) => {
-                let offset = offset as usize;
-                &self.chunks[offset / CHUNK_TRANSFERS].transfers[offset % CHUNK_TRANSFERS]
-            }
+        match self.locate(slot) {
+            Some((chunk, index)) => &self.chunks[chunk].transfers[index],
             None => &self.retained[&slot].0,
         }
     }
 
     pub fn status(&self, slot: TransferSlot) -> PendingStatus {
-        match slot.checked_sub(self.base) {
-            Some(offset) => {
-                let offset = offset as usize;
-                self.chunks[offset / CHUNK_TRANSFERS].status[offset % CHUNK_TRANSFERS]
-            }
+        match self.locate(slot) {
+            Some((chunk, index)) => self.chunks[chunk].status[index],
             None => self.retained[&slot].1,
         }
     }
 
     fn status_mut(&mut self, slot: TransferSlot) -> &mut PendingStatus {
-        match slot.checked_sub(self.base) {
-            Some(offset) => {
-                let offset = offset as usize;
-                &mut self.chunks[offset / CHUNK_TRANSFERS].status[offset % CHUNK_TRANSFERS]
-            }
+        match self.locate(slot) {
+            Some((chunk, index)) => &mut self.chunks[chunk].status[index],
             None => {
                 &mut self
                     .retained
@@ -411,15 +409,14 @@ impl TransferStore {
     /// The resident chunks' records from `slot` on (at least `base`), as contiguous
     /// slices in creation order.
     pub fn chunks_from(&self, slot: TransferSlot) -> impl Iterator<Item = &[Transfer]> {
-        let offset = slot.checked_sub(self.base).expect("slot evicted") as usize;
-        let first = offset / CHUNK_TRANSFERS;
+        let (first, start) = self.locate(slot).expect("slot evicted");
         self.chunks
             .iter()
             .enumerate()
             .skip(first)
             .map(move |(index, chunk)| {
                 if index == first {
-                    &chunk.transfers[offset % CHUNK_TRANSFERS..]
+                    &chunk.transfers[start..]
                 } else {
                     &chunk.transfers[..]
                 }
@@ -582,14 +579,22 @@ impl TransferStore {
         }
     }
 
+    /// Slots whose resolution no written checkpoint holds yet: call after
+    /// [`TransferStore::release_settled`], once for every chunk an eviction drops.
+    pub fn unsettled(&self) -> FastSet<TransferSlot> {
+        self.resolutions.iter().map(|(_, slot)| *slot).collect()
+    }
+
     /// Evict the oldest chunk if the store holds all of it (it lies within the first
     /// `settled_transfers` slots), it is not the chunk being filled, and at least
-    /// `keep_recent` transfers stay in chunks. Returns the evicted chunk's transfers and
-    /// the slot of its first one.
+    /// `keep_recent` transfers stay in chunks; transfers that are pending or in
+    /// `unsettled` stay behind. Returns the evicted chunk's transfers and the slot of its
+    /// first one.
     pub fn evict_chunk(
         &mut self,
         settled_transfers: u64,
         keep_recent: u64,
+        unsettled: &FastSet<TransferSlot>,
     ) -> Option<(TransferSlot, Vec<Transfer>)> {
         if self.chunks.len() < 2 {
             return None;
@@ -600,8 +605,6 @@ impl TransferStore {
             return None;
         }
         self.eviction_generation += 1;
-        let unsettled: FastSet<TransferSlot> =
-            self.resolutions.iter().map(|(_, slot)| *slot).collect();
         let chunk = self.chunks.pop_front().expect("checked above");
         let first = self.base;
         self.base += CHUNK_TRANSFERS as u64;
@@ -698,13 +701,19 @@ mod tests {
         store.resolve(6, PendingStatus::Posted);
         let settled = CHUNK;
         // The newest chunk and `keep_recent` transfers stay; unsettled chunks stay.
-        assert!(store.evict_chunk(settled, 3 * CHUNK).is_none());
-        assert!(store.evict_chunk(settled - 1, 0).is_none());
+        assert!(store
+            .evict_chunk(settled, 3 * CHUNK, &store.unsettled())
+            .is_none());
+        assert!(store
+            .evict_chunk(settled - 1, 0, &store.unsettled())
+            .is_none());
         let generation = store.eviction_generation();
-        let (first, evicted) = store.evict_chunk(settled, 0).expect("first chunk settled");
+        let (first, evicted) = store
+            .evict_chunk(settled, 0, &store.unsettled())
+            .expect("first chunk settled");
         assert_eq!((first, evicted.len() as u64), (0, CHUNK));
         assert!(
-            store.evict_chunk(settled, 0).is_none(),
+            store.evict_chunk(settled, 0, &store.unsettled()).is_none(),
             "second chunk is unsettled"
         );
         assert_eq!(store.evicted_through(), 10 * CHUNK);
