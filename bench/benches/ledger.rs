@@ -1,19 +1,32 @@
 //! Pure ledger throughput: `create_transfers` on batches of 8189 uniform-random plain
 //! transfers, single thread, over 10k and over 1M accounts.
 //!
-//! The ledger keeps every transfer in memory, so the bench resets it to the accounts-only
-//! state every `TRANSFERS_PER_LEDGER` transfers (outside the timed region) to keep memory
-//! bounded; all batches inside a run go to a ledger that already holds transfers, as in
-//! production.
+//! Two ledgers, each timed on `create_transfers` alone:
+//! - `steady`: the engine's condition once it has run a while. After every batch (outside
+//!   the timed region) the changes are taken and old transfers evicted down to
+//!   `transfers_resident_max` (the engine's default, 1 Mi), as the core does after each
+//!   checkpoint; the id index and the memory of evicted chunks are reused.
+//! - `growing`: a fresh ledger that keeps every transfer, as after a restart, reset to the
+//!   accounts-only state every `TRANSFERS_PER_LEDGER` transfers (outside the timed region)
+//!   to bound memory. It also pays for growing the id index and for new memory.
 
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use protocol::BATCH_EVENTS_MAX;
+use engine::ledger::{Ledger, OldTransfers};
+use protocol::{Transfer, BATCH_EVENTS_MAX};
 use settled_bench::{ledger_with_accounts, random_transfers, seeded_rng, NOW};
 
 const BATCHES_PREPARED: usize = 64;
 const TRANSFERS_PER_LEDGER: u64 = 4_000_000;
+/// The engine's default `transfers_resident_max`.
+const TRANSFERS_RESIDENT_MAX: u64 = 1 << 20;
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Steady,
+    Growing,
+}
 
 fn create_transfers(c: &mut Criterion) {
     let batch_events = BATCH_EVENTS_MAX as usize;
@@ -24,58 +37,91 @@ fn create_transfers(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(10));
     for accounts in [10_000u64, 1_000_000] {
         let base = ledger_with_accounts(accounts);
-        let mut rng = seeded_rng(accounts);
-        let batches: Vec<_> = (0..BATCHES_PREPARED)
-            .map(|index| {
-                random_transfers(&mut rng, accounts, 1, batch_events)
-                    .into_iter()
-                    .map(move |mut t| {
-                        t.id += (index * batch_events) as u128;
-                        t
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        group.bench_with_input(
-            BenchmarkId::new("accounts", accounts),
-            &batches,
-            |b, batches| {
-                let mut ledger = base.clone();
-                let mut round: u128 = 0;
-                let mut next = 0;
-                b.iter_custom(|iterations| {
-                    let mut elapsed = Duration::ZERO;
-                    for _ in 0..iterations {
-                        if ledger.transfers_count() >= TRANSFERS_PER_LEDGER {
-                            ledger = base.clone();
-                            round = 0;
-                        }
-                        if next == batches.len() {
-                            next = 0;
-                            round += 1;
-                        }
-                        // Shift ids per round so every transfer is new to the ledger.
-                        let shift = round * (batches.len() * batch_events) as u128;
-                        let batch: Vec<_> = batches[next]
-                            .iter()
-                            .map(|t| protocol::Transfer {
-                                id: t.id + shift,
-                                ..*t
-                            })
-                            .collect();
-                        next += 1;
-                        let start = Instant::now();
-                        let results = ledger.create_transfers(NOW, &batch);
-                        elapsed += start.elapsed();
-                        debug_assert!(results.iter().all(|r| r.status == 0));
-                        std::hint::black_box(results);
-                    }
-                    elapsed
-                });
-            },
-        );
+        let batches = prepare_batches(accounts, batch_events);
+        for (name, mode) in [("steady", Mode::Steady), ("growing", Mode::Growing)] {
+            group.bench_with_input(BenchmarkId::new(name, accounts), &batches, |b, batches| {
+                let mut run = Run::new(&base, batches, mode);
+                b.iter_custom(|iterations| (0..iterations).map(|_| run.batch()).sum());
+            });
+        }
     }
     group.finish();
+}
+
+/// `BATCHES_PREPARED` batches of random transfers with consecutive ids.
+fn prepare_batches(accounts: u64, batch_events: usize) -> Vec<Vec<Transfer>> {
+    let mut rng = seeded_rng(accounts);
+    (0..BATCHES_PREPARED)
+        .map(|index| {
+            random_transfers(
+                &mut rng,
+                accounts,
+                (index * batch_events) as u128 + 1,
+                batch_events,
+            )
+        })
+        .collect()
+}
+
+/// One ledger fed the prepared batches over and over, ids shifted each round so that
+/// every transfer is new to it.
+struct Run<'a> {
+    base: &'a Ledger,
+    ledger: Ledger,
+    batches: &'a [Vec<Transfer>],
+    mode: Mode,
+    round: u128,
+    next: usize,
+}
+
+impl<'a> Run<'a> {
+    fn new(base: &'a Ledger, batches: &'a [Vec<Transfer>], mode: Mode) -> Self {
+        Run {
+            base,
+            ledger: base.clone(),
+            batches,
+            mode,
+            round: 0,
+            next: 0,
+        }
+    }
+
+    /// Apply the next batch; returns the time `create_transfers` took.
+    fn batch(&mut self) -> Duration {
+        if let Mode::Growing = self.mode {
+            if self.ledger.transfers_count() >= TRANSFERS_PER_LEDGER {
+                self.ledger = self.base.clone();
+                self.round = 0;
+                self.next = 0;
+            }
+        }
+        if self.next == self.batches.len() {
+            self.next = 0;
+            self.round += 1;
+        }
+        let shift = self.round * self.batches.iter().map(Vec::len).sum::<usize>() as u128;
+        let batch: Vec<Transfer> = self.batches[self.next]
+            .iter()
+            .map(|transfer| Transfer {
+                id: transfer.id + shift,
+                ..*transfer
+            })
+            .collect();
+        self.next += 1;
+        // Every id is new, so no evicted transfer needs reading back: the engine's
+        // prefetch would find nothing.
+        let mut old = OldTransfers::new(self.ledger.evicted_through());
+        let start = Instant::now();
+        let results = self.ledger.create_transfers_with(NOW, &batch, &mut old);
+        let elapsed = start.elapsed();
+        assert!(results.iter().all(|result| result.status == 0));
+        if let Mode::Steady = self.mode {
+            drop(self.ledger.take_changes());
+            let settled = self.ledger.settle_point();
+            self.ledger.evict(settled, TRANSFERS_RESIDENT_MAX);
+        }
+        elapsed
+    }
 }
 
 criterion_group!(benches, create_transfers);

@@ -36,6 +36,14 @@ impl Event for Account {
     fn create(ledger: &mut Ledger, account: &Account, timestamp: u64) -> (Status, u64) {
         ledger.create_account(account, timestamp)
     }
+
+    fn prefetch_index(ledger: &Ledger, account: &Account) {
+        ledger.accounts.prefetch(account.id);
+    }
+
+    fn prefetch_records(_: &Ledger, _: &Account) {
+        // A new account reads no record: its id is (almost always) not there yet.
+    }
 }
 
 impl Ledger {

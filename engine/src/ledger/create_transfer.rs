@@ -45,6 +45,20 @@ impl Event for Transfer {
     fn create(ledger: &mut Ledger, transfer: &Transfer, timestamp: u64) -> (Status, u64) {
         ledger.create_transfer(transfer, timestamp)
     }
+
+    fn prefetch_records(ledger: &Ledger, transfer: &Transfer) {
+        ledger.accounts.prefetch_record(transfer.debit_account_id);
+        ledger.accounts.prefetch_record(transfer.credit_account_id);
+    }
+
+    fn prefetch_index(ledger: &Ledger, transfer: &Transfer) {
+        ledger.transfers.prefetch(transfer.id);
+        if transfer.pending_id != 0 {
+            ledger.transfers.prefetch(transfer.pending_id);
+        }
+        ledger.accounts.prefetch(transfer.debit_account_id);
+        ledger.accounts.prefetch(transfer.credit_account_id);
+    }
 }
 
 /// The two accounts a transfer moves money between, borrowed for validation.
@@ -317,7 +331,9 @@ impl Ledger {
         (debit_slot, credit_slot): (Slot, Slot),
     ) {
         debug_assert!(transfer.timestamp > self.transfers.timestamp_last());
-        let slot = self.transfers.insert(transfer, status);
+        let slot = self
+            .transfers
+            .insert(transfer, status, [debit_slot, credit_slot]);
         self.undo.record(Undo::TransferCreated { id: transfer.id });
         if status == PendingStatus::Pending {
             if let Some(expires_at) = transfer.expires_at() {
@@ -325,7 +341,6 @@ impl Ledger {
             }
         }
         for account_slot in [debit_slot, credit_slot] {
-            self.accounts.push_transfer(account_slot, slot);
             let account = self.accounts.get(account_slot);
             if account.flags.contains(AccountFlags::HISTORY) {
                 let entry = HistoryEntry {

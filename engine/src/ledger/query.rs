@@ -55,12 +55,9 @@ impl Ledger {
         let Some(slot) = self.valid_account_filter(filter) else {
             return Vec::new();
         };
-        let transfers = self
-            .accounts
-            .transfer_slots(slot)
-            .iter()
-            .map(|t| self.transfers.get(*t));
-        let selected = transfers
+        let selected = self
+            .transfers
+            .of_account(slot)
             .filter(|transfer| account_filter_matches(filter, transfer))
             .copied();
         take(

@@ -192,14 +192,14 @@ impl Ledger {
         let (debit_slot, credit_slot) = self.restored_parties(&transfer).map_err(invalid)?;
         self.check_resolution(&transfer).map_err(invalid)?;
 
-        let slot = self.transfers.insert(transfer, status);
+        let slot = self
+            .transfers
+            .insert(transfer, status, [debit_slot, credit_slot]);
         if status == PendingStatus::Pending {
             if let Some(expires_at) = transfer.expires_at() {
                 self.transfers.expiry_insert(expires_at, slot);
             }
         }
-        self.accounts.push_transfer(debit_slot, slot);
-        self.accounts.push_transfer(credit_slot, slot);
         Ok(())
     }
 

@@ -18,6 +18,9 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use protocol::{Account, Transfer};
 use xxhash_rust::xxh3::xxh3_128_with_seed;
 
+use super::index::IdIndex;
+use super::memory::HugeVec;
+
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 pub(crate) type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
@@ -53,10 +56,8 @@ pub(crate) struct HistoryEntry {
 
 #[derive(Clone, Default)]
 pub(crate) struct AccountStore {
-    records: Vec<Account>,
-    slots: FastMap<u128, Slot>,
-    /// Per account: slots of its resident transfers (either side), oldest first.
-    transfer_slots: Vec<VecDeque<TransferSlot>>,
+    records: HugeVec<Account>,
+    slots: IdIndex,
     /// Balance snapshots of history accounts for resident transfers, oldest first;
     /// `history[0]` is entry number `history_base` of all time.
     history: VecDeque<HistoryEntry>,
@@ -71,7 +72,23 @@ impl AccountStore {
     }
 
     pub fn slot(&self, id: u128) -> Option<Slot> {
-        self.slots.get(&id).copied()
+        let slot = self.slots.get(id, |slot| self.records[slot as usize].id)?;
+        Some(slot as Slot)
+    }
+
+    /// Start loading the index entry of `id`.
+    pub fn prefetch(&self, id: u128) {
+        self.slots.prefetch(id);
+    }
+
+    /// Start loading the record of `id`, if the index (already cached) guesses a slot.
+    pub fn prefetch_record(&self, id: u128) {
+        if let Some(slot) = self.slots.guess(id) {
+            if let Some(account) = self.records.get(slot as usize) {
+                super::index::prefetch(account);
+                super::index::prefetch(&account.timestamp);
+            }
+        }
     }
 
     pub fn get(&self, slot: Slot) -> &Account {
@@ -103,10 +120,9 @@ impl AccountStore {
     pub fn insert(&mut self, account: Account) -> Slot {
         debug_assert!(account.timestamp > self.timestamp_last());
         let slot = Slot::try_from(self.records.len()).expect("more than 2^32 accounts in memory");
-        let previous = self.slots.insert(account.id, slot);
-        assert!(previous.is_none(), "account id inserted twice");
+        debug_assert!(self.slot(account.id).is_none(), "account id inserted twice");
+        self.slots.insert(account.id, slot.into());
         self.records.push(account);
-        self.transfer_slots.push(VecDeque::new());
         slot
     }
 
@@ -117,9 +133,7 @@ impl AccountStore {
             .pop()
             .expect("rollback of an account that was never created");
         assert_eq!(account.id, id);
-        self.slots.remove(&id);
-        let transfers = self.transfer_slots.pop();
-        assert!(transfers.is_some_and(|list| list.is_empty()));
+        assert!(self.slots.remove(id, self.records.len() as u64));
     }
 
     /// Overwrite an account's balances/flags, returning the previous record.
@@ -127,25 +141,6 @@ impl AccountStore {
         let record = &mut self.records[slot as usize];
         debug_assert_eq!(record.id, account.id);
         std::mem::replace(record, account)
-    }
-
-    pub fn transfer_slots(&self, slot: Slot) -> &VecDeque<TransferSlot> {
-        &self.transfer_slots[slot as usize]
-    }
-
-    pub fn push_transfer(&mut self, slot: Slot, transfer_slot: TransferSlot) {
-        self.transfer_slots[slot as usize].push_back(transfer_slot);
-    }
-
-    pub fn pop_transfer(&mut self, slot: Slot, transfer_slot: TransferSlot) {
-        let popped = self.transfer_slots[slot as usize].pop_back();
-        assert_eq!(popped, Some(transfer_slot));
-    }
-
-    /// Forget the account's oldest resident transfer, which is being evicted.
-    pub fn evict_transfer(&mut self, slot: Slot, transfer_slot: TransferSlot) {
-        let evicted = self.transfer_slots[slot as usize].pop_front();
-        assert_eq!(evicted, Some(transfer_slot), "eviction out of order");
     }
 
     /// Number of the next history entry (entries ever made, minus rolled back ones).
@@ -223,15 +218,140 @@ impl AccountStore {
     }
 }
 
-/// Transfers per storage chunk (1 MiB of records). Chunks never move once allocated, so
+/// Transfers per storage chunk (2 MiB of records, one huge page). Chunks never move once allocated, so
 /// growing the store never copies old transfers, and a whole chunk is the unit of
 /// eviction.
-pub(crate) const CHUNK_TRANSFERS: usize = 8192;
+pub(crate) const CHUNK_TRANSFERS: usize = 16384;
 
+/// A run of consecutive transfers. Which of them touch an account is found without a
+/// per-account list (whose upkeep costs two cache misses per transfer): the chunk being
+/// filled is scanned, and a full chunk is indexed once, in bulk.
 #[derive(Clone, Default)]
 struct Chunk {
-    transfers: Vec<Transfer>,
+    transfers: HugeVec<Transfer>,
     status: Vec<PendingStatus>,
+    /// The account slots of each transfer (in either order) while the chunk is being
+    /// filled; emptied when the chunk is sealed.
+    parties: Vec<[Slot; 2]>,
+    /// Once the chunk is full ("sealed"): `account slot << 32 | offset` for both accounts
+    /// of every transfer, sorted, so an account's transfers are one run in creation order.
+    by_account: Vec<u64>,
+}
+
+impl Chunk {
+    /// An empty chunk, in the memory of `recycled` records if there are some.
+    fn new(recycled: Option<HugeVec<Transfer>>) -> Chunk {
+        let transfers = match recycled {
+            Some(mut transfers) => {
+                transfers.clear();
+                transfers
+            }
+            None => HugeVec::with_capacity(CHUNK_TRANSFERS),
+        };
+        Chunk {
+            transfers,
+            status: Vec::with_capacity(CHUNK_TRANSFERS),
+            parties: Vec::with_capacity(CHUNK_TRANSFERS),
+            by_account: Vec::new(),
+        }
+    }
+
+    fn is_sealed(&self) -> bool {
+        !self.by_account.is_empty()
+    }
+
+    /// Index a full chunk by account; it takes no more transfers until unsealed.
+    fn seal(&mut self) {
+        debug_assert_eq!(self.transfers.len(), CHUNK_TRANSFERS);
+        let mut keys = Vec::with_capacity(self.parties.len() * 2);
+        for (offset, parties) in self.parties.iter().enumerate() {
+            for account in parties {
+                keys.push(u64::from(*account) << 32 | offset as u64);
+            }
+        }
+        keys.sort_unstable();
+        self.by_account = keys;
+        self.parties = Vec::new();
+    }
+
+    /// Undo [`Chunk::seal`] before a rollback removes one of its transfers.
+    fn unseal(&mut self) {
+        let mut parties = vec![[Slot::MAX; 2]; self.transfers.len()];
+        for key in std::mem::take(&mut self.by_account) {
+            let pair = &mut parties[(key & u64::from(u32::MAX)) as usize];
+            let side = usize::from(pair[0] != Slot::MAX);
+            pair[side] = (key >> 32) as Slot;
+        }
+        self.parties = parties;
+    }
+
+    /// The chunk's transfers of one account, oldest first.
+    fn of_account(&self, account: Slot) -> ChunkRun<'_> {
+        if self.is_sealed() {
+            let account = u64::from(account);
+            let start = self.by_account.partition_point(|key| key >> 32 < account);
+            let end = start + self.by_account[start..].partition_point(|key| key >> 32 == account);
+            ChunkRun::Sealed {
+                keys: self.by_account[start..end].iter(),
+                transfers: &self.transfers,
+            }
+        } else {
+            ChunkRun::Open {
+                parties: self.parties.iter().enumerate(),
+                transfers: &self.transfers,
+                account,
+            }
+        }
+    }
+}
+
+/// The transfers of one account in one chunk, in either direction.
+enum ChunkRun<'a> {
+    Sealed {
+        keys: std::slice::Iter<'a, u64>,
+        transfers: &'a [Transfer],
+    },
+    Open {
+        parties: std::iter::Enumerate<std::slice::Iter<'a, [Slot; 2]>>,
+        transfers: &'a [Transfer],
+        account: Slot,
+    },
+}
+
+impl<'a> Iterator for ChunkRun<'a> {
+    type Item = &'a Transfer;
+
+    fn next(&mut self) -> Option<&'a Transfer> {
+        match self {
+            ChunkRun::Sealed { keys, transfers } => keys
+                .next()
+                .map(|key| &transfers[(key & u64::from(u32::MAX)) as usize]),
+            ChunkRun::Open {
+                parties,
+                transfers,
+                account,
+            } => parties
+                .find(|(_, pair)| pair.contains(account))
+                .map(|(offset, _)| &transfers[offset]),
+        }
+    }
+}
+
+impl<'a> DoubleEndedIterator for ChunkRun<'a> {
+    fn next_back(&mut self) -> Option<&'a Transfer> {
+        match self {
+            ChunkRun::Sealed { keys, transfers } => keys
+                .next_back()
+                .map(|key| &transfers[(key & u64::from(u32::MAX)) as usize]),
+            ChunkRun::Open {
+                parties,
+                transfers,
+                account,
+            } => parties
+                .rfind(|(_, pair)| pair.contains(account))
+                .map(|(offset, _)| &transfers[offset]),
+        }
+    }
 }
 
 /// Transfers the engine read back from the store for one batch: the ones it references
@@ -298,7 +418,7 @@ pub(crate) struct TransferStore {
     /// The next slot.
     count: TransferSlot,
     /// Id to slot of every resident and retained transfer.
-    slots: FastMap<u128, TransferSlot>,
+    slots: IdIndex,
     /// Transfers of evicted chunks kept because they may still change.
     retained: FastMap<TransferSlot, (Transfer, PendingStatus)>,
     /// Resolutions (post, void, expiry) as `(sequence number, slot)`, oldest first, until
@@ -320,7 +440,14 @@ pub(crate) struct TransferStore {
     failed: FastSet<u128>,
     /// The current batch's transfers read back from the store.
     pub old: OldTransfers,
+    /// Record memory of evicted chunks, for the next chunks: new memory costs a page
+    /// fault and a clear, reused memory costs nothing.
+    spare_records: Vec<HugeVec<Transfer>>,
 }
+
+/// Evicted chunks' memory kept for reuse: enough for the chunks one eviction frees
+/// while new ones fill, without holding on to a burst's worth.
+const SPARE_CHUNKS_MAX: usize = 4;
 
 impl TransferStore {
     /// Transfers created since the store was built (resident or not).
@@ -349,7 +476,12 @@ impl TransferStore {
     }
 
     pub fn slot(&self, id: u128) -> Option<TransferSlot> {
-        self.slots.get(&id).copied()
+        self.slots.get(id, |slot| self.get(slot).id)
+    }
+
+    /// Start loading the index entry of `id`.
+    pub fn prefetch(&self, id: u128) {
+        self.slots.prefetch(id);
     }
 
     /// The transfer `id`, resident or in the batch's [`OldTransfers`]. A transfer that is
@@ -423,6 +555,13 @@ impl TransferStore {
             })
     }
 
+    /// The transfers in chunks of the account in slot `account`, oldest first.
+    pub fn of_account(&self, account: Slot) -> impl DoubleEndedIterator<Item = &Transfer> {
+        self.chunks
+            .iter()
+            .flat_map(move |chunk| chunk.of_account(account))
+    }
+
     /// The slot of the first resident transfer (in a chunk) for which `before` fails
     /// (records are partitioned by it, as they are by timestamp); `len()` if none.
     pub fn partition_point(&self, before: impl Fn(&Transfer) -> bool) -> TransferSlot {
@@ -470,21 +609,32 @@ impl TransferStore {
         slot < self.count && self.get(slot).timestamp == timestamp
     }
 
-    pub fn insert(&mut self, transfer: Transfer, status: PendingStatus) -> TransferSlot {
+    /// Store a new transfer between the accounts in slots `parties`.
+    pub fn insert(
+        &mut self,
+        transfer: Transfer,
+        status: PendingStatus,
+        parties: [Slot; 2],
+    ) -> TransferSlot {
         debug_assert!(transfer.timestamp > self.timestamp_last);
         let slot = self.count;
-        let previous = self.slots.insert(transfer.id, slot);
-        assert!(previous.is_none(), "transfer id inserted twice");
+        debug_assert!(
+            self.slot(transfer.id).is_none(),
+            "transfer id inserted twice"
+        );
+        self.slots.insert(transfer.id, slot);
         if ((self.count - self.base) as usize).is_multiple_of(CHUNK_TRANSFERS) {
-            self.chunks.push_back(Chunk {
-                transfers: Vec::with_capacity(CHUNK_TRANSFERS),
-                status: Vec::with_capacity(CHUNK_TRANSFERS),
-            });
+            if let Some(full) = self.chunks.back_mut() {
+                full.seal();
+            }
+            let recycled = self.spare_records.pop();
+            self.chunks.push_back(Chunk::new(recycled));
         }
         let chunk = self.chunks.back_mut().expect("a chunk with room");
         debug_assert!(chunk.transfers.len() < CHUNK_TRANSFERS);
         chunk.transfers.push(transfer);
         chunk.status.push(status);
+        chunk.parties.push(parties);
         self.count += 1;
         self.timestamp_last = transfer.timestamp;
         slot
@@ -496,14 +646,18 @@ impl TransferStore {
             .chunks
             .back_mut()
             .expect("rollback of a transfer that was never created");
+        if chunk.is_sealed() {
+            chunk.unseal();
+        }
         let transfer = chunk.transfers.pop().expect("chunks are never left empty");
         chunk.status.pop();
+        chunk.parties.pop();
         if chunk.transfers.is_empty() {
             self.chunks.pop_back();
         }
         self.count -= 1;
         assert_eq!(transfer.id, id);
-        self.slots.remove(&id);
+        assert!(self.slots.remove(id, self.count));
         self.timestamp_last = match self.chunks.back() {
             Some(chunk) => chunk.transfers.last().map_or(0, |last| last.timestamp),
             None => self.evicted_through,
@@ -559,6 +713,13 @@ impl TransferStore {
         &self.failed
     }
 
+    /// Take back the records of an evicted chunk, to fill again.
+    pub fn recycle(&mut self, records: HugeVec<Transfer>) {
+        if self.spare_records.len() < SPARE_CHUNKS_MAX {
+            self.spare_records.push(records);
+        }
+    }
+
     /// Forget retained transfers whose final status the store now holds: the first
     /// `settled_resolutions` resolutions ever made.
     pub fn release_settled(&mut self, settled_resolutions: u64) {
@@ -571,7 +732,7 @@ impl TransferStore {
                 self.eviction_generation += 1;
                 let (transfer, status) = self.retained.remove(&slot).expect("retained transfer");
                 debug_assert_ne!(status, PendingStatus::Pending);
-                self.slots.remove(&transfer.id);
+                assert!(self.slots.remove(transfer.id, slot));
                 self.evicted_digest = self
                     .evicted_digest
                     .wrapping_add(transfer_hash(&transfer, status));
@@ -595,7 +756,7 @@ impl TransferStore {
         settled_transfers: u64,
         keep_recent: u64,
         unsettled: &FastSet<TransferSlot>,
-    ) -> Option<(TransferSlot, Vec<Transfer>)> {
+    ) -> Option<(TransferSlot, HugeVec<Transfer>)> {
         if self.chunks.len() < 2 {
             return None;
         }
@@ -613,7 +774,7 @@ impl TransferStore {
             if *status == PendingStatus::Pending || unsettled.contains(&slot) {
                 self.retained.insert(slot, (*transfer, *status));
             } else {
-                self.slots.remove(&transfer.id);
+                assert!(self.slots.remove(transfer.id, slot));
                 self.evicted_digest = self
                     .evicted_digest
                     .wrapping_add(transfer_hash(transfer, *status));
@@ -652,7 +813,7 @@ mod tests {
         let mut store = TransferStore::default();
         let count = CHUNK * 2 + 5;
         for index in 0..count {
-            let inserted = store.insert(numbered(index), PendingStatus::NotPending);
+            let inserted = store.insert(numbered(index), PendingStatus::NotPending, [0, 1]);
             assert_eq!(inserted, index);
         }
         assert_eq!(store.len(), count);
@@ -678,11 +839,59 @@ mod tests {
             ..Transfer::default()
         };
         assert_eq!(
-            store.insert(transfer, PendingStatus::Pending),
+            store.insert(transfer, PendingStatus::Pending, [0, 1]),
             CHUNK * 2 - 3
         );
         let slot = store.slot(999_999).expect("inserted");
         assert_eq!(store.get(slot).timestamp, u64::MAX - 1);
+    }
+
+    /// The account slots of transfer `index`: a spread over 7 accounts, never the same
+    /// account twice.
+    fn parties_of(index: u64) -> [Slot; 2] {
+        let debit = (index * 5 % 7) as Slot;
+        [debit, (debit + 1 + (index % 3) as Slot) % 7]
+    }
+
+    /// What `of_account` must return: the transfers whose parties include the account.
+    fn expected_of(store: &TransferStore, account: Slot) -> Vec<u128> {
+        (0..store.len())
+            .filter(|slot| parties_of(*slot).contains(&account))
+            .map(|slot| store.get(slot).id)
+            .collect()
+    }
+
+    fn check_accounts(store: &TransferStore) {
+        for account in 0..7 {
+            let forward: Vec<u128> = store.of_account(account).map(|t| t.id).collect();
+            let mut backward: Vec<u128> = store.of_account(account).rev().map(|t| t.id).collect();
+            backward.reverse();
+            let expected = expected_of(store, account);
+            assert_eq!(forward, expected, "account {account}");
+            assert_eq!(backward, expected, "account {account}, reversed");
+        }
+    }
+
+    #[test]
+    fn account_runs_match_a_scan_in_open_sealed_and_unsealed_chunks() {
+        let mut store = TransferStore::default();
+        for index in 0..CHUNK * 2 + 10 {
+            store.insert(numbered(index), PendingStatus::NotPending, parties_of(index));
+        }
+        assert!(store.chunks[0].is_sealed() && store.chunks[1].is_sealed());
+        assert!(!store.chunks[2].is_sealed());
+        check_accounts(&store);
+        // A rollback across the boundary unseals the full chunk; refilling seals it again.
+        for index in (CHUNK * 2 - 5..CHUNK * 2 + 10).rev() {
+            store.remove_last(u128::from(index) + 1);
+        }
+        assert!(!store.chunks[1].is_sealed());
+        check_accounts(&store);
+        for index in CHUNK * 2 - 5..CHUNK * 2 + 1 {
+            store.insert(numbered(index), PendingStatus::NotPending, parties_of(index));
+        }
+        assert!(store.chunks[1].is_sealed());
+        check_accounts(&store);
     }
 
     #[test]
@@ -695,7 +904,7 @@ mod tests {
             } else {
                 PendingStatus::NotPending
             };
-            store.insert(numbered(index), status);
+            store.insert(numbered(index), status, [0, 1]);
         }
         // Slot 6 is posted after the checkpoint holding the first chunk was taken.
         store.resolve(6, PendingStatus::Posted);
