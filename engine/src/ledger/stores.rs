@@ -269,7 +269,8 @@ impl Chunk {
                 keys.push(u64::from(*account) << 32 | offset as u64);
             }
         }
-        keys.sort_unstable();
+        // Keys were made in offset order, so a stable sort by account is enough.
+        sort_by_account(&mut keys);
         self.by_account = keys;
         self.parties = Vec::new();
     }
@@ -302,6 +303,32 @@ impl Chunk {
                 account,
             }
         }
+    }
+}
+
+/// Stable sort of `key >> 32`: a least-significant-digit radix sort, a byte per pass,
+/// skipping the bytes no account slot uses (two passes up to 65536 accounts). Several
+/// times faster than a comparison sort on the 32768 keys of a chunk.
+fn sort_by_account(keys: &mut Vec<u64>) {
+    let slot_max = keys.iter().map(|key| key >> 32).max().unwrap_or(0);
+    let bytes = (u64::BITS - slot_max.leading_zeros()).div_ceil(8);
+    let mut sorted = vec![0u64; keys.len()];
+    for byte in 0..bytes {
+        let shift = 32 + 8 * byte;
+        let mut starts = [0usize; 256];
+        for key in keys.iter() {
+            starts[(key >> shift) as usize & 0xff] += 1;
+        }
+        let mut start = 0;
+        for count in starts.iter_mut() {
+            (*count, start) = (start, start + *count);
+        }
+        for key in keys.iter() {
+            let digit = (key >> shift) as usize & 0xff;
+            sorted[starts[digit]] = *key;
+            starts[digit] += 1;
+        }
+        std::mem::swap(keys, &mut sorted);
     }
 }
 
@@ -876,7 +903,11 @@ mod tests {
     fn account_runs_match_a_scan_in_open_sealed_and_unsealed_chunks() {
         let mut store = TransferStore::default();
         for index in 0..CHUNK * 2 + 10 {
-            store.insert(numbered(index), PendingStatus::NotPending, parties_of(index));
+            store.insert(
+                numbered(index),
+                PendingStatus::NotPending,
+                parties_of(index),
+            );
         }
         assert!(store.chunks[0].is_sealed() && store.chunks[1].is_sealed());
         assert!(!store.chunks[2].is_sealed());
@@ -888,10 +919,33 @@ mod tests {
         assert!(!store.chunks[1].is_sealed());
         check_accounts(&store);
         for index in CHUNK * 2 - 5..CHUNK * 2 + 1 {
-            store.insert(numbered(index), PendingStatus::NotPending, parties_of(index));
+            store.insert(
+                numbered(index),
+                PendingStatus::NotPending,
+                parties_of(index),
+            );
         }
         assert!(store.chunks[1].is_sealed());
         check_accounts(&store);
+    }
+
+    #[test]
+    fn radix_sort_by_account_is_a_stable_sort() {
+        let mut seed = 7u64;
+        for accounts in [1u64, 200, 70_000, 1 << 31] {
+            let mut keys: Vec<u64> = (0..5000u64)
+                .map(|offset| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (seed >> 33) % accounts << 32 | offset
+                })
+                .collect();
+            let mut expected = keys.clone();
+            expected.sort_by_key(|key| key >> 32);
+            sort_by_account(&mut keys);
+            assert_eq!(keys, expected, "{accounts} accounts");
+        }
     }
 
     #[test]
