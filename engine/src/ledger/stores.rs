@@ -467,14 +467,12 @@ pub(crate) struct TransferStore {
     failed: FastSet<u128>,
     /// The current batch's transfers read back from the store.
     pub old: OldTransfers,
-    /// Record memory of evicted chunks, for the next chunks: new memory costs a page
-    /// fault and a clear, reused memory costs nothing.
+    /// Record memory of evicted chunks, for the next chunks: new memory costs page
+    /// faults and a clear, reused memory costs nothing. At most as many as there are
+    /// resident chunks, so the store never holds more memory than it used at its peak.
     spare_records: Vec<HugeVec<Transfer>>,
 }
 
-/// Evicted chunks' memory kept for reuse: enough for the chunks one eviction frees
-/// while new ones fill, without holding on to a burst's worth.
-const SPARE_CHUNKS_MAX: usize = 4;
 
 impl TransferStore {
     /// Transfers created since the store was built (resident or not).
@@ -742,7 +740,7 @@ impl TransferStore {
 
     /// Take back the records of an evicted chunk, to fill again.
     pub fn recycle(&mut self, records: HugeVec<Transfer>) {
-        if self.spare_records.len() < SPARE_CHUNKS_MAX {
+        if self.spare_records.len() < self.chunks.len() {
             self.spare_records.push(records);
         }
     }
