@@ -118,7 +118,7 @@ impl<'a> Run<'a> {
         let results = self.ledger.create_transfers_with(NOW, &batch, &mut old);
         let elapsed = start.elapsed();
         assert!(results.iter().all(|result| result.status == 0));
-        if matches!(self.mode, Mode::Steady) && self.next % CHECKPOINT_BATCHES == 0 {
+        if matches!(self.mode, Mode::Steady) && self.next.is_multiple_of(CHECKPOINT_BATCHES) {
             drop(self.ledger.take_changes());
             let settled = self.ledger.settle_point();
             self.ledger.evict(settled, TRANSFERS_RESIDENT_MAX);

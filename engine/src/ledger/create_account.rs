@@ -3,6 +3,7 @@
 use protocol::{Account, AccountFlags, CreateAccountResult as Status, CreateResult};
 
 use super::changes::Undo;
+use super::lookahead::Lookahead;
 use super::{Event, Ledger};
 
 impl Event for Account {
@@ -37,11 +38,17 @@ impl Event for Account {
         ledger.create_account(account, timestamp)
     }
 
-    fn prefetch_index(ledger: &Ledger, account: &Account) {
-        ledger.accounts.prefetch(account.id);
+    fn look_ahead(ledger: &Ledger, account: &Account) -> Lookahead {
+        let id_tag = ledger.accounts.tag(account.id);
+        ledger.accounts.prefetch_tagged(id_tag);
+        Lookahead {
+            id: account.id,
+            id_tag,
+            ..Lookahead::default()
+        }
     }
 
-    fn prefetch_records(_: &Ledger, _: &Account) {
+    fn look_closer(_: &Ledger, _: &mut Lookahead) {
         // A new account reads no record: its id is (almost always) not there yet.
     }
 }

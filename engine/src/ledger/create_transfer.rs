@@ -11,6 +11,7 @@ use protocol::{
 };
 
 use super::changes::Undo;
+use super::lookahead::{AccountAhead, Lookahead};
 use super::stores::{Found, HistoryEntry, PendingStatus, Slot, TransferSlot};
 use super::{Event, Ledger};
 
@@ -46,18 +47,27 @@ impl Event for Transfer {
         ledger.create_transfer(transfer, timestamp)
     }
 
-    fn prefetch_records(ledger: &Ledger, transfer: &Transfer) {
-        ledger.accounts.prefetch_record(transfer.debit_account_id);
-        ledger.accounts.prefetch_record(transfer.credit_account_id);
+    fn look_ahead(ledger: &Ledger, transfer: &Transfer) -> Lookahead {
+        let id_tag = ledger.transfers.tag(transfer.id);
+        ledger.transfers.prefetch_tagged(id_tag);
+        if transfer.pending_id != 0 {
+            let pending_tag = ledger.transfers.tag(transfer.pending_id);
+            ledger.transfers.prefetch_tagged(pending_tag);
+        }
+        Lookahead {
+            id: transfer.id,
+            id_tag,
+            accounts: [
+                AccountAhead::new(ledger, transfer.debit_account_id),
+                AccountAhead::new(ledger, transfer.credit_account_id),
+            ],
+        }
     }
 
-    fn prefetch_index(ledger: &Ledger, transfer: &Transfer) {
-        ledger.transfers.prefetch(transfer.id);
-        if transfer.pending_id != 0 {
-            ledger.transfers.prefetch(transfer.pending_id);
+    fn look_closer(ledger: &Ledger, lookahead: &mut Lookahead) {
+        for account in &mut lookahead.accounts {
+            account.slot_guess = ledger.accounts.guess_and_prefetch(account.tag);
         }
-        ledger.accounts.prefetch(transfer.debit_account_id);
-        ledger.accounts.prefetch(transfer.credit_account_id);
     }
 }
 
@@ -81,7 +91,8 @@ impl Ledger {
         if let Err(status) = validate_header(transfer) {
             return (status, timestamp);
         }
-        if let Some(found) = self.transfers.find(transfer.id) {
+        let tag = self.transfer_tag(transfer.id);
+        if let Some(found) = self.transfers.find_tagged(transfer.id, tag) {
             let existing = match found {
                 Found::Resident(slot) => self.transfers.get(slot),
                 Found::Old(existing, _) => existing,
@@ -203,12 +214,10 @@ impl Ledger {
         credit_account_id: u128,
     ) -> Result<Parties<'_>, Status> {
         let debit_slot = self
-            .accounts
-            .slot(debit_account_id)
+            .account_slot(debit_account_id)
             .ok_or(Status::DebitAccountNotFound)?;
         let credit_slot = self
-            .accounts
-            .slot(credit_account_id)
+            .account_slot(credit_account_id)
             .ok_or(Status::CreditAccountNotFound)?;
         Ok(Parties {
             debit_slot,
@@ -331,9 +340,10 @@ impl Ledger {
         (debit_slot, credit_slot): (Slot, Slot),
     ) {
         debug_assert!(transfer.timestamp > self.transfers.timestamp_last());
+        let tag = self.transfer_tag(transfer.id);
         let slot = self
             .transfers
-            .insert(transfer, status, [debit_slot, credit_slot]);
+            .insert(transfer, status, [debit_slot, credit_slot], tag);
         self.undo.record(Undo::TransferCreated { id: transfer.id });
         if status == PendingStatus::Pending {
             if let Some(expires_at) = transfer.expires_at() {

@@ -66,40 +66,55 @@ impl IdIndex {
         self.len
     }
 
-    /// The slot of `id`. `id_of` reads the id of the record in a slot: the index holds
-    /// only hashes, and a candidate counts only if its record has this id.
+    /// The hash of `id` that the index files it under: computed once per event by the
+    /// ledger's lookahead and passed to the `*_tagged` methods.
     #[inline]
-    pub fn get(&self, id: u128, id_of: impl Fn(u64) -> u128) -> Option<u64> {
-        let tag = self.tag(id);
+    pub fn tag(&self, id: u128) -> u64 {
+        // Never 0, the empty mark; the low bit is not used for the home bucket.
+        self.hasher.hash_one(id) | 1
+    }
+
+    /// The slot of `id`, filed under `tag == self.tag(id)`. `id_of` reads the id of the
+    /// record in a slot: the index holds only hashes, and a candidate counts only if its
+    /// record has this id.
+    #[inline]
+    pub fn get_tagged(&self, id: u128, tag: u64, id_of: impl Fn(u64) -> u128) -> Option<u64> {
+        debug_assert_eq!(tag, self.tag(id));
         self.probe(tag, |bucket| bucket.tag == tag && id_of(bucket.value) == id)
             .map(|position| self.buckets()[position].value)
     }
 
-    /// The first slot whose id hash matches, without reading the record: a guess, good
-    /// for prefetching the record, not for deciding anything.
+    /// The first slot filed under `tag`, without reading the record: a guess, good for
+    /// prefetching the record, not for deciding anything.
     #[inline]
-    pub fn guess(&self, id: u128) -> Option<u64> {
-        let tag = self.tag(id);
+    pub fn guess_tagged(&self, tag: u64) -> Option<u64> {
         self.probe(tag, |bucket| bucket.tag == tag)
             .map(|position| self.buckets()[position].value)
     }
 
-    /// Ask the memory system for the cache line where `id` lives or would be inserted.
+    /// Ask the memory system for the cache line where ids filed under `tag` live or would
+    /// be inserted.
     #[inline]
-    pub fn prefetch(&self, id: u128) {
+    pub fn prefetch_tagged(&self, tag: u64) {
         let buckets = self.buckets();
         if !buckets.is_empty() {
-            prefetch(&buckets[self.home(self.tag(id))]);
+            prefetch(&buckets[self.home(tag)]);
         }
     }
 
     /// Add an id the index does not hold (the caller looked it up first).
     #[inline]
     pub fn insert(&mut self, id: u128, value: u64) {
+        self.insert_tagged(id, self.tag(id), value);
+    }
+
+    /// [`IdIndex::insert`] with `tag == self.tag(id)` already known.
+    #[inline]
+    pub fn insert_tagged(&mut self, id: u128, tag: u64, value: u64) {
+        debug_assert_eq!(tag, self.tag(id));
         if (self.len + 1) * LOAD_DENOMINATOR > self.capacity() * LOAD_NUMERATOR {
             self.grow();
         }
-        let tag = self.tag(id);
         self.place(Bucket { tag, value });
         self.len += 1;
     }
@@ -196,12 +211,6 @@ impl IdIndex {
     }
 
     #[inline]
-    fn tag(&self, id: u128) -> u64 {
-        // Never 0, the empty mark; the low bit is not used for the home bucket.
-        self.hasher.hash_one(id) | 1
-    }
-
-    #[inline]
     fn home(&self, tag: u64) -> usize {
         // `shift` is 64 only while there are no buckets, and callers check that first.
         (tag >> self.shift) as usize
@@ -231,7 +240,7 @@ mod tests {
 
     /// Records are `ids[slot]`, as in the stores.
     fn get(index: &IdIndex, ids: &[u128], id: u128) -> Option<u64> {
-        index.get(id, |slot| ids[slot as usize])
+        index.get_tagged(id, index.tag(id), |slot| ids[slot as usize])
     }
 
     #[test]
@@ -245,7 +254,7 @@ mod tests {
         assert_eq!(index.len(), ids.len());
         for (slot, id) in ids.iter().enumerate() {
             assert_eq!(get(&index, &ids, *id), Some(slot as u64));
-            assert_eq!(index.guess(*id), Some(slot as u64));
+            assert_eq!(index.guess_tagged(index.tag(*id)), Some(slot as u64));
         }
         assert_eq!(get(&index, &ids, 1), None);
     }

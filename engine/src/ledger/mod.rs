@@ -20,6 +20,7 @@ mod create_account;
 mod create_transfer;
 mod hash;
 mod index;
+mod lookahead;
 mod memory;
 mod query;
 mod restore;
@@ -36,6 +37,7 @@ pub use restore::{RestoreError, Snapshot};
 pub use stores::{OldTransfers, PendingStatus};
 
 use changes::{ChangeTracker, Undo, UndoLog};
+use lookahead::{Lookahead, Window, LOOKAHEAD_INDEX_EVENTS, LOOKAHEAD_RECORDS_EVENTS};
 use stores::{AccountStore, TransferStore};
 
 /// A point in the ledger's history, for eviction: transfers created and pending
@@ -59,6 +61,8 @@ pub struct Ledger {
     changes: ChangeTracker,
     /// Sum of the hashes of balance history entries that left memory (see `hash.rs`).
     evicted_history_digest: u128,
+    /// What looking ahead learned about the event being applied (see `lookahead.rs`).
+    lookahead: Lookahead,
 }
 
 /// The parts of `create_accounts` and `create_transfers` that are the same for both: one
@@ -81,18 +85,12 @@ trait Event: Copy {
     /// Validate and apply one event at `timestamp`; returns its status and the timestamp
     /// its result carries.
     fn create(ledger: &mut Ledger, event: &Self, timestamp: u64) -> (Self::Status, u64);
-    /// Start loading the index entries that creating this event will read.
-    fn prefetch_index(ledger: &Ledger, event: &Self);
-    /// Start loading the records that creating this event will read: runs after
-    /// `prefetch_index`, so finding their slots costs no cache miss.
-    fn prefetch_records(ledger: &Ledger, event: &Self);
+    /// Hash the ids the event names and request their index buckets.
+    fn look_ahead(ledger: &Ledger, event: &Self) -> Lookahead;
+    /// Later, with those buckets cached: guess the slots of the records the event reads
+    /// and request them.
+    fn look_closer(ledger: &Ledger, lookahead: &mut Lookahead);
 }
-
-/// How many events ahead of the one being applied [`Event::prefetch_index`] and
-/// [`Event::prefetch_records`] run: far enough for a cache miss (~100 ns) to complete,
-/// near enough that the lines are still cached when the event comes.
-const PREFETCH_INDEX_DISTANCE: usize = 16;
-const PREFETCH_RECORDS_DISTANCE: usize = 8;
 
 impl Ledger {
     pub fn new() -> Self {
@@ -321,12 +319,21 @@ impl Ledger {
         let mut results = Vec::with_capacity(events.len());
         let mut chain_start: Option<usize> = None;
         let mut chain_broken = false;
+        let mut window = Window::new();
+        for (index, event) in events.iter().take(LOOKAHEAD_INDEX_EVENTS).enumerate() {
+            *window.get_mut(index) = E::look_ahead(self, event);
+        }
+        for index in 0..events.len().min(LOOKAHEAD_RECORDS_EVENTS) {
+            E::look_closer(self, window.get_mut(index));
+        }
         for (index, event) in events.iter().enumerate() {
-            if let Some(ahead) = events.get(index + PREFETCH_INDEX_DISTANCE) {
-                E::prefetch_index(self, ahead);
+            // Take this event's lookahead before the window slot is reused.
+            self.lookahead = *window.get(index);
+            if let Some(ahead) = events.get(index + LOOKAHEAD_INDEX_EVENTS) {
+                *window.get_mut(index + LOOKAHEAD_INDEX_EVENTS) = E::look_ahead(self, ahead);
             }
-            if let Some(ahead) = events.get(index + PREFETCH_RECORDS_DISTANCE) {
-                E::prefetch_records(self, ahead);
+            if index + LOOKAHEAD_RECORDS_EVENTS < events.len() {
+                E::look_closer(self, window.get_mut(index + LOOKAHEAD_RECORDS_EVENTS));
             }
             let timestamp = timestamp_first + index as u64;
             if event.linked() && chain_start.is_none() {
@@ -367,6 +374,7 @@ impl Ledger {
                 chain_broken = false;
             }
         }
+        self.lookahead = Lookahead::default();
         debug_assert_eq!(results.len(), events.len());
         results
     }

@@ -192,9 +192,10 @@ impl Ledger {
         let (debit_slot, credit_slot) = self.restored_parties(&transfer).map_err(invalid)?;
         self.check_resolution(&transfer).map_err(invalid)?;
 
+        let tag = self.transfers.tag(transfer.id);
         let slot = self
             .transfers
-            .insert(transfer, status, [debit_slot, credit_slot]);
+            .insert(transfer, status, [debit_slot, credit_slot], tag);
         if status == PendingStatus::Pending {
             if let Some(expires_at) = transfer.expires_at() {
                 self.transfers.expiry_insert(expires_at, slot);

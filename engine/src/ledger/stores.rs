@@ -71,24 +71,36 @@ impl AccountStore {
         self.records.len()
     }
 
+    /// The hash the id index files `id` under (see [`IdIndex::tag`]).
+    pub fn tag(&self, id: u128) -> u64 {
+        self.slots.tag(id)
+    }
+
     pub fn slot(&self, id: u128) -> Option<Slot> {
-        let slot = self.slots.get(id, |slot| self.records[slot as usize].id)?;
+        self.slot_tagged(id, self.tag(id))
+    }
+
+    /// [`AccountStore::slot`] with the id's tag already known.
+    pub fn slot_tagged(&self, id: u128, tag: u64) -> Option<Slot> {
+        let slot = self
+            .slots
+            .get_tagged(id, tag, |slot| self.records[slot as usize].id)?;
         Some(slot as Slot)
     }
 
-    /// Start loading the index entry of `id`.
-    pub fn prefetch(&self, id: u128) {
-        self.slots.prefetch(id);
+    /// Start loading the index entry of the id filed under `tag`.
+    pub fn prefetch_tagged(&self, tag: u64) {
+        self.slots.prefetch_tagged(tag);
     }
 
-    /// Start loading the record of `id`, if the index (already cached) guesses a slot.
-    pub fn prefetch_record(&self, id: u128) {
-        if let Some(slot) = self.slots.guess(id) {
-            if let Some(account) = self.records.get(slot as usize) {
-                super::index::prefetch(account);
-                super::index::prefetch(&account.timestamp);
-            }
-        }
+    /// The slot the index (already cached) guesses for the id filed under `tag`, with
+    /// its record's cache lines on their way. A guess: check the record's id.
+    pub fn guess_and_prefetch(&self, tag: u64) -> Option<Slot> {
+        let slot = self.slots.guess_tagged(tag)? as Slot;
+        let account = self.records.get(slot as usize)?;
+        super::index::prefetch(account);
+        super::index::prefetch(&account.timestamp);
+        Some(slot)
     }
 
     pub fn get(&self, slot: Slot) -> &Account {
@@ -473,7 +485,6 @@ pub(crate) struct TransferStore {
     spare_records: Vec<HugeVec<Transfer>>,
 }
 
-
 impl TransferStore {
     /// Transfers created since the store was built (resident or not).
     pub fn len(&self) -> u64 {
@@ -500,19 +511,33 @@ impl TransferStore {
         self.evicted_digest
     }
 
-    pub fn slot(&self, id: u128) -> Option<TransferSlot> {
-        self.slots.get(id, |slot| self.get(slot).id)
+    /// The hash the id index files `id` under (see [`IdIndex::tag`]).
+    pub fn tag(&self, id: u128) -> u64 {
+        self.slots.tag(id)
     }
 
-    /// Start loading the index entry of `id`.
-    pub fn prefetch(&self, id: u128) {
-        self.slots.prefetch(id);
+    pub fn slot(&self, id: u128) -> Option<TransferSlot> {
+        self.slot_tagged(id, self.tag(id))
+    }
+
+    fn slot_tagged(&self, id: u128, tag: u64) -> Option<TransferSlot> {
+        self.slots.get_tagged(id, tag, |slot| self.get(slot).id)
+    }
+
+    /// Start loading the index entry of the id filed under `tag`.
+    pub fn prefetch_tagged(&self, tag: u64) {
+        self.slots.prefetch_tagged(tag);
     }
 
     /// The transfer `id`, resident or in the batch's [`OldTransfers`]. A transfer that is
     /// neither does not exist: the engine read every evicted id the batch names.
     pub fn find(&self, id: u128) -> Option<Found<'_>> {
-        if let Some(slot) = self.slot(id) {
+        self.find_tagged(id, self.tag(id))
+    }
+
+    /// [`TransferStore::find`] with the id's tag already known.
+    pub fn find_tagged(&self, id: u128, tag: u64) -> Option<Found<'_>> {
+        if let Some(slot) = self.slot_tagged(id, tag) {
             return Some(Found::Resident(slot));
         }
         if self.evicted_through == 0 {
@@ -634,12 +659,14 @@ impl TransferStore {
         slot < self.count && self.get(slot).timestamp == timestamp
     }
 
-    /// Store a new transfer between the accounts in slots `parties`.
+    /// Store a new transfer between the accounts in slots `parties`; `tag` is the tag of
+    /// its id.
     pub fn insert(
         &mut self,
         transfer: Transfer,
         status: PendingStatus,
         parties: [Slot; 2],
+        tag: u64,
     ) -> TransferSlot {
         debug_assert!(transfer.timestamp > self.timestamp_last);
         let slot = self.count;
@@ -647,7 +674,7 @@ impl TransferStore {
             self.slot(transfer.id).is_none(),
             "transfer id inserted twice"
         );
-        self.slots.insert(transfer.id, slot);
+        self.slots.insert_tagged(transfer.id, tag, slot);
         if ((self.count - self.base) as usize).is_multiple_of(CHUNK_TRANSFERS) {
             if let Some(full) = self.chunks.back_mut() {
                 full.seal();
@@ -825,6 +852,16 @@ mod tests {
 
     const CHUNK: u64 = CHUNK_TRANSFERS as u64;
 
+    fn put(
+        store: &mut TransferStore,
+        transfer: Transfer,
+        status: PendingStatus,
+        parties: [Slot; 2],
+    ) -> TransferSlot {
+        let tag = store.tag(transfer.id);
+        store.insert(transfer, status, parties, tag)
+    }
+
     fn numbered(index: u64) -> Transfer {
         Transfer {
             id: u128::from(index) + 1,
@@ -838,7 +875,12 @@ mod tests {
         let mut store = TransferStore::default();
         let count = CHUNK * 2 + 5;
         for index in 0..count {
-            let inserted = store.insert(numbered(index), PendingStatus::NotPending, [0, 1]);
+            let inserted = put(
+                &mut store,
+                numbered(index),
+                PendingStatus::NotPending,
+                [0, 1],
+            );
             assert_eq!(inserted, index);
         }
         assert_eq!(store.len(), count);
@@ -864,7 +906,7 @@ mod tests {
             ..Transfer::default()
         };
         assert_eq!(
-            store.insert(transfer, PendingStatus::Pending, [0, 1]),
+            put(&mut store, transfer, PendingStatus::Pending, [0, 1]),
             CHUNK * 2 - 3
         );
         let slot = store.slot(999_999).expect("inserted");
@@ -901,7 +943,8 @@ mod tests {
     fn account_runs_match_a_scan_in_open_sealed_and_unsealed_chunks() {
         let mut store = TransferStore::default();
         for index in 0..CHUNK * 2 + 10 {
-            store.insert(
+            put(
+                &mut store,
                 numbered(index),
                 PendingStatus::NotPending,
                 parties_of(index),
@@ -917,7 +960,8 @@ mod tests {
         assert!(!store.chunks[1].is_sealed());
         check_accounts(&store);
         for index in CHUNK * 2 - 5..CHUNK * 2 + 1 {
-            store.insert(
+            put(
+                &mut store,
                 numbered(index),
                 PendingStatus::NotPending,
                 parties_of(index),
@@ -936,7 +980,7 @@ mod tests {
                     seed = seed
                         .wrapping_mul(6364136223846793005)
                         .wrapping_add(1442695040888963407);
-                    (seed >> 33) % accounts << 32 | offset
+                    ((seed >> 33) % accounts) << 32 | offset
                 })
                 .collect();
             let mut expected = keys.clone();
@@ -956,7 +1000,7 @@ mod tests {
             } else {
                 PendingStatus::NotPending
             };
-            store.insert(numbered(index), status, [0, 1]);
+            put(&mut store, numbered(index), status, [0, 1]);
         }
         // Slot 6 is posted after the checkpoint holding the first chunk was taken.
         store.resolve(6, PendingStatus::Posted);
