@@ -275,6 +275,7 @@ impl Chunk {
     /// Index a full chunk by account; it takes no more transfers until unsealed.
     fn seal(&mut self) {
         debug_assert_eq!(self.transfers.len(), CHUNK_TRANSFERS);
+        assert!(!self.is_sealed(), "a sealed chunk has no parties to index");
         let mut keys = Vec::with_capacity(self.parties.len() * 2);
         for (offset, parties) in self.parties.iter().enumerate() {
             for account in parties {
@@ -289,12 +290,14 @@ impl Chunk {
 
     /// Undo [`Chunk::seal`] before a rollback removes one of its transfers.
     fn unseal(&mut self) {
-        let mut parties = vec![[Slot::MAX; 2]; self.transfers.len()];
+        let mut parties = vec![[0; 2]; self.transfers.len()];
+        let mut sides_filled = vec![0usize; self.transfers.len()];
         for key in std::mem::take(&mut self.by_account) {
-            let pair = &mut parties[(key & u64::from(u32::MAX)) as usize];
-            let side = usize::from(pair[0] != Slot::MAX);
-            pair[side] = (key >> 32) as Slot;
+            let offset = (key & u64::from(u32::MAX)) as usize;
+            parties[offset][sides_filled[offset]] = (key >> 32) as Slot;
+            sides_filled[offset] += 1;
         }
+        debug_assert!(sides_filled.iter().all(|sides| *sides == 2));
         self.parties = parties;
     }
 
@@ -676,7 +679,9 @@ impl TransferStore {
         );
         self.slots.insert_tagged(transfer.id, tag, slot);
         if ((self.count - self.base) as usize).is_multiple_of(CHUNK_TRANSFERS) {
-            if let Some(full) = self.chunks.back_mut() {
+            // Already sealed when a rollback emptied the chunk after it and stopped at
+            // the boundary: its index is still right.
+            if let Some(full) = self.chunks.back_mut().filter(|chunk| !chunk.is_sealed()) {
                 full.seal();
             }
             let recycled = self.spare_records.pop();
@@ -968,6 +973,45 @@ mod tests {
             );
         }
         assert!(store.chunks[1].is_sealed());
+        check_accounts(&store);
+    }
+
+    #[test]
+    fn a_rollback_that_stops_at_a_chunk_boundary_keeps_the_full_chunk_indexed() {
+        let mut store = TransferStore::default();
+        for index in 0..CHUNK {
+            put(
+                &mut store,
+                numbered(index),
+                PendingStatus::NotPending,
+                parties_of(index),
+            );
+        }
+        // The first transfer of a new chunk seals the full one; rolling it back pops the
+        // new chunk and leaves the full one sealed.
+        put(
+            &mut store,
+            numbered(CHUNK),
+            PendingStatus::NotPending,
+            parties_of(CHUNK),
+        );
+        store.remove_last(u128::from(CHUNK) + 1);
+        assert_eq!(store.chunks.len(), 1);
+        assert!(store.chunks[0].is_sealed());
+        check_accounts(&store);
+        for index in CHUNK..CHUNK + 3 {
+            put(
+                &mut store,
+                numbered(index),
+                PendingStatus::NotPending,
+                parties_of(index),
+            );
+        }
+        check_accounts(&store);
+        // And a later rollback into the full chunk unseals it correctly.
+        for index in (CHUNK - 2..CHUNK + 3).rev() {
+            store.remove_last(u128::from(index) + 1);
+        }
         check_accounts(&store);
     }
 
