@@ -279,7 +279,7 @@ impl Chunk {
         let mut keys = Vec::with_capacity(self.parties.len() * 2);
         for (offset, parties) in self.parties.iter().enumerate() {
             for account in parties {
-                keys.push(u64::from(*account) << 32 | offset as u64);
+                keys.push(account_key(*account, offset));
             }
         }
         // Keys were made in offset order, so a stable sort by account is enough.
@@ -293,8 +293,8 @@ impl Chunk {
         let mut parties = vec![[0; 2]; self.transfers.len()];
         let mut sides_filled = vec![0usize; self.transfers.len()];
         for key in std::mem::take(&mut self.by_account) {
-            let offset = (key & u64::from(u32::MAX)) as usize;
-            parties[offset][sides_filled[offset]] = (key >> 32) as Slot;
+            let offset = key_offset(key);
+            parties[offset][sides_filled[offset]] = key_account(key);
             sides_filled[offset] += 1;
         }
         debug_assert!(sides_filled.iter().all(|sides| *sides == 2));
@@ -304,9 +304,11 @@ impl Chunk {
     /// The chunk's transfers of one account, oldest first.
     fn of_account(&self, account: Slot) -> ChunkRun<'_> {
         if self.is_sealed() {
-            let account = u64::from(account);
-            let start = self.by_account.partition_point(|key| key >> 32 < account);
-            let end = start + self.by_account[start..].partition_point(|key| key >> 32 == account);
+            let start = self
+                .by_account
+                .partition_point(|key| key_account(*key) < account);
+            let end = start
+                + self.by_account[start..].partition_point(|key| key_account(*key) == account);
             ChunkRun::Sealed {
                 keys: self.by_account[start..end].iter(),
                 transfers: &self.transfers,
@@ -321,12 +323,25 @@ impl Chunk {
     }
 }
 
+/// A sealed chunk's index key: the account slot, then the transfer's offset.
+fn account_key(account: Slot, offset: usize) -> u64 {
+    u64::from(account) << 32 | offset as u64
+}
+
+fn key_account(key: u64) -> Slot {
+    (key >> 32) as Slot
+}
+
+fn key_offset(key: u64) -> usize {
+    (key & u64::from(u32::MAX)) as usize
+}
+
 /// Stable sort of `key >> 32`: a least-significant-digit radix sort, a byte per pass,
 /// skipping the bytes no account slot uses (two passes up to 65536 accounts). Several
 /// times faster than a comparison sort on the 32768 keys of a chunk.
 fn sort_by_account(keys: &mut Vec<u64>) {
-    let slot_max = keys.iter().map(|key| key >> 32).max().unwrap_or(0);
-    let bytes = (u64::BITS - slot_max.leading_zeros()).div_ceil(8);
+    let slot_max = keys.iter().map(|key| key_account(*key)).max().unwrap_or(0);
+    let bytes = (Slot::BITS - slot_max.leading_zeros()).div_ceil(8);
     let mut sorted = vec![0u64; keys.len()];
     for byte in 0..bytes {
         let shift = 32 + 8 * byte;
@@ -360,39 +375,46 @@ enum ChunkRun<'a> {
     },
 }
 
-impl<'a> Iterator for ChunkRun<'a> {
-    type Item = &'a Transfer;
-
-    fn next(&mut self) -> Option<&'a Transfer> {
+impl<'a> ChunkRun<'a> {
+    /// The next transfer from the front, or from the back.
+    fn step(&mut self, from_back: bool) -> Option<&'a Transfer> {
         match self {
-            ChunkRun::Sealed { keys, transfers } => keys
-                .next()
-                .map(|key| &transfers[(key & u64::from(u32::MAX)) as usize]),
+            ChunkRun::Sealed { keys, transfers } => {
+                let key = if from_back {
+                    keys.next_back()
+                } else {
+                    keys.next()
+                };
+                key.map(|key| &transfers[key_offset(*key)])
+            }
             ChunkRun::Open {
                 parties,
                 transfers,
                 account,
-            } => parties
-                .find(|(_, pair)| pair.contains(account))
-                .map(|(offset, _)| &transfers[offset]),
+            } => {
+                let touches = |(_, pair): &(usize, &[Slot; 2])| pair.contains(account);
+                let found = if from_back {
+                    parties.rfind(touches)
+                } else {
+                    parties.find(touches)
+                };
+                found.map(|(offset, _)| &transfers[offset])
+            }
         }
+    }
+}
+
+impl<'a> Iterator for ChunkRun<'a> {
+    type Item = &'a Transfer;
+
+    fn next(&mut self) -> Option<&'a Transfer> {
+        self.step(false)
     }
 }
 
 impl<'a> DoubleEndedIterator for ChunkRun<'a> {
     fn next_back(&mut self) -> Option<&'a Transfer> {
-        match self {
-            ChunkRun::Sealed { keys, transfers } => keys
-                .next_back()
-                .map(|key| &transfers[(key & u64::from(u32::MAX)) as usize]),
-            ChunkRun::Open {
-                parties,
-                transfers,
-                account,
-            } => parties
-                .rfind(|(_, pair)| pair.contains(account))
-                .map(|(offset, _)| &transfers[offset]),
-        }
+        self.step(true)
     }
 }
 
