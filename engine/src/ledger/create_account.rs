@@ -3,7 +3,7 @@
 use protocol::{Account, AccountFlags, CreateAccountResult as Status, CreateResult};
 
 use super::changes::Undo;
-use super::lookahead::Lookahead;
+use super::lookahead::{AccountAhead, Lookahead};
 use super::{Event, Ledger};
 
 impl Event for Account {
@@ -39,11 +39,11 @@ impl Event for Account {
     }
 
     fn look_ahead(ledger: &Ledger, account: &Account) -> Lookahead {
-        let id_tag = ledger.accounts.tag(account.id);
-        ledger.accounts.prefetch_tagged(id_tag);
         Lookahead {
-            id: account.id,
-            id_tag,
+            accounts: [
+                AccountAhead::new(ledger, account.id),
+                AccountAhead::default(),
+            ],
             ..Lookahead::default()
         }
     }
@@ -58,7 +58,10 @@ impl Ledger {
         if let Err(status) = validate_fields(account) {
             return (status, timestamp);
         }
-        if let Some(existing) = self.accounts.by_id(account.id) {
+        if let Some(existing) = self
+            .account_slot(account.id)
+            .map(|slot| self.accounts.get(slot))
+        {
             let status = account_exists(account, existing);
             let result_timestamp = if status == Status::Exists {
                 existing.timestamp

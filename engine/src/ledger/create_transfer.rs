@@ -55,8 +55,8 @@ impl Event for Transfer {
             ledger.transfers.prefetch_tagged(pending_tag);
         }
         Lookahead {
-            id: transfer.id,
-            id_tag,
+            transfer_id: transfer.id,
+            transfer_tag: id_tag,
             accounts: [
                 AccountAhead::new(ledger, transfer.debit_account_id),
                 AccountAhead::new(ledger, transfer.credit_account_id),

@@ -10,7 +10,7 @@
 //! does the full work, and a guessed slot counts only if its record has the id.
 
 use super::stores::Slot;
-use super::Ledger;
+use super::{Event, Ledger};
 
 /// Events between requesting an event's index buckets and applying it: far enough for a
 /// cache miss (~100 ns) to complete, near enough that the lines are still cached.
@@ -23,10 +23,11 @@ const _: () = assert!(LOOKAHEAD_RECORDS_EVENTS < LOOKAHEAD_INDEX_EVENTS);
 /// What was learned about one event before it is applied.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Lookahead {
-    /// The event's own id and its tag in the index of its kind (0: none known).
-    pub id: u128,
-    pub id_tag: u64,
-    /// A transfer's two accounts: id, tag in the account index, guessed slot.
+    /// A transfer's id and its tag in the transfer index (tag 0: none known).
+    pub transfer_id: u128,
+    pub transfer_tag: u64,
+    /// The accounts the event names (a transfer's two, an account event's own): id, tag
+    /// in the account index, guessed slot.
     pub accounts: [AccountAhead; 2],
 }
 
@@ -55,17 +56,36 @@ pub(crate) struct Window {
 }
 
 impl Window {
-    pub fn new() -> Window {
-        Window {
+    /// Look ahead at the first events of a batch.
+    pub fn start<E: Event>(ledger: &Ledger, events: &[E]) -> Window {
+        let mut window = Window {
             entries: [Lookahead::default(); LOOKAHEAD_INDEX_EVENTS],
+        };
+        for (index, event) in events.iter().take(LOOKAHEAD_INDEX_EVENTS).enumerate() {
+            *window.entry(index) = E::look_ahead(ledger, event);
         }
+        for index in 0..events.len().min(LOOKAHEAD_RECORDS_EVENTS) {
+            E::look_closer(ledger, window.entry(index));
+        }
+        window
     }
 
-    pub fn get(&self, index: usize) -> &Lookahead {
-        &self.entries[index % LOOKAHEAD_INDEX_EVENTS]
+    /// The lookahead of event `index`, once the window has moved on past it: the
+    /// events `LOOKAHEAD_INDEX_EVENTS` and `LOOKAHEAD_RECORDS_EVENTS` further on are
+    /// looked at.
+    pub fn advance<E: Event>(&mut self, ledger: &Ledger, events: &[E], index: usize) -> Lookahead {
+        // Taken before its entry is reused for the event a window further on.
+        let current = *self.entry(index);
+        if let Some(ahead) = events.get(index + LOOKAHEAD_INDEX_EVENTS) {
+            *self.entry(index + LOOKAHEAD_INDEX_EVENTS) = E::look_ahead(ledger, ahead);
+        }
+        if index + LOOKAHEAD_RECORDS_EVENTS < events.len() {
+            E::look_closer(ledger, self.entry(index + LOOKAHEAD_RECORDS_EVENTS));
+        }
+        current
     }
 
-    pub fn get_mut(&mut self, index: usize) -> &mut Lookahead {
+    fn entry(&mut self, index: usize) -> &mut Lookahead {
         &mut self.entries[index % LOOKAHEAD_INDEX_EVENTS]
     }
 }
@@ -74,8 +94,8 @@ impl Ledger {
     /// The tag of transfer `id` in the transfer index, from the current event's lookahead
     /// when it is for this id.
     pub(crate) fn transfer_tag(&self, id: u128) -> u64 {
-        if self.lookahead.id == id && self.lookahead.id_tag != 0 {
-            self.lookahead.id_tag
+        if self.lookahead.transfer_id == id && self.lookahead.transfer_tag != 0 {
+            self.lookahead.transfer_tag
         } else {
             self.transfers.tag(id)
         }

@@ -37,7 +37,7 @@ pub use restore::{RestoreError, Snapshot};
 pub use stores::{OldTransfers, PendingStatus};
 
 use changes::{ChangeTracker, Undo, UndoLog};
-use lookahead::{Lookahead, Window, LOOKAHEAD_INDEX_EVENTS, LOOKAHEAD_RECORDS_EVENTS};
+use lookahead::{Lookahead, Window};
 use stores::{AccountStore, TransferStore};
 
 /// A point in the ledger's history, for eviction: transfers created and pending
@@ -319,22 +319,9 @@ impl Ledger {
         let mut results = Vec::with_capacity(events.len());
         let mut chain_start: Option<usize> = None;
         let mut chain_broken = false;
-        let mut window = Window::new();
-        for (index, event) in events.iter().take(LOOKAHEAD_INDEX_EVENTS).enumerate() {
-            *window.get_mut(index) = E::look_ahead(self, event);
-        }
-        for index in 0..events.len().min(LOOKAHEAD_RECORDS_EVENTS) {
-            E::look_closer(self, window.get_mut(index));
-        }
+        let mut window = Window::start(self, events);
         for (index, event) in events.iter().enumerate() {
-            // Take this event's lookahead before the window slot is reused.
-            self.lookahead = *window.get(index);
-            if let Some(ahead) = events.get(index + LOOKAHEAD_INDEX_EVENTS) {
-                *window.get_mut(index + LOOKAHEAD_INDEX_EVENTS) = E::look_ahead(self, ahead);
-            }
-            if index + LOOKAHEAD_RECORDS_EVENTS < events.len() {
-                E::look_closer(self, window.get_mut(index + LOOKAHEAD_RECORDS_EVENTS));
-            }
+            self.lookahead = window.advance(self, events, index);
             let timestamp = timestamp_first + index as u64;
             if event.linked() && chain_start.is_none() {
                 chain_start = Some(index);
