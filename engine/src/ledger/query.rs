@@ -127,14 +127,8 @@ impl Ledger {
         through: u64,
         old: Vec<Transfer>,
     ) -> Vec<Transfer> {
-        let recent = AccountFilter {
-            timestamp_min: after(filter.timestamp_min, through),
-            ..*filter
-        };
-        let valid = account_filter_valid(filter);
-        let reversed = filter.flags.contains(AccountFilterFlags::REVERSED);
-        self.split_read(through, valid, reversed, filter.limit, old, || {
-            self.get_account_transfers(&recent)
+        self.account_split_read(filter, through, old, |recent| {
+            self.get_account_transfers(recent)
         })
     }
 
@@ -146,6 +140,20 @@ impl Ledger {
         through: u64,
         old: Vec<AccountBalance>,
     ) -> Vec<AccountBalance> {
+        self.account_split_read(filter, through, old, |recent| {
+            self.get_account_balances(recent)
+        })
+    }
+
+    /// The two account reads split at `through`: `read_recent` answers for memory's part
+    /// with the filter narrowed to after `through`.
+    fn account_split_read<T>(
+        &self,
+        filter: &AccountFilter,
+        through: u64,
+        old: Vec<T>,
+        read_recent: impl FnOnce(&AccountFilter) -> Vec<T>,
+    ) -> Vec<T> {
         let recent = AccountFilter {
             timestamp_min: after(filter.timestamp_min, through),
             ..*filter
@@ -153,7 +161,7 @@ impl Ledger {
         let valid = account_filter_valid(filter);
         let reversed = filter.flags.contains(AccountFilterFlags::REVERSED);
         self.split_read(through, valid, reversed, filter.limit, old, || {
-            self.get_account_balances(&recent)
+            read_recent(&recent)
         })
     }
 

@@ -535,6 +535,7 @@ mod tests {
     use protocol::{CreateAccountResult as A, CreateTransferResult as T, NS_PER_SECOND};
 
     use super::*;
+    use crate::ledger::tests::transfer;
     use crate::ledger::Changes;
 
     const START: u64 = 1_700_000_000 * NS_PER_SECOND;
@@ -546,18 +547,6 @@ mod tests {
             code: 10,
             flags,
             ..Account::default()
-        }
-    }
-
-    fn transfer(id: u128, debit: u128, credit: u128, amount: u128) -> Transfer {
-        Transfer {
-            id,
-            debit_account_id: debit,
-            credit_account_id: credit,
-            amount,
-            ledger: 1,
-            code: 1,
-            ..Transfer::default()
         }
     }
 

@@ -30,7 +30,8 @@ fn account_flags(id: u128, ledger: u32, flags: AccountFlags) -> Account {
     }
 }
 
-fn transfer(id: u128, debit: u128, credit: u128, amount: u128) -> Transfer {
+/// A plain transfer on ledger 1 (code 1); also used by `restore.rs`'s tests.
+pub(super) fn transfer(id: u128, debit: u128, credit: u128, amount: u128) -> Transfer {
     Transfer {
         id,
         debit_account_id: debit,
