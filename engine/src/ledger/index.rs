@@ -102,13 +102,8 @@ impl IdIndex {
         }
     }
 
-    /// Add an id the index does not hold (the caller looked it up first).
-    #[inline]
-    pub fn insert(&mut self, id: u128, value: u64) {
-        self.insert_tagged(id, self.tag(id), value);
-    }
-
-    /// [`IdIndex::insert`] with `tag == self.tag(id)` already known.
+    /// Add an id the index does not hold (the caller looked it up first), filed under
+    /// `tag == self.tag(id)`.
     #[inline]
     pub fn insert_tagged(&mut self, id: u128, tag: u64, value: u64) {
         debug_assert_eq!(tag, self.tag(id));
@@ -249,7 +244,7 @@ mod tests {
         let ids: Vec<u128> = (1..=10_000u128).map(|n| n * 7919).collect();
         for (slot, id) in ids.iter().enumerate() {
             assert_eq!(get(&index, &ids, *id), None);
-            index.insert(*id, slot as u64);
+            index.insert_tagged(*id, index.tag(*id), slot as u64);
         }
         assert_eq!(index.len(), ids.len());
         for (slot, id) in ids.iter().enumerate() {
@@ -272,7 +267,7 @@ mod tests {
                     if let std::collections::hash_map::Entry::Vacant(entry) = model.entry(id) {
                         let slot = ids.len() as u64;
                         ids.push(id);
-                        index.insert(id, slot);
+                        index.insert_tagged(id, index.tag(id), slot);
                         entry.insert(slot);
                     }
                 } else if let Some(slot) = model.remove(&id) {

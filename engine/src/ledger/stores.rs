@@ -132,8 +132,12 @@ impl AccountStore {
     pub fn insert(&mut self, account: Account) -> Slot {
         debug_assert!(account.timestamp > self.timestamp_last());
         let slot = Slot::try_from(self.records.len()).expect("more than 2^32 accounts in memory");
-        debug_assert!(self.slot(account.id).is_none(), "account id inserted twice");
-        self.slots.insert(account.id, slot.into());
+        let tag = self.tag(account.id);
+        assert!(
+            self.slot_tagged(account.id, tag).is_none(),
+            "account id inserted twice"
+        );
+        self.slots.insert_tagged(account.id, tag, slot.into());
         self.records.push(account);
         slot
     }
@@ -695,8 +699,10 @@ impl TransferStore {
     ) -> TransferSlot {
         debug_assert!(transfer.timestamp > self.timestamp_last);
         let slot = self.count;
-        debug_assert!(
-            self.slot(transfer.id).is_none(),
+        // A second probe of the line the caller's lookup just loaded: cheap, and an id
+        // filed twice would corrupt the index.
+        assert!(
+            self.slot_tagged(transfer.id, tag).is_none(),
             "transfer id inserted twice"
         );
         self.slots.insert_tagged(transfer.id, tag, slot);
