@@ -275,37 +275,28 @@ trait Queried: Copy {
     fn code(&self) -> u16;
 }
 
-impl Queried for Account {
-    fn user_data(&self) -> [u128; 3] {
-        [
-            self.user_data_128,
-            self.user_data_64.into(),
-            self.user_data_32.into(),
-        ]
-    }
-    fn ledger(&self) -> u32 {
-        self.ledger
-    }
-    fn code(&self) -> u16 {
-        self.code
-    }
+/// Accounts and transfers carry the selected fields under the same names.
+macro_rules! impl_queried {
+    ($($record:ty),*) => {$(
+        impl Queried for $record {
+            fn user_data(&self) -> [u128; 3] {
+                [
+                    self.user_data_128,
+                    self.user_data_64.into(),
+                    self.user_data_32.into(),
+                ]
+            }
+            fn ledger(&self) -> u32 {
+                self.ledger
+            }
+            fn code(&self) -> u16 {
+                self.code
+            }
+        }
+    )*};
 }
 
-impl Queried for Transfer {
-    fn user_data(&self) -> [u128; 3] {
-        [
-            self.user_data_128,
-            self.user_data_64.into(),
-            self.user_data_32.into(),
-        ]
-    }
-    fn ledger(&self) -> u32 {
-        self.ledger
-    }
-    fn code(&self) -> u16 {
-        self.code
-    }
-}
+impl_queried!(Account, Transfer);
 
 /// Whether a transfer (already within the time bounds) matches the filter's fields.
 pub fn query_filter_matches(filter: &QueryFilter, transfer: &Transfer) -> bool {
