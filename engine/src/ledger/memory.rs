@@ -14,8 +14,8 @@
 //! Huge pages are a hint: where the kernel has none to give, the arrays are the same,
 //! only slower.
 
-use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
 
 use bytemuck::Pod;
 use memmap2::MmapMut;
@@ -25,28 +25,46 @@ const MAPPING_BYTES_MIN: usize = 4096;
 
 /// A `Vec` of plain-old-data records in its own anonymous mapping. Growing it maps a
 /// larger region and copies (as `Vec` reallocates).
+///
+/// The records are reached through a pointer kept beside the mapping, not through the
+/// mapping's own accessors: every record access of the ledger's hot path goes through
+/// `Deref`, and the accessors' checks cost as much as the access.
 pub(crate) struct HugeVec<T: Pod> {
-    /// `None` while nothing was ever pushed; zero-filled beyond `len`.
-    map: Option<MmapMut>,
+    /// Owns the memory (unmapped on drop); `None` while nothing was ever pushed.
+    /// Zero-filled beyond `len`.
+    _mapping: Option<MmapMut>,
+    /// The start of the mapping (dangling while there is none), `capacity` records long.
+    records: NonNull<T>,
+    capacity: usize,
     len: usize,
-    records: PhantomData<T>,
 }
+
+// SAFETY: a `HugeVec` owns its mapping alone, as a `Vec` owns its buffer; `records` only
+// points into that mapping, and `T: Pod` holds no references.
+unsafe impl<T: Pod> Send for HugeVec<T> {}
+// SAFETY: as for `Send`; shared access only reads.
+unsafe impl<T: Pod> Sync for HugeVec<T> {}
 
 impl<T: Pod> HugeVec<T> {
     pub fn new() -> Self {
         HugeVec {
-            map: None,
+            _mapping: None,
+            records: NonNull::dangling(),
+            capacity: 0,
             len: 0,
-            records: PhantomData,
         }
     }
 
     /// Empty, with room for `capacity` records before it has to grow.
     pub fn with_capacity(capacity: usize) -> Self {
+        let mut map = map_zeroed(capacity * size_of::<T>());
+        // Page-aligned, so aligned for any `T`.
+        assert!(map.as_ptr().cast::<T>().is_aligned());
         HugeVec {
-            map: Some(map_zeroed(capacity * size_of::<T>())),
+            records: NonNull::new(map.as_mut_ptr().cast::<T>()).expect("a mapping is never null"),
+            capacity: map.len() / size_of::<T>(),
+            _mapping: Some(map),
             len: 0,
-            records: PhantomData,
         }
     }
 
@@ -58,18 +76,17 @@ impl<T: Pod> HugeVec<T> {
     }
 
     pub fn capacity(&self) -> usize {
-        self.map
-            .as_ref()
-            .map_or(0, |map| map.len() / size_of::<T>())
+        self.capacity
     }
 
+    #[inline]
     pub fn push(&mut self, record: T) {
-        if self.len == self.capacity() {
+        if self.len == self.capacity {
             self.grow();
         }
+        // SAFETY: `len < capacity`, so the slot lies inside the mapping.
+        unsafe { self.records.add(self.len).write(record) };
         self.len += 1;
-        let last = self.len - 1;
-        self.deref_mut()[last] = record;
     }
 
     pub fn pop(&mut self) -> Option<T> {
@@ -105,20 +122,18 @@ impl<T: Pod> Deref for HugeVec<T> {
 
     #[inline]
     fn deref(&self) -> &[T] {
-        match &self.map {
-            Some(map) => bytemuck::cast_slice(&map[..self.len * size_of::<T>()]),
-            None => &[],
-        }
+        // SAFETY: the first `len <= capacity` records of the mapping (or none, at a
+        // dangling aligned pointer), zero-filled or written, and any bits are a valid
+        // `T: Pod`. The borrow of `self` keeps the mapping alive and unchanged.
+        unsafe { std::slice::from_raw_parts(self.records.as_ptr(), self.len) }
     }
 }
 
 impl<T: Pod> DerefMut for HugeVec<T> {
     #[inline]
     fn deref_mut(&mut self) -> &mut [T] {
-        match &mut self.map {
-            Some(map) => bytemuck::cast_slice_mut(&mut map[..self.len * size_of::<T>()]),
-            None => &mut [],
-        }
+        // SAFETY: as for `deref`; the mutable borrow of `self` makes it the only one.
+        unsafe { std::slice::from_raw_parts_mut(self.records.as_ptr(), self.len) }
     }
 }
 
