@@ -52,6 +52,7 @@ impl UndoLog {
         self.active
     }
 
+    #[inline]
     pub fn record(&mut self, undo: Undo) {
         if self.active {
             self.entries.push(undo);
@@ -93,6 +94,7 @@ pub(crate) struct ChangeTracker {
 }
 
 impl ChangeTracker {
+    #[inline]
     pub fn mark_account(&mut self, slot: Slot) {
         let (word, bit) = (slot as usize / 64, slot % 64);
         if word >= self.account_marks.len() {

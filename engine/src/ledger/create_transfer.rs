@@ -43,10 +43,12 @@ impl Event for Transfer {
         CreateResult::transfer(status, timestamp)
     }
 
+    #[inline]
     fn create(ledger: &mut Ledger, transfer: &Transfer, timestamp: u64) -> (Status, u64) {
         ledger.create_transfer(transfer, timestamp)
     }
 
+    #[inline]
     fn look_ahead(ledger: &Ledger, transfer: &Transfer) -> Lookahead {
         let id_tag = ledger.transfers.tag(transfer.id);
         ledger.transfers.prefetch_tagged(id_tag);
@@ -64,6 +66,7 @@ impl Event for Transfer {
         }
     }
 
+    #[inline]
     fn look_closer(ledger: &Ledger, lookahead: &mut Lookahead) {
         for account in &mut lookahead.accounts {
             account.slot_guess = ledger.accounts.guess_and_prefetch(account.tag);
@@ -87,6 +90,7 @@ const CLOSING: TransferFlags =
     TransferFlags(TransferFlags::CLOSING_DEBIT.0 | TransferFlags::CLOSING_CREDIT.0);
 
 impl Ledger {
+    #[inline]
     fn create_transfer(&mut self, transfer: &Transfer, timestamp: u64) -> (Status, u64) {
         if let Err(status) = validate_header(transfer) {
             return (status, timestamp);
@@ -125,6 +129,7 @@ impl Ledger {
     }
 
     /// A plain or pending transfer (neither post nor void).
+    #[inline]
     fn create_new(&mut self, transfer: &Transfer, timestamp: u64) -> Result<(), Status> {
         validate_new_fields(transfer)?;
         let parties = self.parties(transfer.debit_account_id, transfer.credit_account_id)?;
@@ -208,6 +213,7 @@ impl Ledger {
         Ok(())
     }
 
+    #[inline]
     fn parties(
         &self,
         debit_account_id: u128,
@@ -250,6 +256,7 @@ impl Ledger {
         Ok(())
     }
 
+    #[inline]
     fn apply_new(&mut self, transfer: Transfer, (debit_slot, credit_slot): (Slot, Slot)) {
         let (amount, flags) = (transfer.amount, transfer.flags);
         let pending = flags.contains(TransferFlags::PENDING);
@@ -333,6 +340,7 @@ impl Ledger {
     }
 
     /// Store a new transfer whose effect on its two accounts was already applied.
+    #[inline]
     fn insert_transfer(
         &mut self,
         transfer: Transfer,
@@ -481,6 +489,7 @@ fn inherit<T: PartialEq + Default>(requested: T, pending: T) -> T {
 }
 
 /// Checks that come before the existence check.
+#[inline]
 fn validate_header(transfer: &Transfer) -> Result<(), Status> {
     if transfer.flags.has_reserved_bits() {
         return Err(Status::ReservedFlag);
@@ -494,6 +503,7 @@ fn validate_header(transfer: &Transfer) -> Result<(), Status> {
     Ok(())
 }
 
+#[inline]
 fn validate_new_fields(transfer: &Transfer) -> Result<(), Status> {
     let (debit, credit) = (transfer.debit_account_id, transfer.credit_account_id);
     if debit == 0 {
@@ -584,6 +594,7 @@ fn validate_against_pending(transfer: &Transfer, pending: &Transfer) -> Result<u
     Ok(amount)
 }
 
+#[inline]
 fn validate_ledgers(transfer: &Transfer, parties: &Parties) -> Result<(), Status> {
     if parties.debit.ledger != parties.credit.ledger {
         return Err(Status::AccountsMustHaveTheSameLedger);
@@ -594,6 +605,7 @@ fn validate_ledgers(transfer: &Transfer, parties: &Parties) -> Result<(), Status
     Ok(())
 }
 
+#[inline]
 fn validate_open(parties: &Parties) -> Result<(), Status> {
     if parties.debit.flags.contains(AccountFlags::CLOSED) {
         return Err(Status::DebitAccountAlreadyClosed);
@@ -607,6 +619,7 @@ fn validate_open(parties: &Parties) -> Result<(), Status> {
 /// A balancing transfer moves at most `amount`, clamped to what keeps the debit account's
 /// debits (and/or the credit account's credits) within its other side's posted amount,
 /// whatever the accounts' balance-rule flags.
+#[inline]
 fn balancing_amount(transfer: &Transfer, parties: &Parties) -> u128 {
     let mut amount = transfer.amount;
     if transfer.flags.contains(TransferFlags::BALANCING_DEBIT) {
@@ -623,6 +636,7 @@ fn balancing_amount(transfer: &Transfer, parties: &Parties) -> u128 {
 }
 
 /// Overflow and balance-rule checks of a new transfer moving `amount`.
+#[inline]
 fn validate_amount(
     transfer: &Transfer,
     amount: u128,

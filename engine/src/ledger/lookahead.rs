@@ -39,6 +39,7 @@ pub(crate) struct AccountAhead {
 }
 
 impl AccountAhead {
+    #[inline]
     pub fn new(ledger: &Ledger, id: u128) -> AccountAhead {
         let tag = ledger.accounts.tag(id);
         ledger.accounts.prefetch_tagged(tag);
@@ -73,6 +74,7 @@ impl Window {
     /// The lookahead of event `index`, once the window has moved on past it: the
     /// events `LOOKAHEAD_INDEX_EVENTS` and `LOOKAHEAD_RECORDS_EVENTS` further on are
     /// looked at.
+    #[inline]
     pub fn advance<E: Event>(&mut self, ledger: &Ledger, events: &[E], index: usize) -> Lookahead {
         // Taken before its entry is reused for the event a window further on.
         let current = *self.entry(index);
@@ -93,6 +95,7 @@ impl Window {
 impl Ledger {
     /// The tag of transfer `id` in the transfer index, from the current event's lookahead
     /// when it is for this id.
+    #[inline]
     pub(crate) fn transfer_tag(&self, id: u128) -> u64 {
         if self.lookahead.transfer_id == id && self.lookahead.transfer_tag != 0 {
             self.lookahead.transfer_tag
@@ -103,6 +106,7 @@ impl Ledger {
 
     /// The slot of account `id`, using the current event's lookahead when it is for this
     /// account: a guessed slot whose record has the id, else the index with the known tag.
+    #[inline]
     pub(crate) fn account_slot(&self, id: u128) -> Option<Slot> {
         let ahead = self
             .lookahead

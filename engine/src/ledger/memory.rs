@@ -95,6 +95,22 @@ impl<T: Pod> HugeVec<T> {
         Some(last)
     }
 
+    /// Ask the memory system for the cache lines of record `index`, to be written soon:
+    /// a push that finds its line missing stalls every later store behind it.
+    /// `index` may be past the end (that is the point) but within the capacity.
+    #[inline]
+    pub fn prefetch_for_write(&self, index: usize) {
+        if index < self.capacity {
+            // SAFETY: inside the mapping; a prefetch reads nothing and cannot fault.
+            let record = unsafe { self.records.as_ptr().add(index) }.cast::<u8>();
+            let mut line = 0;
+            while line < size_of::<T>() {
+                super::index::prefetch_write(record.wrapping_add(line));
+                line += 64;
+            }
+        }
+    }
+
     /// Forget the records, keeping the memory (already faulted in) for new ones.
     pub fn clear(&mut self) {
         self.len = 0;

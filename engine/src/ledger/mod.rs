@@ -433,6 +433,7 @@ impl Ledger {
 
     /// Change an account in place, remembering the old value for rollback (inside a
     /// chain) and the slot for the next checkpoint.
+    #[inline]
     fn modify_account(&mut self, slot: u32, change: impl FnOnce(&mut Account)) {
         if self.undo.is_active() {
             let before = *self.accounts.get(slot);

@@ -81,6 +81,7 @@ impl AccountStore {
     }
 
     /// [`AccountStore::slot`] with the id's tag already known.
+    #[inline]
     pub fn slot_tagged(&self, id: u128, tag: u64) -> Option<Slot> {
         let slot = self
             .slots
@@ -95,6 +96,7 @@ impl AccountStore {
 
     /// The slot the index (already cached) guesses for the id filed under `tag`, with
     /// its record's cache lines on their way. A guess: check the record's id.
+    #[inline]
     pub fn guess_and_prefetch(&self, tag: u64) -> Option<Slot> {
         let slot = self.slots.guess_tagged(tag)? as Slot;
         let account = self.records.get(slot as usize)?;
@@ -103,10 +105,12 @@ impl AccountStore {
         Some(slot)
     }
 
+    #[inline]
     pub fn get(&self, slot: Slot) -> &Account {
         &self.records[slot as usize]
     }
 
+    #[inline]
     pub fn get_mut(&mut self, slot: Slot) -> &mut Account {
         &mut self.records[slot as usize]
     }
@@ -477,6 +481,9 @@ pub(crate) enum Found<'a> {
     Old(&'a Transfer, PendingStatus),
 }
 
+/// How far ahead of the newest transfer its chunk's memory is requested for writing.
+const WRITE_AHEAD_TRANSFERS: usize = 16;
+
 #[derive(Clone, Default)]
 pub(crate) struct TransferStore {
     /// Resident transfers in creation order: every chunk but the last holds
@@ -549,6 +556,7 @@ impl TransferStore {
         self.slot_tagged(id, self.tag(id))
     }
 
+    #[inline]
     fn slot_tagged(&self, id: u128, tag: u64) -> Option<TransferSlot> {
         self.slots.get_tagged(id, tag, |slot| self.get(slot).id)
     }
@@ -565,6 +573,7 @@ impl TransferStore {
     }
 
     /// [`TransferStore::find`] with the id's tag already known.
+    #[inline]
     pub fn find_tagged(&self, id: u128, tag: u64) -> Option<Found<'_>> {
         if let Some(slot) = self.slot_tagged(id, tag) {
             return Some(Found::Resident(slot));
@@ -585,11 +594,13 @@ impl TransferStore {
 
     /// Where a slot lives: `Some((chunk, index))` in the resident chunks, `None` for a
     /// retained transfer (older than `base`).
+    #[inline]
     fn locate(&self, slot: TransferSlot) -> Option<(usize, usize)> {
         let offset = slot.checked_sub(self.base)? as usize;
         Some((offset / CHUNK_TRANSFERS, offset % CHUNK_TRANSFERS))
     }
 
+    #[inline]
     pub fn get(&self, slot: TransferSlot) -> &Transfer {
         match self.locate(slot) {
             Some((chunk, index)) => &self.chunks[chunk].transfers[index],
@@ -718,6 +729,9 @@ impl TransferStore {
         let chunk = self.chunks.back_mut().expect("a chunk with room");
         debug_assert!(chunk.transfers.len() < CHUNK_TRANSFERS);
         chunk.transfers.push(transfer);
+        chunk
+            .transfers
+            .prefetch_for_write(chunk.transfers.len() + WRITE_AHEAD_TRANSFERS);
         chunk.status.push(status);
         chunk.parties.push(parties);
         self.count += 1;
