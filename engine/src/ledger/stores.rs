@@ -14,6 +14,7 @@
 //! [`OldTransfers`] read from the store before the batch is applied.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::OnceLock;
 
 use protocol::{Account, Transfer};
 use xxhash_rust::xxh3::xxh3_128_with_seed;
@@ -245,17 +246,19 @@ pub(crate) const CHUNK_TRANSFERS: usize = 16384;
 
 /// A run of consecutive transfers. Which of them touch an account is found without a
 /// per-account list (whose upkeep costs two cache misses per transfer): the chunk being
-/// filled is scanned, and a full chunk is indexed once, in bulk.
+/// filled is scanned, and a full chunk is indexed in bulk the first time an account's
+/// transfers are asked of it. Most chunks are never asked and never pay for the index
+/// (sorting a chunk's 32768 keys costs about as much as applying 2000 transfers).
 #[derive(Clone, Default)]
 struct Chunk {
     transfers: HugeVec<Transfer>,
     status: Vec<PendingStatus>,
-    /// The account slots of each transfer (in either order) while the chunk is being
-    /// filled; emptied when the chunk is sealed.
+    /// The account slots of each transfer (in either order).
     parties: Vec<[Slot; 2]>,
-    /// Once the chunk is full ("sealed"): `account slot << 32 | offset` for both accounts
-    /// of every transfer, sorted, so an account's transfers are one run in creation order.
-    by_account: Vec<u64>,
+    /// Once the chunk is full and was asked for an account's transfers:
+    /// `account slot << 32 | offset` for both accounts of every transfer, sorted, so an
+    /// account's transfers are one run in creation order.
+    by_account: OnceLock<Vec<u64>>,
 }
 
 impl Chunk {
@@ -272,57 +275,39 @@ impl Chunk {
             transfers,
             status: Vec::with_capacity(CHUNK_TRANSFERS),
             parties: Vec::with_capacity(CHUNK_TRANSFERS),
-            by_account: Vec::new(),
+            by_account: OnceLock::new(),
         }
     }
 
-    fn is_sealed(&self) -> bool {
-        !self.by_account.is_empty()
-    }
-
-    /// Index a full chunk by account; it takes no more transfers until unsealed.
-    fn seal(&mut self) {
+    /// The account index of a full chunk, built on first use.
+    fn by_account(&self) -> &[u64] {
         debug_assert_eq!(self.transfers.len(), CHUNK_TRANSFERS);
-        assert!(!self.is_sealed(), "a sealed chunk has no parties to index");
-        let mut keys = Vec::with_capacity(self.parties.len() * 2);
-        for (offset, parties) in self.parties.iter().enumerate() {
-            for account in parties {
-                keys.push(account_key(*account, offset));
+        self.by_account.get_or_init(|| {
+            let mut keys = Vec::with_capacity(self.parties.len() * 2);
+            for (offset, parties) in self.parties.iter().enumerate() {
+                for account in parties {
+                    keys.push(account_key(*account, offset));
+                }
             }
-        }
-        // Keys were made in offset order, so a stable sort by account is enough.
-        sort_by_account(&mut keys);
-        self.by_account = keys;
-        self.parties = Vec::new();
-    }
-
-    /// Undo [`Chunk::seal`] before a rollback removes one of its transfers.
-    fn unseal(&mut self) {
-        let mut parties = vec![[0; 2]; self.transfers.len()];
-        let mut sides_filled = vec![0usize; self.transfers.len()];
-        for key in std::mem::take(&mut self.by_account) {
-            let offset = key_offset(key);
-            parties[offset][sides_filled[offset]] = key_account(key);
-            sides_filled[offset] += 1;
-        }
-        debug_assert!(sides_filled.iter().all(|sides| *sides == 2));
-        self.parties = parties;
+            // Keys were made in offset order, so a stable sort by account is enough.
+            sort_by_account(&mut keys);
+            keys
+        })
     }
 
     /// The chunk's transfers of one account, oldest first.
     fn of_account(&self, account: Slot) -> ChunkRun<'_> {
-        if self.is_sealed() {
-            let start = self
-                .by_account
-                .partition_point(|key| key_account(*key) < account);
-            let end = start
-                + self.by_account[start..].partition_point(|key| key_account(*key) == account);
-            ChunkRun::Sealed {
-                keys: self.by_account[start..end].iter(),
+        if self.transfers.len() == CHUNK_TRANSFERS {
+            let by_account = self.by_account();
+            let start = by_account.partition_point(|key| key_account(*key) < account);
+            let end =
+                start + by_account[start..].partition_point(|key| key_account(*key) == account);
+            ChunkRun::Indexed {
+                keys: by_account[start..end].iter(),
                 transfers: &self.transfers,
             }
         } else {
-            ChunkRun::Open {
+            ChunkRun::Scanned {
                 parties: self.parties.iter().enumerate(),
                 transfers: &self.transfers,
                 account,
@@ -331,7 +316,7 @@ impl Chunk {
     }
 }
 
-/// A sealed chunk's index key: the account slot, then the transfer's offset.
+/// A full chunk's account index key: the account slot, then the transfer's offset.
 fn account_key(account: Slot, offset: usize) -> u64 {
     u64::from(account) << 32 | offset as u64
 }
@@ -372,11 +357,11 @@ fn sort_by_account(keys: &mut Vec<u64>) {
 
 /// The transfers of one account in one chunk, in either direction.
 enum ChunkRun<'a> {
-    Sealed {
+    Indexed {
         keys: std::slice::Iter<'a, u64>,
         transfers: &'a [Transfer],
     },
-    Open {
+    Scanned {
         parties: std::iter::Enumerate<std::slice::Iter<'a, [Slot; 2]>>,
         transfers: &'a [Transfer],
         account: Slot,
@@ -387,7 +372,7 @@ impl<'a> ChunkRun<'a> {
     /// The next transfer from the front, or from the back.
     fn step(&mut self, from_back: bool) -> Option<&'a Transfer> {
         match self {
-            ChunkRun::Sealed { keys, transfers } => {
+            ChunkRun::Indexed { keys, transfers } => {
                 let key = if from_back {
                     keys.next_back()
                 } else {
@@ -395,7 +380,7 @@ impl<'a> ChunkRun<'a> {
                 };
                 key.map(|key| &transfers[key_offset(*key)])
             }
-            ChunkRun::Open {
+            ChunkRun::Scanned {
                 parties,
                 transfers,
                 account,
@@ -718,11 +703,6 @@ impl TransferStore {
         );
         self.slots.insert_tagged(transfer.id, tag, slot);
         if ((self.count - self.base) as usize).is_multiple_of(CHUNK_TRANSFERS) {
-            // Already sealed when a rollback emptied the chunk after it and stopped at
-            // the boundary: its index is still right.
-            if let Some(full) = self.chunks.back_mut().filter(|chunk| !chunk.is_sealed()) {
-                full.seal();
-            }
             let recycled = self.spare_records.pop();
             self.chunks.push_back(Chunk::new(recycled));
         }
@@ -745,9 +725,8 @@ impl TransferStore {
             .chunks
             .back_mut()
             .expect("rollback of a transfer that was never created");
-        if chunk.is_sealed() {
-            chunk.unseal();
-        }
+        // Its account index (if one was built) would name the transfer.
+        chunk.by_account.take();
         let transfer = chunk.transfers.pop().expect("chunks are never left empty");
         chunk.status.pop();
         chunk.parties.pop();
@@ -986,74 +965,64 @@ mod tests {
         }
     }
 
-    #[test]
-    fn account_runs_match_a_scan_in_open_sealed_and_unsealed_chunks() {
-        let mut store = TransferStore::default();
-        for index in 0..CHUNK * 2 + 10 {
+    fn put_range(store: &mut TransferStore, indexes: std::ops::Range<u64>) {
+        for index in indexes {
             put(
-                &mut store,
+                store,
                 numbered(index),
                 PendingStatus::NotPending,
                 parties_of(index),
             );
         }
-        assert!(store.chunks[0].is_sealed() && store.chunks[1].is_sealed());
-        assert!(!store.chunks[2].is_sealed());
+    }
+
+    fn indexed(store: &TransferStore) -> Vec<bool> {
+        let chunks = store.chunks.iter();
+        chunks
+            .map(|chunk| chunk.by_account.get().is_some())
+            .collect()
+    }
+
+    #[test]
+    fn account_runs_match_a_scan_in_full_and_open_chunks() {
+        let mut store = TransferStore::default();
+        put_range(&mut store, 0..CHUNK * 2 + 10);
+        assert_eq!(indexed(&store), [false; 3], "indexed only when asked");
         check_accounts(&store);
-        // A rollback across the boundary unseals the full chunk; refilling seals it again.
+        assert_eq!(
+            indexed(&store),
+            [true, true, false],
+            "the open chunk is scanned"
+        );
+        // A rollback across the boundary drops the full chunk's index; asking again
+        // builds it again.
         for index in (CHUNK * 2 - 5..CHUNK * 2 + 10).rev() {
             store.remove_last(u128::from(index) + 1);
         }
-        assert!(!store.chunks[1].is_sealed());
+        assert_eq!(indexed(&store), [true, false]);
         check_accounts(&store);
-        for index in CHUNK * 2 - 5..CHUNK * 2 + 1 {
-            put(
-                &mut store,
-                numbered(index),
-                PendingStatus::NotPending,
-                parties_of(index),
-            );
-        }
-        assert!(store.chunks[1].is_sealed());
+        put_range(&mut store, CHUNK * 2 - 5..CHUNK * 2 + 1);
         check_accounts(&store);
+        assert_eq!(indexed(&store), [true, true, false]);
     }
 
     #[test]
     fn a_rollback_that_stops_at_a_chunk_boundary_keeps_the_full_chunk_indexed() {
         let mut store = TransferStore::default();
-        for index in 0..CHUNK {
-            put(
-                &mut store,
-                numbered(index),
-                PendingStatus::NotPending,
-                parties_of(index),
-            );
-        }
-        // The first transfer of a new chunk seals the full one; rolling it back pops the
-        // new chunk and leaves the full one sealed.
-        put(
-            &mut store,
-            numbered(CHUNK),
-            PendingStatus::NotPending,
-            parties_of(CHUNK),
-        );
+        put_range(&mut store, 0..CHUNK + 1);
+        check_accounts(&store);
+        // Rolling back the first transfer of the new chunk pops that chunk and leaves the
+        // full one's index, which is still right.
         store.remove_last(u128::from(CHUNK) + 1);
-        assert_eq!(store.chunks.len(), 1);
-        assert!(store.chunks[0].is_sealed());
+        assert_eq!(indexed(&store), [true]);
         check_accounts(&store);
-        for index in CHUNK..CHUNK + 3 {
-            put(
-                &mut store,
-                numbered(index),
-                PendingStatus::NotPending,
-                parties_of(index),
-            );
-        }
+        put_range(&mut store, CHUNK..CHUNK + 3);
         check_accounts(&store);
-        // And a later rollback into the full chunk unseals it correctly.
+        // A rollback into the full chunk drops its index.
         for index in (CHUNK - 2..CHUNK + 3).rev() {
             store.remove_last(u128::from(index) + 1);
         }
+        assert_eq!(indexed(&store), [false]);
         check_accounts(&store);
     }
 
