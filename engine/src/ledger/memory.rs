@@ -165,6 +165,15 @@ impl<T: Pod> Clone for HugeVec<T> {
     }
 }
 
+/// Ask the memory system for the cache line of `vec`'s element `index`, past its end
+/// but within its capacity, to be written soon (see [`HugeVec::prefetch_for_write`]).
+#[inline]
+pub(crate) fn prefetch_spare_for_write<T>(vec: &Vec<T>, index: usize) {
+    if index < vec.capacity() {
+        super::index::prefetch_write(vec.as_ptr().wrapping_add(index).cast());
+    }
+}
+
 /// A zero-filled anonymous mapping of at least `bytes`, advised to use huge pages.
 fn map_zeroed(bytes: usize) -> MmapMut {
     let bytes = bytes.max(MAPPING_BYTES_MIN);

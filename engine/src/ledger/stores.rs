@@ -20,7 +20,7 @@ use protocol::{Account, Transfer};
 use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 use super::index::IdIndex;
-use super::memory::HugeVec;
+use super::memory::{prefetch_spare_for_write, HugeVec};
 
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 pub(crate) type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
@@ -468,6 +468,9 @@ pub(crate) enum Found<'a> {
 
 /// How far ahead of the newest transfer its chunk's memory is requested for writing.
 const WRITE_AHEAD_TRANSFERS: usize = 16;
+/// The same for the party list and the statuses: a few cache lines ahead.
+const WRITE_AHEAD_PARTIES: usize = 64;
+const WRITE_AHEAD_STATUSES: usize = 256;
 
 #[derive(Clone, Default)]
 pub(crate) struct TransferStore {
@@ -714,6 +717,8 @@ impl TransferStore {
             .prefetch_for_write(chunk.transfers.len() + WRITE_AHEAD_TRANSFERS);
         chunk.status.push(status);
         chunk.parties.push(parties);
+        prefetch_spare_for_write(&chunk.parties, chunk.parties.len() + WRITE_AHEAD_PARTIES);
+        prefetch_spare_for_write(&chunk.status, chunk.status.len() + WRITE_AHEAD_STATUSES);
         self.count += 1;
         self.timestamp_last = transfer.timestamp;
         slot
