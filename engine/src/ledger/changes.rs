@@ -106,9 +106,11 @@ impl ChangeTracker {
         }
     }
 
-    /// Clear the marks and hand back the marked slots, sorted.
+    /// Clear the marks and hand back the marked slots, sorted. The list keeps its
+    /// memory: growing it again on the hot path would cost page faults every checkpoint.
     pub fn take_accounts(&mut self) -> Vec<Slot> {
-        let mut slots = std::mem::take(&mut self.accounts);
+        let mut slots = self.accounts.clone();
+        self.accounts.clear();
         for slot in &slots {
             self.account_marks[*slot as usize / 64] &= !(1 << (slot % 64));
         }
