@@ -116,7 +116,11 @@ impl IdIndex {
 
     /// Remove the entry of `id`, known to be at `value`. Returns whether it was there.
     pub fn remove(&mut self, id: u128, value: u64) -> bool {
-        let tag = self.tag(id);
+        self.remove_tagged(self.tag(id), value)
+    }
+
+    /// [`IdIndex::remove`] with the id's tag already known.
+    pub fn remove_tagged(&mut self, tag: u64, value: u64) -> bool {
         let Some(position) = self.probe(tag, |bucket| bucket.tag == tag && bucket.value == value)
         else {
             return false;

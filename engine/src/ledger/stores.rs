@@ -20,6 +20,7 @@ use protocol::{Account, Transfer};
 use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 use super::index::IdIndex;
+use super::lookahead::LOOKAHEAD_INDEX_EVENTS;
 use super::memory::{prefetch_spare_for_write, HugeVec};
 
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -852,12 +853,31 @@ impl TransferStore {
         let chunk = self.chunks.pop_front().expect("checked above");
         let first = self.base;
         self.base += CHUNK_TRANSFERS as u64;
+        // Every removal is a cache miss in the id index: its bucket is requested
+        // `LOOKAHEAD_INDEX_EVENTS` transfers ahead, as when the transfers were created.
+        let mut tags = [0u64; LOOKAHEAD_INDEX_EVENTS];
+        let tag_ahead = |slots: &IdIndex, offset: usize| {
+            let tag = chunk
+                .transfers
+                .get(offset)
+                .map_or(0, |ahead| slots.tag(ahead.id));
+            slots.prefetch_tagged(tag);
+            tag
+        };
+        for (offset, tag) in tags.iter_mut().enumerate() {
+            *tag = tag_ahead(&self.slots, offset);
+        }
         for (offset, (transfer, status)) in chunk.transfers.iter().zip(&chunk.status).enumerate() {
             let slot = first + offset as u64;
+            let tag = std::mem::replace(
+                &mut tags[offset % LOOKAHEAD_INDEX_EVENTS],
+                tag_ahead(&self.slots, offset + LOOKAHEAD_INDEX_EVENTS),
+            );
             if *status == PendingStatus::Pending || unsettled.contains(&slot) {
                 self.retained.insert(slot, (*transfer, *status));
             } else {
-                assert!(self.slots.remove(transfer.id, slot));
+                debug_assert_eq!(tag, self.slots.tag(transfer.id));
+                assert!(self.slots.remove_tagged(tag, slot));
                 self.evicted_digest = self
                     .evicted_digest
                     .wrapping_add(transfer_hash(transfer, *status));
