@@ -282,12 +282,13 @@ impl Ledger {
             .filter(|slot| (*slot as usize) < self.accounts.len())
             .map(|slot| *self.accounts.get(slot))
             .collect();
-        let transfers = self
-            .transfers
-            .chunks_from(self.changes.transfers_from)
-            .flatten()
-            .copied()
-            .collect();
+        // Sized once: collecting from the chunk iterator would grow (and copy) the vector
+        // a dozen times per checkpoint.
+        let mut transfers =
+            Vec::with_capacity((self.transfers.len() - self.changes.transfers_from) as usize);
+        for chunk in self.transfers.chunks_from(self.changes.transfers_from) {
+            transfers.extend_from_slice(chunk);
+        }
         self.changes.transfers_from = self.transfers.len();
         let pending_statuses = std::mem::take(&mut self.changes.resolved)
             .into_iter()

@@ -1,0 +1,108 @@
+//! What the core thread spends per transfer beyond applying it, in the steady state the
+//! `ledger` criterion bench measures: taking the changes for a checkpoint and evicting old
+//! transfers afterwards. Both run between batches in the engine, so sustained throughput
+//! is one over (apply + take + evict) per transfer.
+//!
+//! Run with `cargo run --release -p settled-bench --bin ledger-upkeep -- --accounts 10000`.
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use engine::ledger::OldTransfers;
+use protocol::{Transfer, BATCH_EVENTS_MAX};
+use settled_bench::{ledger_with_accounts, random_transfers, seeded_rng, NOW};
+
+/// The engine's default `transfers_resident_max`, as in the `ledger` bench.
+const TRANSFERS_RESIDENT_MAX: u64 = 1 << 20;
+const BATCH_EVENTS: usize = BATCH_EVENTS_MAX as usize;
+
+#[derive(Parser)]
+#[command(about = "Per-transfer cost of applying, taking changes and evicting, steady state")]
+struct Args {
+    /// Accounts the random transfers move money between.
+    #[arg(long, default_value_t = 10_000)]
+    accounts: u64,
+    /// Batches of 8189 transfers to run (the first quarter is warm-up).
+    #[arg(long, default_value_t = 2_000)]
+    batches: usize,
+    /// Batches between checkpoints (changes taken, old transfers evicted).
+    #[arg(long, default_value_t = 64)]
+    checkpoint_batches: usize,
+}
+
+#[derive(Default)]
+struct Spent {
+    time: Duration,
+    transfers: u64,
+}
+
+impl Spent {
+    fn add(&mut self, time: Duration, transfers: u64) {
+        self.time += time;
+        self.transfers += transfers;
+    }
+
+    fn nanos_each(&self) -> f64 {
+        self.time.as_nanos() as f64 / self.transfers.max(1) as f64
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    assert!(
+        args.checkpoint_batches > 0,
+        "--checkpoint-batches must be positive"
+    );
+    let mut ledger = ledger_with_accounts(args.accounts);
+    let mut rng = seeded_rng(args.accounts);
+    let prepared: Vec<Vec<Transfer>> = (0..args.checkpoint_batches)
+        .map(|index| {
+            let first_id = (index * BATCH_EVENTS) as u128 + 1;
+            random_transfers(&mut rng, args.accounts, first_id, BATCH_EVENTS)
+        })
+        .collect();
+    let warm_up = args.batches / 4;
+    let (mut apply, mut take, mut evict) = (Spent::default(), Spent::default(), Spent::default());
+    for index in 0..args.batches {
+        let round = (index / prepared.len()) as u128;
+        let shift = round * (prepared.len() * BATCH_EVENTS) as u128;
+        let batch: Vec<Transfer> = prepared[index % prepared.len()]
+            .iter()
+            .map(|transfer| Transfer {
+                id: transfer.id + shift,
+                ..*transfer
+            })
+            .collect();
+        let mut old = OldTransfers::new(ledger.evicted_through());
+        let start = Instant::now();
+        let results = ledger.create_transfers_with(NOW, &batch, &mut old);
+        let applied = start.elapsed();
+        assert!(results.iter().all(|result| result.status == 0));
+        let measured = index >= warm_up;
+        if measured {
+            apply.add(applied, batch.len() as u64);
+        }
+        if (index + 1) % args.checkpoint_batches == 0 {
+            let start = Instant::now();
+            let changes = ledger.take_changes();
+            let taken = start.elapsed();
+            let settled = ledger.settle_point();
+            let start = Instant::now();
+            let evicted = ledger.evict(settled, TRANSFERS_RESIDENT_MAX);
+            let evicted_time = start.elapsed();
+            if measured {
+                take.add(taken, changes.transfers.len() as u64);
+                evict.add(evicted_time, evicted);
+            }
+        }
+    }
+    let total = apply.nanos_each() + take.nanos_each() + evict.nanos_each();
+    println!("accounts {}, steady state, per transfer:", args.accounts);
+    println!("  apply (create_transfers)  {:6.1} ns", apply.nanos_each());
+    println!("  take_changes              {:6.1} ns", take.nanos_each());
+    println!("  evict                     {:6.1} ns", evict.nanos_each());
+    println!(
+        "  sum {total:.1} ns: {:.2} M transfers/s sustained on one core",
+        1e3 / total
+    );
+}
