@@ -219,28 +219,19 @@ impl IdIndex {
 /// A hint to load the cache line holding `value`; never faults, even if it were stale.
 #[inline(always)]
 pub(crate) fn prefetch<T>(value: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint; it reads nothing the program can observe and cannot
-    // fault. `value` is a live reference anyway.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            (value as *const T).cast::<i8>(),
-        );
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
+    prefetch_address((value as *const T).cast());
 }
 
-/// A hint to load the cache line at `address` in order to write it.
+/// A hint to load the cache line at `address` into all cache levels (`prefetcht0`).
+/// Also used for lines about to be written: a write-intent prefetch (`prefetchw`) would
+/// need the `prfchw` target feature, which the build does not assume.
 #[inline(always)]
-pub(crate) fn prefetch_write(address: *const u8) {
+pub(crate) fn prefetch_address(address: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint; it reads nothing the program can observe and cannot
     // fault, whatever the address.
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(
-            address.cast::<i8>(),
-        );
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast::<i8>());
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = address;

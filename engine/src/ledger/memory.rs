@@ -31,7 +31,6 @@ const MAPPING_BYTES_MIN: usize = 4096;
 /// `Deref`, and the accessors' checks cost as much as the access.
 pub(crate) struct HugeVec<T: Pod> {
     /// Owns the memory (unmapped on drop); `None` while nothing was ever pushed.
-    /// Zero-filled beyond `len`.
     _mapping: Option<MmapMut>,
     /// The start of the mapping (dangling while there is none), `capacity` records long.
     records: NonNull<T>,
@@ -39,11 +38,11 @@ pub(crate) struct HugeVec<T: Pod> {
     len: usize,
 }
 
-// SAFETY: a `HugeVec` owns its mapping alone, as a `Vec` owns its buffer; `records` only
-// points into that mapping, and `T: Pod` holds no references.
-unsafe impl<T: Pod> Send for HugeVec<T> {}
+// SAFETY: a `HugeVec` owns its mapping alone, as a `Vec` owns its buffer, and `records`
+// only points into that mapping: it is `Send` when its records are, as a `Vec` is.
+unsafe impl<T: Pod + Send> Send for HugeVec<T> {}
 // SAFETY: as for `Send`; shared access only reads.
-unsafe impl<T: Pod> Sync for HugeVec<T> {}
+unsafe impl<T: Pod + Sync> Sync for HugeVec<T> {}
 
 impl<T: Pod> HugeVec<T> {
     pub fn new() -> Self {
@@ -57,7 +56,11 @@ impl<T: Pod> HugeVec<T> {
 
     /// Empty, with room for `capacity` records before it has to grow.
     pub fn with_capacity(capacity: usize) -> Self {
-        let mut map = map_zeroed(capacity * size_of::<T>());
+        const { assert!(size_of::<T>() != 0, "no zero-sized records") };
+        let bytes = capacity
+            .checked_mul(size_of::<T>())
+            .unwrap_or_else(|| panic!("{capacity} records overflow the address space"));
+        let mut map = map_zeroed(bytes);
         // Page-aligned, so aligned for any `T`.
         assert!(map.as_ptr().cast::<T>().is_aligned());
         HugeVec {
@@ -71,6 +74,7 @@ impl<T: Pod> HugeVec<T> {
     /// `len` all-zero records (for tables whose empty slots are zero).
     pub fn zeroed(len: usize) -> Self {
         let mut records = Self::with_capacity(len);
+        assert!(len <= records.capacity);
         records.len = len;
         records
     }
@@ -99,13 +103,13 @@ impl<T: Pod> HugeVec<T> {
     /// a push that finds its line missing stalls every later store behind it.
     /// `index` may be past the end (that is the point) but within the capacity.
     #[inline]
-    pub fn prefetch_for_write(&self, index: usize) {
+    pub fn prefetch_spare(&self, index: usize) {
         if index < self.capacity {
             // SAFETY: inside the mapping; a prefetch reads nothing and cannot fault.
             let record = unsafe { self.records.as_ptr().add(index) }.cast::<u8>();
             let mut line = 0;
             while line < size_of::<T>() {
-                super::index::prefetch_write(record.wrapping_add(line));
+                super::index::prefetch_address(record.wrapping_add(line));
                 line += 64;
             }
         }
@@ -139,8 +143,9 @@ impl<T: Pod> Deref for HugeVec<T> {
     #[inline]
     fn deref(&self) -> &[T] {
         // SAFETY: the first `len <= capacity` records of the mapping (or none, at a
-        // dangling aligned pointer), zero-filled or written, and any bits are a valid
-        // `T: Pod`. The borrow of `self` keeps the mapping alive and unchanged.
+        // dangling aligned pointer); their bytes are initialised (the mapping starts
+        // zero-filled, pushes write whole records) and any bits are a valid `T: Pod`.
+        // The borrow of `self` keeps the mapping alive and unchanged.
         unsafe { std::slice::from_raw_parts(self.records.as_ptr(), self.len) }
     }
 }
@@ -166,11 +171,11 @@ impl<T: Pod> Clone for HugeVec<T> {
 }
 
 /// Ask the memory system for the cache line of `vec`'s element `index`, past its end
-/// but within its capacity, to be written soon (see [`HugeVec::prefetch_for_write`]).
+/// but within its capacity, to be written soon (see [`HugeVec::prefetch_spare`]).
 #[inline]
-pub(crate) fn prefetch_spare_for_write<T>(vec: &Vec<T>, index: usize) {
+pub(crate) fn prefetch_spare<T>(vec: &Vec<T>, index: usize) {
     if index < vec.capacity() {
-        super::index::prefetch_write(vec.as_ptr().wrapping_add(index).cast());
+        super::index::prefetch_address(vec.as_ptr().wrapping_add(index).cast());
     }
 }
 

@@ -40,7 +40,7 @@ use changes::{ChangeTracker, Undo, UndoLog};
 use lookahead::{Lookahead, Window};
 use stores::{AccountStore, TransferStore};
 
-/// How far ahead of the newest result its memory is requested for writing (results are
+/// How far ahead of the newest result its memory is requested (results are
 /// 16 bytes: four cache lines ahead).
 const WRITE_AHEAD_RESULTS: usize = 16;
 
@@ -359,7 +359,7 @@ impl Ledger {
                 }
             }
             results.push(E::result(status, result_timestamp));
-            memory::prefetch_spare_for_write(&results, index + WRITE_AHEAD_RESULTS);
+            memory::prefetch_spare(&results, index + WRITE_AHEAD_RESULTS);
             if !event.linked() || index + 1 == events.len() {
                 if chain_start.take().is_some() {
                     self.undo.commit();
