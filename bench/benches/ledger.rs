@@ -14,16 +14,14 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use engine::ledger::{Ledger, OldTransfers};
-use protocol::{Transfer, BATCH_EVENTS_MAX};
-use settled_bench::{ledger_with_accounts, random_transfers, seeded_rng, NOW};
+use protocol::BATCH_EVENTS_MAX;
+use settled_bench::{ledger_with_accounts, transfers_resident_max_default, Replay, NOW};
 
-const BATCHES_PREPARED: usize = 64;
 const BATCH_EVENTS: usize = BATCH_EVENTS_MAX as usize;
 const TRANSFERS_PER_LEDGER: u64 = 4_000_000;
-/// The engine's default `transfers_resident_max`.
-const TRANSFERS_RESIDENT_MAX: u64 = 1 << 20;
 /// Batches between checkpoints in the steady mode (the engine's default is up to 4096
-/// batches or 30 s; under full load of 8189-event batches, 30 s is a few thousand).
+/// batches or 30 s; under full load of 8189-event batches, 30 s is a few thousand). Also
+/// the number of batches prepared: a round of them comes between checkpoints.
 const CHECKPOINT_BATCHES: usize = 64;
 
 #[derive(Clone, Copy)]
@@ -33,19 +31,17 @@ enum Mode {
 }
 
 fn create_transfers(c: &mut Criterion) {
-    let batch_events = BATCH_EVENTS;
     let mut group = c.benchmark_group("ledger_create_transfers");
-    group.throughput(Throughput::Elements(batch_events as u64));
+    group.throughput(Throughput::Elements(BATCH_EVENTS as u64));
     group
         .sample_size(20)
         .measurement_time(Duration::from_secs(10));
     for accounts in [10_000u64, 1_000_000] {
         let base = ledger_with_accounts(accounts);
-        let batches = prepare_batches(accounts, batch_events);
         for (name, mode) in [("steady", Mode::Steady), ("growing", Mode::Growing)] {
             // One run across all of criterion's samples (it calls the routine once per
             // sample): a ledger made per sample would never reach the steady state.
-            let mut run = Run::new(&base, &batches, mode);
+            let mut run = Run::new(&base, accounts, mode);
             run.warm_up();
             group.bench_function(BenchmarkId::new(name, accounts), |b| {
                 b.iter_custom(|iterations| (0..iterations).map(|_| run.batch()).sum());
@@ -55,41 +51,25 @@ fn create_transfers(c: &mut Criterion) {
     group.finish();
 }
 
-/// `BATCHES_PREPARED` batches of random transfers with consecutive ids.
-fn prepare_batches(accounts: u64, batch_events: usize) -> Vec<Vec<Transfer>> {
-    let mut rng = seeded_rng(accounts);
-    (0..BATCHES_PREPARED)
-        .map(|index| {
-            random_transfers(
-                &mut rng,
-                accounts,
-                (index * batch_events) as u128 + 1,
-                batch_events,
-            )
-        })
-        .collect()
-}
-
-/// One ledger fed the prepared batches over and over, ids shifted each round so that
-/// every transfer is new to it.
+/// One ledger fed a [`Replay`], so that every transfer is new to it.
 struct Run<'a> {
     base: &'a Ledger,
     ledger: Ledger,
-    batches: &'a [Vec<Transfer>],
+    replay: Replay,
     mode: Mode,
-    round: u128,
-    next: usize,
+    applied: usize,
+    transfers_resident_max: u64,
 }
 
 impl<'a> Run<'a> {
-    fn new(base: &'a Ledger, batches: &'a [Vec<Transfer>], mode: Mode) -> Self {
+    fn new(base: &'a Ledger, accounts: u64, mode: Mode) -> Self {
         Run {
             base,
             ledger: base.clone(),
-            batches,
+            replay: Replay::new(accounts, CHECKPOINT_BATCHES),
             mode,
-            round: 0,
-            next: 0,
+            applied: 0,
+            transfers_resident_max: transfers_resident_max_default(),
         }
     }
 
@@ -97,7 +77,7 @@ impl<'a> Run<'a> {
     /// id index at its full size, evicted chunks' memory in reuse.
     fn warm_up(&mut self) {
         if let Mode::Steady = self.mode {
-            let warm = TRANSFERS_RESIDENT_MAX * 2 + (CHECKPOINT_BATCHES * BATCH_EVENTS) as u64;
+            let warm = self.transfers_resident_max * 2 + (CHECKPOINT_BATCHES * BATCH_EVENTS) as u64;
             while self.ledger.transfers_count() < warm {
                 self.batch();
             }
@@ -109,23 +89,9 @@ impl<'a> Run<'a> {
         if let Mode::Growing = self.mode {
             if self.ledger.transfers_count() >= TRANSFERS_PER_LEDGER {
                 self.ledger = self.base.clone();
-                self.round = 0;
-                self.next = 0;
             }
         }
-        if self.next == self.batches.len() {
-            self.next = 0;
-            self.round += 1;
-        }
-        let shift = self.round * self.batches.iter().map(Vec::len).sum::<usize>() as u128;
-        let batch: Vec<Transfer> = self.batches[self.next]
-            .iter()
-            .map(|transfer| Transfer {
-                id: transfer.id + shift,
-                ..*transfer
-            })
-            .collect();
-        self.next += 1;
+        let batch = self.replay.next_batch();
         // Every id is new, so no evicted transfer needs reading back: the engine's
         // prefetch would find nothing.
         let mut old = OldTransfers::new(self.ledger.evicted_through());
@@ -133,10 +99,11 @@ impl<'a> Run<'a> {
         let results = self.ledger.create_transfers_with(NOW, &batch, &mut old);
         let elapsed = start.elapsed();
         assert!(results.iter().all(|result| result.status == 0));
-        if matches!(self.mode, Mode::Steady) && self.next.is_multiple_of(CHECKPOINT_BATCHES) {
+        self.applied += 1;
+        if matches!(self.mode, Mode::Steady) && self.applied.is_multiple_of(CHECKPOINT_BATCHES) {
             drop(self.ledger.take_changes());
             let settled = self.ledger.settle_point();
-            self.ledger.evict(settled, TRANSFERS_RESIDENT_MAX);
+            self.ledger.evict(settled, self.transfers_resident_max);
         }
         elapsed
     }

@@ -1,5 +1,6 @@
 //! Workloads shared by settled's benchmarks (`benches/`) and measurement tools (`src/bin/`).
 
+use engine::core::EngineConfig;
 use engine::ledger::Ledger;
 use protocol::{Account, Transfer, BATCH_EVENTS_MAX};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -70,4 +71,55 @@ pub fn random_transfers(
 
 pub fn seeded_rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
+}
+
+/// The engine's default `transfers_resident_max`: what the steady-state measurements evict
+/// down to, as the core does after each checkpoint.
+pub fn transfers_resident_max_default() -> u64 {
+    EngineConfig::new("").transfers_resident_max
+}
+
+/// Batches of random transfers replayed round after round, ids shifted each round so that
+/// every transfer is new to a ledger that applied the earlier rounds: the workload of the
+/// steady-state ledger measurements.
+pub struct Replay {
+    batches: Vec<Vec<Transfer>>,
+    round: u128,
+    next: usize,
+}
+
+impl Replay {
+    /// `count` batches of `BATCH_EVENTS_MAX` random transfers over `accounts` accounts,
+    /// ids consecutive from 1.
+    pub fn new(accounts: u64, count: usize) -> Replay {
+        let events = BATCH_EVENTS_MAX as usize;
+        let mut rng = seeded_rng(accounts);
+        let batches = (0..count)
+            .map(|index| random_transfers(&mut rng, accounts, (index * events) as u128 + 1, events))
+            .collect();
+        Replay {
+            batches,
+            round: 0,
+            next: 0,
+        }
+    }
+
+    /// A copy of the next batch, with this round's ids.
+    pub fn next_batch(&mut self) -> Vec<Transfer> {
+        if self.next == self.batches.len() {
+            self.next = 0;
+            self.round += 1;
+        }
+        let round_events: usize = self.batches.iter().map(Vec::len).sum();
+        let shift = self.round * round_events as u128;
+        let batch = self.batches[self.next]
+            .iter()
+            .map(|transfer| Transfer {
+                id: transfer.id + shift,
+                ..*transfer
+            })
+            .collect();
+        self.next += 1;
+        batch
+    }
 }

@@ -9,12 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use engine::ledger::OldTransfers;
-use protocol::{Transfer, BATCH_EVENTS_MAX};
-use settled_bench::{ledger_with_accounts, random_transfers, seeded_rng, NOW};
-
-/// The engine's default `transfers_resident_max`, as in the `ledger` bench.
-const TRANSFERS_RESIDENT_MAX: u64 = 1 << 20;
-const BATCH_EVENTS: usize = BATCH_EVENTS_MAX as usize;
+use settled_bench::{ledger_with_accounts, transfers_resident_max_default, Replay, NOW};
 
 #[derive(Parser)]
 #[command(about = "Per-transfer cost of applying, taking changes and evicting, steady state")]
@@ -54,25 +49,12 @@ fn main() {
         "--checkpoint-batches must be positive"
     );
     let mut ledger = ledger_with_accounts(args.accounts);
-    let mut rng = seeded_rng(args.accounts);
-    let prepared: Vec<Vec<Transfer>> = (0..args.checkpoint_batches)
-        .map(|index| {
-            let first_id = (index * BATCH_EVENTS) as u128 + 1;
-            random_transfers(&mut rng, args.accounts, first_id, BATCH_EVENTS)
-        })
-        .collect();
+    let mut replay = Replay::new(args.accounts, args.checkpoint_batches);
+    let transfers_resident_max = transfers_resident_max_default();
     let warm_up = args.batches / 4;
     let (mut apply, mut take, mut evict) = (Spent::default(), Spent::default(), Spent::default());
     for index in 0..args.batches {
-        let round = (index / prepared.len()) as u128;
-        let shift = round * (prepared.len() * BATCH_EVENTS) as u128;
-        let batch: Vec<Transfer> = prepared[index % prepared.len()]
-            .iter()
-            .map(|transfer| Transfer {
-                id: transfer.id + shift,
-                ..*transfer
-            })
-            .collect();
+        let batch = replay.next_batch();
         let mut old = OldTransfers::new(ledger.evicted_through());
         let start = Instant::now();
         let results = ledger.create_transfers_with(NOW, &batch, &mut old);
@@ -88,7 +70,7 @@ fn main() {
             let taken = start.elapsed();
             let settled = ledger.settle_point();
             let start = Instant::now();
-            let evicted = ledger.evict(settled, TRANSFERS_RESIDENT_MAX);
+            let evicted = ledger.evict(settled, transfers_resident_max);
             let evicted_time = start.elapsed();
             if measured {
                 take.add(taken, changes.transfers.len() as u64);
