@@ -104,15 +104,7 @@ impl<T: Pod> HugeVec<T> {
     /// `index` may be past the end (that is the point) but within the capacity.
     #[inline]
     pub fn prefetch_spare(&self, index: usize) {
-        if index < self.capacity {
-            // SAFETY: inside the mapping; a prefetch reads nothing and cannot fault.
-            let record = unsafe { self.records.as_ptr().add(index) }.cast::<u8>();
-            let mut line = 0;
-            while line < size_of::<T>() {
-                super::index::prefetch_address(record.wrapping_add(line));
-                line += 64;
-            }
-        }
+        prefetch_element(self.records.as_ptr(), self.capacity, index);
     }
 
     /// Forget the records, keeping the memory (already faulted in) for new ones.
@@ -174,8 +166,20 @@ impl<T: Pod> Clone for HugeVec<T> {
 /// but within its capacity, to be written soon (see [`HugeVec::prefetch_spare`]).
 #[inline]
 pub(crate) fn prefetch_spare<T>(vec: &Vec<T>, index: usize) {
-    if index < vec.capacity() {
-        super::index::prefetch_address(vec.as_ptr().wrapping_add(index).cast());
+    prefetch_element(vec.as_ptr(), vec.capacity(), index);
+}
+
+/// Prefetch every cache line of element `index` of the `capacity` elements at `start`;
+/// nothing if `index` is out of that range.
+#[inline]
+fn prefetch_element<T>(start: *const T, capacity: usize, index: usize) {
+    if index < capacity {
+        let element = start.wrapping_add(index).cast::<u8>();
+        let mut line = 0;
+        while line < size_of::<T>() {
+            super::index::prefetch_address(element.wrapping_add(line));
+            line += 64;
+        }
     }
 }
 
