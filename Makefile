@@ -24,6 +24,10 @@ test: deps
 bench: deps
 	$(CARGO) bench --workspace
 	$(CARGO) run --release -p settled-bench --bin ledger-memory
+	$(CARGO) run --release -p settled-bench --bin memory-floor -- --accounts 10000
+	$(CARGO) run --release -p settled-bench --bin memory-floor -- --accounts 1000000
+	$(CARGO) run --release -p settled-bench --bin ledger-upkeep -- --accounts 10000
+	$(CARGO) run --release -p settled-bench --bin ledger-upkeep -- --accounts 1000000
 	$(CARGO) run --release -p settled-bench --bin engine-throughput -- --submitters 1 --requests 200
 	$(CARGO) run --release -p settled-bench --bin engine-throughput -- --submitters 4 --requests 100
 
