@@ -23,6 +23,10 @@ struct Args {
     /// Batches between checkpoints (changes taken, old transfers evicted).
     #[arg(long, default_value_t = 64)]
     checkpoint_batches: usize,
+    /// Take every checkpoint's changes into fresh vectors instead of the previous
+    /// checkpoint's, given back (as the engine's checkpointer does).
+    #[arg(long)]
+    fresh_changes: bool,
 }
 
 #[derive(Default)]
@@ -75,6 +79,10 @@ fn main() {
             if measured {
                 take.add(taken, changes.transfers.len() as u64);
                 evict.add(evicted_time, evicted);
+            }
+            // As the checkpointer hands them back once written.
+            if !args.fresh_changes {
+                ledger.recycle_changes(changes);
             }
         }
     }

@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crossbeam::channel::Receiver;
+use crossbeam::channel::{Receiver, Sender};
 use wal::Wal;
 
 use super::EngineError;
@@ -24,6 +24,14 @@ use crate::store::{CheckpointMeta, Store};
 pub(crate) struct CheckpointJob {
     pub meta: CheckpointMeta,
     pub changes: Changes,
+}
+
+/// The core's ends of the channels to the checkpointer: jobs go out (one in flight plus
+/// one waiting), and the written changes come back for the ledger to fill again
+/// ([`crate::ledger::Ledger::recycle_changes`]).
+pub(crate) struct CheckpointQueue {
+    pub jobs: Sender<CheckpointJob>,
+    pub emptied: Receiver<Changes>,
 }
 
 /// What the checkpointer reports to the rest of the engine.
@@ -40,6 +48,7 @@ pub(crate) fn run(
     store: Arc<Store>,
     wal: Arc<Wal>,
     jobs: Receiver<CheckpointJob>,
+    emptied: Sender<Changes>,
     status: Arc<CheckpointStatus>,
 ) {
     for job in jobs {
@@ -55,6 +64,9 @@ pub(crate) fn run(
         }
         status.lsn.store(job.meta.lsn, Ordering::Release);
         status.written.fetch_add(1, Ordering::Relaxed);
+        // Never waits: if the core has not taken the previous ones back, these are
+        // dropped (as all are once the core is gone).
+        let _ = emptied.try_send(job.changes);
     }
 }
 

@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam::channel::{Receiver, RecvTimeoutError, TrySendError};
 use wal::Wal;
 
-use super::checkpointer::{CheckpointJob, CheckpointStatus};
+use super::checkpointer::{CheckpointJob, CheckpointQueue, CheckpointStatus};
 use super::prefetch::{prefetch, Prefetched, PrefetchedData};
 use super::record::{apply, RecordBuilder, Write};
 use super::request::{Reply, ReplySender, Request};
@@ -72,7 +72,7 @@ pub(crate) struct CoreThread {
     ledger: Ledger,
     wal: Arc<Wal>,
     requests: Receiver<Submission>,
-    checkpoints: Sender<CheckpointJob>,
+    checkpoints: CheckpointQueue,
     eviction: Eviction,
     taken: VecDeque<Taken>,
     /// LSN of the newest record appended (or replayed).
@@ -103,7 +103,7 @@ impl CoreThread {
         ledger: Ledger,
         wal: Arc<Wal>,
         requests: Receiver<Submission>,
-        checkpoints: Sender<CheckpointJob>,
+        checkpoints: CheckpointQueue,
         eviction: Eviction,
         recovery: RecoveryReport,
     ) -> CoreThread {
@@ -473,22 +473,25 @@ impl CoreThread {
         let due = force
             || self.batches_since_checkpoint >= self.config.checkpoint_batches
             || self.checkpoint_taken_at.elapsed() >= self.config.checkpoint_interval;
-        if !due || (!force && self.checkpoints.is_full()) {
+        if !due || (!force && self.checkpoints.jobs.is_full()) {
             return;
         }
         let meta = CheckpointMeta {
             lsn: self.lsn_last,
             timestamp_last: self.ledger.timestamp_last(),
         };
+        if let Ok(changes) = self.checkpoints.emptied.try_recv() {
+            self.ledger.recycle_changes(changes);
+        }
         let job = CheckpointJob {
             meta,
             changes: self.ledger.take_changes(),
         };
         let sent = if force {
-            self.checkpoints.send(job).is_ok()
+            self.checkpoints.jobs.send(job).is_ok()
         } else {
             !matches!(
-                self.checkpoints.try_send(job),
+                self.checkpoints.jobs.try_send(job),
                 Err(TrySendError::Disconnected(_))
             )
         };

@@ -42,7 +42,7 @@ pub use record::RecordError;
 pub use request::{PendingReply, Reply, Request};
 pub use submit::EngineHandle;
 
-use checkpointer::CheckpointStatus;
+use checkpointer::{CheckpointQueue, CheckpointStatus};
 use core_thread::{CoreThread, Eviction};
 
 use crate::ledger::Ledger;
@@ -152,7 +152,8 @@ impl Engine {
                 .expect("spawn prefetch thread")
         };
         // One checkpoint in flight plus one waiting: the core never blocks on RocksDB.
-        let (checkpoints, jobs) = crossbeam::channel::bounded(1);
+        let (jobs_sender, jobs) = crossbeam::channel::bounded(1);
+        let (emptied_sender, emptied) = crossbeam::channel::bounded(1);
         let checkpoint_status = Arc::new(CheckpointStatus::default());
         checkpoint_status
             .lsn
@@ -161,7 +162,7 @@ impl Engine {
             let (store, wal, status) = (store.clone(), wal.clone(), checkpoint_status.clone());
             std::thread::Builder::new()
                 .name("settled-checkpoint".into())
-                .spawn(move || checkpointer::run(store, wal, jobs, status))
+                .spawn(move || checkpointer::run(store, wal, jobs, emptied_sender, status))
                 .expect("spawn checkpointer thread")
         };
         let handle = EngineHandle::new(requests_sender, &config);
@@ -179,7 +180,10 @@ impl Engine {
             ledger,
             wal.clone(),
             requests,
-            checkpoints,
+            CheckpointQueue {
+                jobs: jobs_sender,
+                emptied,
+            },
             eviction,
             recovery,
         );

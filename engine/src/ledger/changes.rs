@@ -82,6 +82,24 @@ pub struct Changes {
     pub balances: Vec<(u128, AccountBalance)>,
 }
 
+impl Changes {
+    /// Empty every vector, keeping its memory.
+    pub(crate) fn clear(&mut self) {
+        let Changes {
+            accounts,
+            transfers,
+            pending_statuses,
+            failed_ids,
+            balances,
+        } = self;
+        accounts.clear();
+        transfers.clear();
+        pending_statuses.clear();
+        failed_ids.clear();
+        balances.clear();
+    }
+}
+
 /// Cheap bookkeeping on the hot path: a bit per account slot plus append-only watermarks.
 #[derive(Clone, Default)]
 pub(crate) struct ChangeTracker {
@@ -91,6 +109,8 @@ pub(crate) struct ChangeTracker {
     pub history_from: u64,
     pub resolved: Vec<TransferSlot>,
     pub failed: Vec<u128>,
+    /// Emptied vectors for the next [`Changes`] (see `Ledger::recycle_changes`).
+    pub spare: Changes,
 }
 
 impl ChangeTracker {
