@@ -34,6 +34,8 @@ const AHEAD_RECORDS: usize = 8;
 const AHEAD_APPEND: usize = 16;
 const RECORD_BYTES: usize = 128;
 const BUCKET_BYTES: usize = 16;
+/// An account-index bucket of the `--compact-accounts` layout.
+const COMPACT_BUCKET_BYTES: usize = 32;
 const LINE_BYTES: usize = 64;
 /// Transfers between checkpoints in the steady-state bench (64 batches of 8189), by
 /// which the resident transfers exceed `transfers_resident_max` before an eviction.
@@ -51,6 +53,11 @@ struct Args {
     /// Use 4 KiB pages instead of asking for transparent huge pages.
     #[arg(long)]
     no_huge_pages: bool,
+    /// Measure a layout the ledger does not have, to see what it would buy: 32-byte
+    /// account-index buckets holding the id, ledger and flags, so that a transfer reads
+    /// only the first line of each account record (the balances).
+    #[arg(long)]
+    compact_accounts: bool,
 }
 
 /// One array of the layout: an anonymous mapping, written through once so that its
@@ -120,7 +127,12 @@ fn main() {
     let transfer_buckets =
         index_buckets(transfers_resident_max_default() + TRANSFERS_PER_CHECKPOINT);
 
-    let mut account_index = Region::new(account_buckets * BUCKET_BYTES, huge_pages);
+    let (account_bucket_bytes, account_lines) = if args.compact_accounts {
+        (COMPACT_BUCKET_BYTES, 1)
+    } else {
+        (BUCKET_BYTES, 2)
+    };
+    let mut account_index = Region::new(account_buckets * account_bucket_bytes, huge_pages);
     let mut records = Region::new(accounts * RECORD_BYTES, huge_pages);
     let mut transfer_index = Region::new(transfer_buckets * BUCKET_BYTES, huge_pages);
     // The ledger reuses the memory of evicted chunks: appends cycle through as many
@@ -133,7 +145,8 @@ fn main() {
     let mut rng = seeded_rng(args.accounts);
     for bucket in 0..account_buckets {
         let slot = rng.random_range(0..args.accounts);
-        account_index.map[bucket * BUCKET_BYTES..][..8].copy_from_slice(&slot.to_le_bytes());
+        account_index.map[bucket * account_bucket_bytes..][..8]
+            .copy_from_slice(&slot.to_le_bytes());
     }
     let visits: Vec<Visit> = (0..args.transfers)
         .map(|_| Visit {
@@ -143,21 +156,22 @@ fn main() {
         })
         .collect();
     let slot_of = |index: &Region, bucket: usize| -> usize {
-        index.read_u64(bucket * BUCKET_BYTES) as usize * RECORD_BYTES
+        index.read_u64(bucket * account_bucket_bytes) as usize * RECORD_BYTES
     };
 
     let start = Instant::now();
     for (index, visit) in visits.iter().enumerate() {
         if let Some(ahead) = visits.get(index + AHEAD_BUCKETS) {
-            account_index.prefetch(ahead.debit_bucket * BUCKET_BYTES);
-            account_index.prefetch(ahead.credit_bucket * BUCKET_BYTES);
+            account_index.prefetch(ahead.debit_bucket * account_bucket_bytes);
+            account_index.prefetch(ahead.credit_bucket * account_bucket_bytes);
             transfer_index.prefetch(ahead.transfer_bucket * BUCKET_BYTES);
         }
         if let Some(ahead) = visits.get(index + AHEAD_RECORDS) {
             for bucket in [ahead.debit_bucket, ahead.credit_bucket] {
                 let record = slot_of(&account_index, bucket);
-                records.prefetch(record);
-                records.prefetch(record + LINE_BYTES);
+                for line in 0..account_lines {
+                    records.prefetch(record + line * LINE_BYTES);
+                }
             }
         }
         {
@@ -169,9 +183,17 @@ fn main() {
         // second, the new id filed, the transfer appended.
         let debit = slot_of(&account_index, visit.debit_bucket);
         let credit = slot_of(&account_index, visit.credit_bucket);
-        records.add_u64(debit + 32, 1);
-        records.add_u64(credit + 64, 1);
-        black_box(records.read_u64(debit + 112) ^ records.read_u64(credit + 112));
+        if args.compact_accounts {
+            // Ledger and flags come with the bucket; the balances fill the first line.
+            black_box(account_index.read_u64(visit.debit_bucket * account_bucket_bytes + 16));
+            black_box(account_index.read_u64(visit.credit_bucket * account_bucket_bytes + 16));
+            records.add_u64(debit + 16, 1);
+            records.add_u64(credit + 48, 1);
+        } else {
+            records.add_u64(debit + 32, 1);
+            records.add_u64(credit + 64, 1);
+            black_box(records.read_u64(debit + 112) ^ records.read_u64(credit + 112));
+        }
         let bucket = visit.transfer_bucket * BUCKET_BYTES;
         black_box(transfer_index.read_u64(bucket));
         transfer_index.add_u64(bucket + 8, index as u64);
@@ -196,6 +218,9 @@ fn main() {
             "4 KiB pages"
         },
     );
+    if args.compact_accounts {
+        println!("  compact account layout (not the ledger's): one record line per account");
+    }
     println!(
         "  {nanos:.1} ns per transfer in memory accesses alone: at most {:.1} M transfers/s",
         1e3 / nanos
