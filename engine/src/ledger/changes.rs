@@ -83,8 +83,9 @@ pub struct Changes {
 }
 
 impl Changes {
-    /// Empty every vector, keeping its memory.
-    pub(crate) fn clear(&mut self) {
+    /// Empty every vector for reuse, keeping its memory unless it is far larger than
+    /// this use needed (after a burst): what is kept stays within twice the last size.
+    pub(crate) fn clear_for_reuse(&mut self) {
         let Changes {
             accounts,
             transfers,
@@ -92,11 +93,22 @@ impl Changes {
             failed_ids,
             balances,
         } = self;
-        accounts.clear();
-        transfers.clear();
-        pending_statuses.clear();
-        failed_ids.clear();
-        balances.clear();
+        clear_for_reuse(accounts);
+        clear_for_reuse(transfers);
+        clear_for_reuse(pending_statuses);
+        clear_for_reuse(failed_ids);
+        clear_for_reuse(balances);
+    }
+}
+
+/// Elements a reused vector may always keep room for.
+const REUSE_ELEMENTS_MIN: usize = 4096;
+
+fn clear_for_reuse<T>(vec: &mut Vec<T>) {
+    if vec.capacity() > 2 * vec.len() + REUSE_ELEMENTS_MIN {
+        *vec = Vec::new();
+    } else {
+        vec.clear();
     }
 }
 

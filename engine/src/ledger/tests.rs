@@ -1003,17 +1003,21 @@ fn changes_hold_every_changed_object_once() {
 #[test]
 fn recycled_changes_are_refilled_like_fresh_ones() {
     let mut s = transfer_script();
+    s.accounts(
+        &[account_flags(11, 1, AccountFlags::HISTORY)],
+        &[A::Created],
+    );
     let initial = s.ledger.take_changes();
     let accounts_memory = initial.accounts.as_ptr();
     let mut twin = s.ledger.clone();
     s.ledger.recycle_changes(initial);
     let rounds: [&[Transfer]; 2] = [
         &[
-            pending(1, 1, 2, 5, 0),
+            pending(1, 1, 11, 5, 0),
             post(2, 1, 5),
             transfer(3, 1, 999, 1),
         ],
-        &[transfer(4, 2, 6, 7), void(5, 1), transfer(6, 999, 1, 1)],
+        &[transfer(4, 11, 6, 7), void(5, 1), transfer(6, 999, 1, 1)],
     ];
     for (round, transfers) in rounds.into_iter().enumerate() {
         s.ledger.create_transfers(NOW, transfers);
@@ -1022,6 +1026,7 @@ fn recycled_changes_are_refilled_like_fresh_ones() {
         let fresh = twin.take_changes();
         assert_eq!(recycled, fresh, "round {round}");
         assert!(!fresh.failed_ids.is_empty() && !fresh.transfers.is_empty());
+        assert!(!fresh.balances.is_empty() && !fresh.accounts.is_empty());
         if round == 0 {
             assert_eq!(recycled.accounts.as_ptr(), accounts_memory, "memory reused");
         }
