@@ -138,15 +138,18 @@ impl ChangeTracker {
         }
     }
 
-    /// Clear the marks and hand back the marked slots, sorted. The list keeps its
-    /// memory: growing it again on the hot path would cost page faults every checkpoint.
-    pub fn take_accounts(&mut self) -> Vec<Slot> {
-        let mut slots = self.accounts.clone();
-        self.accounts.clear();
-        for slot in &slots {
+    /// The marked slots, sorted (in place: the list keeps its memory, since growing it
+    /// again on the hot path would cost page faults every checkpoint).
+    pub fn sorted_accounts(&mut self) -> &[Slot] {
+        self.accounts.sort_unstable();
+        &self.accounts
+    }
+
+    /// Forget the marks, after the marked accounts were taken.
+    pub fn clear_accounts(&mut self) {
+        for slot in &self.accounts {
             self.account_marks[*slot as usize / 64] &= !(1 << (slot % 64));
         }
-        slots.sort_unstable();
-        slots
+        self.accounts.clear();
     }
 }

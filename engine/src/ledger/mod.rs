@@ -278,13 +278,14 @@ impl Ledger {
             "changes taken inside a linked chain"
         );
         let mut changes = std::mem::take(&mut self.changes.spare);
-        let slots = self.changes.take_accounts();
         changes.accounts.extend(
-            slots
-                .into_iter()
-                .filter(|slot| (*slot as usize) < self.accounts.len())
-                .map(|slot| *self.accounts.get(slot)),
+            self.changes
+                .sorted_accounts()
+                .iter()
+                .filter(|slot| (**slot as usize) < self.accounts.len())
+                .map(|slot| *self.accounts.get(*slot)),
         );
+        self.changes.clear_accounts();
         // Sized once: extending chunk by chunk would grow (and copy) a fresh vector a
         // dozen times per checkpoint.
         changes
