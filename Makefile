@@ -5,18 +5,28 @@ CARGO ?= cargo
 
 all: build
 
-# The toolchain comes with the machine; native libraries needed by the build are installed
-# here when missing (RocksDB's bindings, from the engine issue on, need libclang).
+# Where cargo puts its output (CI points CARGO_TARGET_DIR at a cache outside the clone).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+
+# The toolchain comes with the machine; native libraries the build needs are installed
+# here when missing (RocksDB's bindings need libclang: scripts/deps.sh says why and how).
 deps:
-	@if ! ldconfig -p 2>/dev/null | grep -q libclang; then \
-		echo "installing libclang (needed to build RocksDB's bindings)"; \
-		apt-get update -qq && apt-get install -y -qq libclang-dev clang >/dev/null; \
+	@./scripts/deps.sh
+
+# RocksDB is compiled from C++ the first time a profile is built: say so before a new user
+# wonders why nothing moves. $(1) is the profile's directory (debug or release).
+define rocksdb_notice
+	@if ! ls $(TARGET_DIR)/$(1)/build/librocksdb-sys-*/output >/dev/null 2>&1; then \
+		echo "first $(1) build: compiling RocksDB from C++ takes about 25 minutes on 2 cores"; \
 	fi
+endef
 
 build: deps
+	$(call rocksdb_notice,release)
 	$(CARGO) build --release --workspace
 
 test: deps
+	$(call rocksdb_notice,debug)
 	$(CARGO) test --workspace
 
 # Criterion benches of every crate, the memory measurement of the ledger, and the durable
@@ -31,7 +41,8 @@ bench: deps
 	$(CARGO) run --release -p settled-bench --bin engine-throughput -- --submitters 1 --requests 200
 	$(CARGO) run --release -p settled-bench --bin engine-throughput -- --submitters 4 --requests 100
 
-lint:
+lint: deps
+	$(call rocksdb_notice,debug)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
@@ -41,5 +52,6 @@ fmt:
 # Build release binaries (settled, settle) and start the daemon on the default config and
 # data directory (./data). Stop it with Ctrl-C: it finishes in-flight work and checkpoints.
 run: deps
+	$(call rocksdb_notice,release)
 	$(CARGO) build --release -p settled-engine --bin settled -p settled-client --bin settle
-	./target/release/settled --config config/settled.toml
+	$(TARGET_DIR)/release/settled --config config/settled.toml
