@@ -77,9 +77,42 @@ fn event() -> impl Strategy<Value = EventSpec> {
         })
 }
 
+/// How a batch ends: as generated, or with a linked chain left open at its last event
+/// (at least two events long where the batch allows), with or without an event bound to
+/// fail earlier in that chain.
+#[derive(Clone, Copy, Debug)]
+enum Tail {
+    AsGenerated,
+    OpenChain,
+    OpenChainAfterFailure,
+}
+
+fn batch() -> impl Strategy<Value = Vec<EventSpec>> {
+    let tail = prop_oneof![
+        3 => Just(Tail::AsGenerated),
+        1 => Just(Tail::OpenChain),
+        1 => Just(Tail::OpenChainAfterFailure),
+    ];
+    (prop::collection::vec(event(), 1..24), tail).prop_map(|(mut events, tail)| {
+        let last = events.len() - 1;
+        if !matches!(tail, Tail::AsGenerated) {
+            events[last].linked = true;
+            if last > 0 {
+                events[last - 1].linked = true;
+            }
+        }
+        if matches!(tail, Tail::OpenChainAfterFailure) && last > 0 {
+            // Account 9 does not exist: a plain transfer from it always fails.
+            events[last - 1].kind = Kind::Plain;
+            events[last - 1].debit = ACCOUNTS + 1;
+        }
+        events
+    })
+}
+
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        5 => prop::collection::vec(event(), 1..24).prop_map(Step::Batch),
+        5 => batch().prop_map(Step::Batch),
         1 => (0u64..2_500).prop_map(|advance_ms| Step::Expire { advance_ms }),
     ]
 }
@@ -330,6 +363,50 @@ fn failed_chains(events: &[Transfer], results: &[CreateResult]) -> Vec<std::ops:
     chains
 }
 
+/// Within a failed chain the first failing event carries its own result and every other
+/// event `linked_event_failed`, except that a chain still open at the batch's last event
+/// answers `linked_event_chain_open` there, whether or not an earlier event failed.
+fn check_chain_results(events: &[Transfer], results: &[CreateResult]) -> Result<(), TestCaseError> {
+    let failed = Status::LinkedEventFailed.code();
+    for chain in failed_chains(events, results) {
+        let last = chain.end - 1;
+        let open = last + 1 == events.len() && events[last].flags.contains(TransferFlags::LINKED);
+        let own_results = if open {
+            prop_assert_eq!(
+                results[last].status,
+                Status::LinkedEventChainOpen.code(),
+                "open chain {:?}: last event",
+                chain
+            );
+            results[chain.start..last]
+                .iter()
+                .filter(|r| r.status != failed)
+                .count()
+        } else {
+            results[chain.clone()]
+                .iter()
+                .filter(|r| r.status != failed)
+                .count()
+        };
+        let expected = if open { 0..=1 } else { 1..=1 };
+        prop_assert!(
+            expected.contains(&own_results),
+            "chain {:?}: {} events with their own result: {:?}",
+            chain,
+            own_results,
+            &results[chain.clone()]
+        );
+        prop_assert!(
+            results[chain.clone()]
+                .iter()
+                .all(|r| r.status != Status::Created.code()),
+            "chain {:?} failed yet an event was created",
+            chain
+        );
+    }
+    Ok(())
+}
+
 /// Replay the batch on the state before it with each failed chain replaced by no-ops;
 /// state (bar the remembered failed ids) and all other results must match.
 fn check_no_trace(
@@ -386,6 +463,7 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
                 let results = ledger.create_transfers(now, &events);
                 prop_assert_eq!(&results, &twin.create_transfers(now, &events));
                 apply_to_model(&mut model, &ledger, &events, &results);
+                check_chain_results(&events, &results)?;
                 check_no_trace(&before, &ledger, now, &events, &results)?;
                 generator.remember(&events);
             }

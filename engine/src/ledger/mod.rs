@@ -346,10 +346,13 @@ impl Ledger {
                 chain_start = Some(index);
                 self.undo.begin();
             }
-            let (status, result_timestamp) = if chain_broken {
-                (E::LINKED_EVENT_FAILED, timestamp)
-            } else if event.linked() && index + 1 == events.len() {
+            // A chain still open at the request's last event is reported on that event
+            // even when an earlier event already broke the chain (the reference checks
+            // the open chain first).
+            let (status, result_timestamp) = if event.linked() && index + 1 == events.len() {
                 (E::LINKED_EVENT_CHAIN_OPEN, timestamp)
+            } else if chain_broken {
+                (E::LINKED_EVENT_FAILED, timestamp)
             } else if let Some(status) = check_import(event, imported_batch, timestamp) {
                 (status, timestamp)
             } else {

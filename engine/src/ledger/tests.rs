@@ -151,6 +151,28 @@ fn every_create_account_result_is_produced() {
         "failed chain left account 2 behind"
     );
     s.accounts(&[account_flags(2, 1, linked)], &[A::LinkedEventChainOpen]);
+    // A chain left open at the request's end answers linked_event_chain_open on its last
+    // event even when an earlier event already broke it.
+    s.accounts(
+        &[
+            account_flags(2, 1, linked),
+            account_flags(0, 1, linked),
+            account_flags(3, 1, linked),
+        ],
+        &[
+            A::LinkedEventFailed,
+            A::IdMustNotBeZero,
+            A::LinkedEventChainOpen,
+        ],
+    );
+    s.accounts(
+        &[account_flags(0, 1, linked), account_flags(2, 1, linked)],
+        &[A::IdMustNotBeZero, A::LinkedEventChainOpen],
+    );
+    assert!(
+        s.ledger.lookup_accounts(&[2, 3]).is_empty(),
+        "a broken open chain left an account behind"
+    );
     let imported = |id, timestamp| Account {
         timestamp,
         ..account_flags(id, 1, AccountFlags::IMPORTED)
@@ -330,6 +352,30 @@ fn shape_and_existence_results(s: &mut Script) {
     s.transfers(
         &[with_flags(transfer(101, 1, 2, 1), linked)],
         &[T::LinkedEventChainOpen],
+    );
+    // The open chain is reported on the last event even after an earlier event broke it.
+    s.transfers(
+        &[
+            with_flags(transfer(101, 1, 2, 1), linked),
+            with_flags(transfer(0, 1, 2, 1), linked),
+            with_flags(transfer(102, 1, 2, 1), linked),
+        ],
+        &[
+            T::LinkedEventFailed,
+            T::IdMustNotBeZero,
+            T::LinkedEventChainOpen,
+        ],
+    );
+    s.transfers(
+        &[
+            with_flags(transfer(0, 1, 2, 1), linked),
+            with_flags(transfer(101, 1, 2, 1), linked),
+        ],
+        &[T::IdMustNotBeZero, T::LinkedEventChainOpen],
+    );
+    assert!(
+        s.ledger.lookup_transfers(&[101, 102]).is_empty(),
+        "a broken open chain left a transfer behind"
     );
     s.transfers(
         &[imported(transfer(102, 1, 2, 1), 0), transfer(103, 1, 2, 1)],
