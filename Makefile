@@ -17,7 +17,7 @@ deps:
 # wonders why nothing moves. $(1) is the profile's directory (debug or release).
 define rocksdb_notice
 	@if ! ls $(TARGET_DIR)/$(1)/build/librocksdb-sys-*/output >/dev/null 2>&1; then \
-		echo "first $(1) build: compiling RocksDB from C++ takes about 25 minutes on 2 cores"; \
+		echo "first $(1) build: compiling RocksDB from C++ takes about 10 minutes on 2 cores"; \
 	fi
 endef
 

@@ -93,7 +93,7 @@ impl<'a> Run<'a> {
         }
         let batch = self.replay.next_batch();
         // Every id is new, so no evicted transfer needs reading back: the engine's
-        // prefetch would find nothing.
+        // read stage would find nothing.
         let mut old = OldTransfers::new(self.ledger.evicted_through());
         let start = Instant::now();
         let results = self.ledger.create_transfers_with(NOW, &batch, &mut old);
@@ -102,7 +102,7 @@ impl<'a> Run<'a> {
         self.applied += 1;
         if matches!(self.mode, Mode::Steady) && self.applied.is_multiple_of(CHECKPOINT_BATCHES) {
             drop(self.ledger.take_changes());
-            let settled = self.ledger.settle_point();
+            let settled = self.ledger.checkpoint_mark();
             self.ledger.evict(settled, self.transfers_resident_max);
         }
         elapsed

@@ -9,14 +9,13 @@
 //! An invalid configuration stops the daemon at start with one line that names the key,
 //! e.g. `listen = "abc": invalid socket address`. Nothing is guessed or clamped.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use protocol::{ledgers_default, ledgers_validate, LedgerAsset};
+use serde::{Deserialize, Serialize};
 
-use crate::core::record::record_bytes_max;
 use crate::core::{EngineConfig, EngineError, WhenFull};
 
 /// `settled [--config FILE] [--listen IP:PORT] [--data-dir DIR] [--metrics-listen IP:PORT]`
@@ -53,7 +52,7 @@ pub struct Flags {
 
 /// Every option of the daemon. Field names are the TOML keys; `config/settled.toml`
 /// documents each one with its default.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address of the protocol listener, `IP:PORT` (port 0: any free port).
@@ -84,7 +83,7 @@ pub struct Config {
     pub transfers_resident_max: u64,
     /// Transfers no checkpoint holds yet, at most; beyond it the core holds requests
     /// until the checkpointer catches up.
-    pub transfers_unsettled_max: u64,
+    pub transfers_uncheckpointed_max: u64,
     /// Largest WAL segment file, in bytes.
     pub wal_segment_bytes: u64,
     /// Bytes the WAL buffers while the previous group is written and synced.
@@ -94,23 +93,14 @@ pub struct Config {
     pub fsync: String,
     /// How long a shutdown waits for connections to answer their in-flight requests.
     pub shutdown_timeout_seconds: u64,
-    /// Ledger ids and the asset each one holds.
-    pub ledgers: Vec<LedgerConfig>,
+    /// Ledger ids and the asset each one holds (the `settle` CLI reads the same table).
+    pub ledgers: Vec<LedgerAsset>,
 }
 
-/// One ledger: the asset it holds and the decimal scale of its amounts.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LedgerConfig {
-    pub id: u32,
-    pub asset: String,
-    /// Decimal places of the asset: amount 1234 at scale 2 is 12.34.
-    pub scale: u8,
-}
-
-/// Largest decimal scale: `rust_decimal` holds at most 28 fractional digits, but u128
-/// amounts have 38 decimal digits, and a scale above that could not show even 1 unit.
-pub const LEDGER_SCALE_MAX: u8 = 38;
+/// Keys that an earlier version read, with the key that replaced them: a file that still
+/// uses one is refused with a message naming the new key.
+const KEYS_RENAMED: [(&str, &str); 1] =
+    [("transfers_unsettled_max", "transfers_uncheckpointed_max")];
 
 /// Why the configuration was refused. Display is one line naming the key.
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +119,12 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+    #[error("{path}: `{old}` was renamed to `{new}` (same meaning): use the new name")]
+    Renamed {
+        path: String,
+        old: &'static str,
+        new: &'static str,
+    },
     #[error("{key} = {value}: {reason}")]
     Invalid {
         key: String,
@@ -137,26 +133,31 @@ pub enum ConfigError {
     },
 }
 
+/// Defaults: the engine's own ([`EngineConfig::new`], which takes the WAL's from
+/// `WalConfig::default`) for everything the engine reads, so that each default is written
+/// once; the daemon's for the rest. `config/settled.toml` repeats them all for readers,
+/// and a test holds it to these.
 impl Default for Config {
     fn default() -> Config {
+        let engine = EngineConfig::new("./data");
         Config {
             listen: "127.0.0.1:3000".into(),
-            data_dir: PathBuf::from("./data"),
+            data_dir: engine.data_dir,
             metrics_listen: "127.0.0.1:9100".into(),
             connections_max: 10_000,
             requests_in_flight_per_connection_max: 64,
-            queue_requests_max: 256,
+            queue_requests_max: engine.queue_requests_max,
             queue_full_wait_ms_max: 5000,
-            batch_events_max: 4 * protocol::BATCH_EVENTS_MAX,
-            checkpoint_batches: 4096,
-            transfers_resident_max: 1 << 20,
-            transfers_unsettled_max: 4 << 20,
-            checkpoint_interval_seconds: 30,
-            wal_segment_bytes: 64 * 1024 * 1024,
-            wal_pending_bytes_max: 16 * 1024 * 1024,
+            batch_events_max: engine.batch_events_max,
+            checkpoint_batches: engine.checkpoint_batches,
+            checkpoint_interval_seconds: engine.checkpoint_interval.as_secs(),
+            transfers_resident_max: engine.transfers_resident_max,
+            transfers_uncheckpointed_max: engine.transfers_uncheckpointed_max,
+            wal_segment_bytes: engine.wal.segment_bytes,
+            wal_pending_bytes_max: engine.wal.pending_bytes_max,
             fsync: "always".into(),
             shutdown_timeout_seconds: 10,
-            ledgers: Vec::new(),
+            ledgers: ledgers_default(),
         }
     }
 }
@@ -184,6 +185,15 @@ impl Config {
 
     /// Parse TOML `text`; `path` only names it in errors. Not validated.
     pub fn from_toml(text: &str, path: &str) -> Result<Config, ConfigError> {
+        if let Ok(table) = text.parse::<toml::Table>() {
+            if let Some((old, new)) = KEYS_RENAMED
+                .into_iter()
+                .find(|(old, _)| table.contains_key(*old))
+            {
+                let path = path.to_string();
+                return Err(ConfigError::Renamed { path, old, new });
+            }
+        }
         toml::from_str(text).map_err(|error| parse_error(text, path, &error))
     }
 
@@ -246,7 +256,11 @@ impl Config {
                 "only \"always\" is supported: every reply waits until its request is on disk",
             ));
         }
-        validate_ledgers(&self.ledgers)?;
+        ledgers_validate(&self.ledgers).map_err(|error| ConfigError::Invalid {
+            key: format!("ledgers[{}].{}", error.index, error.field),
+            value: error.value,
+            reason: error.reason.to_string(),
+        })?;
         self.engine_config().map(|_| ())
     }
 
@@ -268,7 +282,8 @@ impl Config {
     }
 
     /// The engine's configuration. Submissions never block (`WhenFull::Busy`): they come
-    /// from tokio worker threads, which must stay free to run other connections.
+    /// from tokio worker threads, which must stay free to run other connections. The
+    /// engine names what it refuses by our keys.
     pub fn engine_config(&self) -> Result<EngineConfig, ConfigError> {
         let mut engine = EngineConfig::new(&self.data_dir);
         engine.queue_requests_max = self.queue_requests_max;
@@ -277,73 +292,21 @@ impl Config {
         engine.checkpoint_batches = self.checkpoint_batches;
         engine.checkpoint_interval = Duration::from_secs(self.checkpoint_interval_seconds);
         engine.transfers_resident_max = self.transfers_resident_max;
-        engine.transfers_unsettled_max = self.transfers_unsettled_max;
+        engine.transfers_uncheckpointed_max = self.transfers_uncheckpointed_max;
         engine.wal.segment_bytes = self.wal_segment_bytes;
         engine.wal.pending_bytes_max = self.wal_pending_bytes_max;
-        // A WAL record holds one batch. Never go below the default: a data directory
-        // written with a larger batch_events_max must still recover after lowering it.
-        let record_bytes = record_bytes_max(self.batch_events_max);
-        let record_bytes = u32::try_from(record_bytes).map_err(|_| {
-            invalid(
-                "batch_events_max",
-                self.batch_events_max,
-                "a batch this large does not fit one WAL record",
-            )
-        })?;
-        engine.wal.record_bytes_max = engine.wal.record_bytes_max.max(record_bytes);
         engine
-            .validate()
-            .map_err(|error| self.engine_error(error))?;
-        engine
-            .wal
-            .validate()
-            .map_err(|error| self.wal_error(&engine, error))?;
+            .fit_wal_records_to_batch()
+            .and_then(|()| engine.validate())
+            .map_err(|error| match error {
+                EngineError::ConfigInvalid { key, value, reason } => ConfigError::Invalid {
+                    key: key.to_string(),
+                    value,
+                    reason,
+                },
+                other => invalid("data_dir", self.data_dir.display(), &other.to_string()),
+            })?;
         Ok(engine)
-    }
-
-    /// Name the engine's complaint by our key.
-    fn engine_error(&self, error: EngineError) -> ConfigError {
-        match error {
-            EngineError::ConfigInvalid { key, reason } => {
-                let (key, value) = match key {
-                    "queue_requests_max" => (key, self.queue_requests_max.to_string()),
-                    "batch_events_max" => (key, self.batch_events_max.to_string()),
-                    "checkpoint_batches" => (key, self.checkpoint_batches.to_string()),
-                    "transfers_unsettled_max" => (key, self.transfers_unsettled_max.to_string()),
-                    "checkpoint_interval" => (
-                        "checkpoint_interval_seconds",
-                        self.checkpoint_interval_seconds.to_string(),
-                    ),
-                    other => (other, String::from("?")),
-                };
-                invalid(key, value, &reason)
-            }
-            other => invalid("data_dir", self.data_dir.display(), &other.to_string()),
-        }
-    }
-
-    /// Name the WAL's complaint by our key; the record size follows from batch_events_max.
-    fn wal_error(&self, engine: &EngineConfig, error: wal::WalError) -> ConfigError {
-        let reason = match &error {
-            wal::WalError::ConfigInvalid { reason, .. } => (*reason).to_string(),
-            other => other.to_string(),
-        };
-        let (key, value) = match &error {
-            wal::WalError::ConfigInvalid {
-                field: "segment_bytes",
-                ..
-            } => ("wal_segment_bytes", self.wal_segment_bytes),
-            wal::WalError::ConfigInvalid {
-                field: "pending_bytes_max",
-                ..
-            } => ("wal_pending_bytes_max", self.wal_pending_bytes_max),
-            _ => ("batch_events_max", u64::from(self.batch_events_max)),
-        };
-        let reason = format!(
-            "{reason} (one record holds a batch of batch_events_max events: {} bytes)",
-            engine.wal.record_bytes_max
-        );
-        invalid(key, value, &reason)
     }
 }
 
@@ -363,32 +326,6 @@ fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
             "invalid socket address (expected IP:PORT, e.g. 127.0.0.1:3000)",
         )
     })
-}
-
-fn validate_ledgers(ledgers: &[LedgerConfig]) -> Result<(), ConfigError> {
-    let mut ids = HashSet::new();
-    let mut assets = HashSet::new();
-    for (index, ledger) in ledgers.iter().enumerate() {
-        let key = |field: &str| format!("ledgers[{index}].{field}");
-        if ledger.id == 0 {
-            return Err(invalid(&key("id"), 0, "ledger 0 is reserved"));
-        }
-        if !ids.insert(ledger.id) {
-            return Err(invalid(&key("id"), ledger.id, "duplicate ledger id"));
-        }
-        if ledger.asset.is_empty() {
-            return Err(invalid(&key("asset"), "\"\"", "must not be empty"));
-        }
-        if !assets.insert(ledger.asset.as_str()) {
-            let value = format!("{:?}", ledger.asset);
-            return Err(invalid(&key("asset"), value, "duplicate asset code"));
-        }
-        if ledger.scale > LEDGER_SCALE_MAX {
-            let reason = format!("must be at most {LEDGER_SCALE_MAX}");
-            return Err(invalid(&key("scale"), ledger.scale, &reason));
-        }
-    }
-    Ok(())
 }
 
 /// One line from a TOML error: toml's own message names unknown keys and types, and the
@@ -458,6 +395,7 @@ fn table_at(before: &str) -> Option<String> {
 mod tests {
     use super::*;
     use clap::Parser;
+    use std::collections::BTreeSet;
 
     fn flags() -> Flags {
         Flags::default()
@@ -482,18 +420,42 @@ mod tests {
         assert_eq!(engine.checkpoint_interval, Duration::from_secs(30));
     }
 
+    /// config/settled.toml claims to set every option to its default: hold it to that,
+    /// both ways (no option missing from the file, no value other than the default).
     #[test]
-    fn the_shipped_file_parses_and_is_valid() {
+    fn the_shipped_file_sets_every_option_to_its_default() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/settled.toml");
         let config = Config::from_file(&path).unwrap();
         config.validate().unwrap();
-        let expected = Config {
-            ledgers: config.ledgers.clone(),
-            ..Config::default()
-        };
-        // The file documents the defaults: loading it must change nothing else.
-        assert_eq!(config, expected);
-        assert!(config.ledgers.iter().any(|ledger| ledger.asset == "USD"));
+        assert_eq!(config, Config::default());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let file_keys: BTreeSet<String> = text
+            .parse::<toml::Table>()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        let defaults = toml::to_string(&Config::default()).unwrap();
+        let option_keys: BTreeSet<String> = defaults
+            .parse::<toml::Table>()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(
+            file_keys, option_keys,
+            "options missing from the file or unknown"
+        );
+    }
+
+    #[test]
+    fn a_renamed_key_names_its_new_name() {
+        let error = error_of("transfers_unsettled_max = 4194304\n");
+        assert_eq!(
+            error,
+            "settled.toml: `transfers_unsettled_max` was renamed to \
+             `transfers_uncheckpointed_max` (same meaning): use the new name"
+        );
     }
 
     #[test]
@@ -593,6 +555,17 @@ mod tests {
         assert!(
             interval.starts_with("checkpoint_interval_seconds = 0"),
             "{interval}"
+        );
+        // Refused by the engine's own checks, reported under the same keys.
+        let lag = error_of("transfers_uncheckpointed_max = 10");
+        assert!(
+            lag.starts_with("transfers_uncheckpointed_max = 10: below batch_events_max 32756"),
+            "{lag}"
+        );
+        let pending = error_of("wal_pending_bytes_max = 1024");
+        assert!(
+            pending.starts_with("wal_pending_bytes_max = 1024: must hold one record"),
+            "{pending}"
         );
     }
 

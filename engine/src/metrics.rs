@@ -7,6 +7,7 @@
 //! | `settled_events_total`              | counter   | operation            |
 //! | `settled_connections`               | gauge     |                      |
 //! | `settled_connection_errors_total`   | counter   | error                |
+//! | `settled_transfers_resident`        | gauge     |                      |
 //!
 //! A request's duration runs from its frame being read to its reply (or error) being
 //! written to the socket, so it includes queueing, the batch, and the fsync. `outcome` is
@@ -14,8 +15,10 @@
 //! `unknown` when the code named none. Connection errors are the fatal ones (bad frames),
 //! after which the connection is closed.
 //!
-//! Everything is recorded by the server's tasks, never by the core thread, and served by
-//! an HTTP listener on a thread of its own, so a scrape never competes with requests.
+//! The server's tasks record all but one: the core thread sets `settled_transfers_resident`
+//! (transfers in memory) after each eviction, a single atomic store once per checkpoint.
+//! An HTTP listener on a thread of its own serves them, so a scrape never competes with
+//! requests.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -19,13 +19,13 @@ use tempfile::TempDir;
 const ACCOUNTS: u128 = 40;
 
 /// Evict everything a checkpoint holds (but the chunk being filled), checkpoint every
-/// other batch, and hold the core at the smallest unsettled limit, so that eviction, the
-/// prefetch race and the throttle all happen within a few thousand transfers.
+/// other batch, and hold the core at the smallest uncheckpointed limit, so that eviction, the
+/// read-stage race and the throttle all happen within a few thousand transfers.
 fn evicting_config(dir: &TempDir) -> EngineConfig {
     let mut config = config(dir.path());
     config.checkpoint_batches = 2;
     config.transfers_resident_max = 0;
-    config.transfers_unsettled_max = u64::from(config.batch_events_max);
+    config.transfers_uncheckpointed_max = u64::from(config.batch_events_max);
     config
 }
 
@@ -177,7 +177,7 @@ fn an_evicting_engine_answers_like_a_ledger_that_keeps_everything() {
     let mut engine = Engine::open(config.clone()).unwrap();
     for round in 0..240 {
         // A few creates and reads in flight at once, so that they share core batches
-        // and the prefetch stage runs ahead of the core.
+        // and the read stage runs ahead of the core.
         let mut in_flight: Vec<(Request, PendingReply)> = Vec::new();
         for _ in 0..4 {
             let request = if round > 0 && rng.random_bool(0.08) {

@@ -1,4 +1,4 @@
-//! The records that cross the wire (and, later, the disk) in `settled`.
+//! The records that cross the wire and the disk in `settled`.
 //!
 //! Every hot-path record is a fixed-layout `#[repr(C)]` little-endian struct whose size is
 //! asserted at compile time, so a buffer of records is converted to and from bytes without
@@ -23,6 +23,9 @@
 //! the protocol: a code is never renumbered, new codes are only ever appended.
 //!
 //! The semantics of every field and result are those of `shared/SEMANTICS.md`.
+//!
+//! [`LedgerAsset`] (asset code and decimal scale of a ledger id) is shared by the daemon's
+//! config and the `settle` CLI.
 
 #[cfg(not(target_endian = "little"))]
 compile_error!(
@@ -30,6 +33,7 @@ compile_error!(
 );
 
 mod account;
+mod asset;
 mod filter;
 mod flags;
 pub mod frame;
@@ -39,6 +43,9 @@ mod results;
 mod transfer;
 
 pub use account::Account;
+pub use asset::{
+    ledger_find, ledgers_default, ledgers_validate, LedgerAsset, LedgerAssetError, LEDGER_SCALE_MAX,
+};
 pub use filter::{
     AccountBalance, AccountFilter, AccountFilterFlags, QueryFilter, QueryFilterFlags,
 };

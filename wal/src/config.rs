@@ -11,6 +11,33 @@ pub const SEGMENT_BYTES_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
 /// Hard upper bound for `pending_bytes_max`.
 pub const PENDING_BYTES_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
 
+/// A field of [`WalConfig`], as named in [`WalError::ConfigInvalid`]: typed, so that a
+/// caller with its own names for these settings maps them without comparing strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalConfigField {
+    RecordBytesMax,
+    SegmentBytes,
+    PendingBytesMax,
+    FirstLsn,
+}
+
+impl WalConfigField {
+    pub fn name(self) -> &'static str {
+        match self {
+            WalConfigField::RecordBytesMax => "record_bytes_max",
+            WalConfigField::SegmentBytes => "segment_bytes",
+            WalConfigField::PendingBytesMax => "pending_bytes_max",
+            WalConfigField::FirstLsn => "first_lsn",
+        }
+    }
+}
+
+impl std::fmt::Display for WalConfigField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Limits and starting point of a WAL. Checked by [`WalConfig::validate`]
 /// when the WAL is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,14 +90,14 @@ impl WalConfig {
         };
         if self.record_bytes_max > RECORD_BYTES_LIMIT {
             return invalid(
-                "record_bytes_max",
+                WalConfigField::RecordBytesMax,
                 u64::from(self.record_bytes_max),
                 "above RECORD_BYTES_LIMIT",
             );
         }
         if self.segment_bytes > SEGMENT_BYTES_LIMIT {
             return invalid(
-                "segment_bytes",
+                WalConfigField::SegmentBytes,
                 self.segment_bytes,
                 "above SEGMENT_BYTES_LIMIT",
             );
@@ -78,28 +105,28 @@ impl WalConfig {
         let segment_bytes_min = u64::from(SEGMENT_HEADER_BYTES) + self.record_on_disk_bytes_max();
         if self.segment_bytes < segment_bytes_min {
             return invalid(
-                "segment_bytes",
+                WalConfigField::SegmentBytes,
                 self.segment_bytes,
                 "must hold the segment header and one record of record_bytes_max",
             );
         }
         if self.pending_bytes_max > PENDING_BYTES_LIMIT {
             return invalid(
-                "pending_bytes_max",
+                WalConfigField::PendingBytesMax,
                 self.pending_bytes_max,
                 "above PENDING_BYTES_LIMIT",
             );
         }
         if self.pending_bytes_max < self.record_on_disk_bytes_max() {
             return invalid(
-                "pending_bytes_max",
+                WalConfigField::PendingBytesMax,
                 self.pending_bytes_max,
                 "must hold one record of record_bytes_max",
             );
         }
         if self.first_lsn == 0 {
             return invalid(
-                "first_lsn",
+                WalConfigField::FirstLsn,
                 0,
                 "LSN 0 is reserved; LSNs start at 1 or later",
             );
@@ -128,28 +155,28 @@ mod tests {
                     segment_bytes: 1024,
                     ..base.clone()
                 },
-                "segment_bytes",
+                WalConfigField::SegmentBytes,
             ),
             (
                 WalConfig {
                     pending_bytes_max: 1024,
                     ..base.clone()
                 },
-                "pending_bytes_max",
+                WalConfigField::PendingBytesMax,
             ),
             (
                 WalConfig {
                     first_lsn: 0,
                     ..base.clone()
                 },
-                "first_lsn",
+                WalConfigField::FirstLsn,
             ),
             (
                 WalConfig {
                     record_bytes_max: u32::MAX,
                     ..base.clone()
                 },
-                "record_bytes_max",
+                WalConfigField::RecordBytesMax,
             ),
         ];
         for (config, field_expected) in cases {

@@ -10,7 +10,7 @@ pub enum WalError {
     /// A configuration value is outside the limits the format supports.
     #[error("invalid WAL config: {field} = {value}: {reason}")]
     ConfigInvalid {
-        field: &'static str,
+        field: crate::config::WalConfigField,
         value: u64,
         reason: &'static str,
     },

@@ -128,7 +128,9 @@ mod storage;
 mod wal;
 mod writer;
 
-pub use config::{WalConfig, PENDING_BYTES_LIMIT, RECORD_BYTES_LIMIT, SEGMENT_BYTES_LIMIT};
+pub use config::{
+    WalConfig, WalConfigField, PENDING_BYTES_LIMIT, RECORD_BYTES_LIMIT, SEGMENT_BYTES_LIMIT,
+};
 pub use error::{CorruptionKind, WalError};
 pub use format::{
     segment_file_name, FORMAT_VERSION, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC,

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use settled_wal::{Wal, WalConfig, WalError};
+use settled_wal::{Wal, WalConfig, WalConfigField, WalError};
 
 #[test]
 fn appended_records_replay_identically_after_reopen() {
@@ -127,7 +127,7 @@ fn limits_give_typed_errors() {
     assert!(matches!(
         Wal::open(dir.path(), bad),
         Err(WalError::ConfigInvalid {
-            field: "segment_bytes",
+            field: WalConfigField::SegmentBytes,
             ..
         })
     ));

@@ -1,5 +1,5 @@
 //! Durable throughput of the in-process engine: submitters send 8189-transfer requests
-//! through the whole pipeline (queue, prefetch, core, WAL with fsync, checkpoints,
+//! through the whole pipeline (queue, read stage, core, WAL with fsync, checkpoints,
 //! eviction) and count transfers whose replies came back, i.e. transfers on disk. Also
 //! reports the transfers resident at the end and the process's peak RSS, so that a long
 //! run shows memory staying bounded (requests are generated as they are sent).
@@ -38,7 +38,7 @@ struct Args {
     /// Transfers not yet checkpointed before the core holds requests (engine default if
     /// not given).
     #[arg(long)]
-    transfers_unsettled_max: Option<u64>,
+    transfers_uncheckpointed_max: Option<u64>,
     /// Data directory (default: a fresh temporary directory, removed afterwards).
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
@@ -56,8 +56,8 @@ fn main() {
     if let Some(max) = args.transfers_resident_max {
         config.transfers_resident_max = max;
     }
-    if let Some(max) = args.transfers_unsettled_max {
-        config.transfers_unsettled_max = max;
+    if let Some(max) = args.transfers_uncheckpointed_max {
+        config.transfers_uncheckpointed_max = max;
     }
     let engine = Engine::open(config).expect("open engine");
     create_accounts(&engine, args.accounts);

@@ -72,7 +72,7 @@ fn main() {
             let start = Instant::now();
             let changes = ledger.take_changes();
             let taken = start.elapsed();
-            let settled = ledger.settle_point();
+            let settled = ledger.checkpoint_mark();
             let start = Instant::now();
             let evicted = ledger.evict(settled, transfers_resident_max);
             let evicted_time = start.elapsed();

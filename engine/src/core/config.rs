@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use protocol::BATCH_EVENTS_MAX;
-use wal::WalConfig;
+use wal::{WalConfig, WalConfigField, WalError};
 
 use super::record::record_bytes_max;
 use super::EngineError;
@@ -47,12 +47,12 @@ pub struct EngineConfig {
     /// ...or after this much time with at least one logged batch, whichever comes first.
     pub checkpoint_interval: Duration,
     /// Transfers kept in memory after a checkpoint holds them: the newest this many (in
-    /// whole chunks of 8192), plus pending ones. Older ones are read back from RocksDB.
+    /// whole chunks of 16384), plus pending ones. Older ones are read back from RocksDB.
     pub transfers_resident_max: u64,
     /// Transfers not yet in a written checkpoint, at most: beyond this the core stops
     /// taking requests until the checkpointer catches up (the queue then fills and
     /// `submit` waits or answers busy). With `transfers_resident_max` it bounds memory.
-    pub transfers_unsettled_max: u64,
+    pub transfers_uncheckpointed_max: u64,
     pub wal: WalConfig,
     pub store: StoreConfig,
     /// Where the core reads time from (once per batch).
@@ -70,54 +70,101 @@ impl EngineConfig {
             checkpoint_batches: 4096,
             checkpoint_interval: Duration::from_secs(30),
             transfers_resident_max: 1 << 20,
-            transfers_unsettled_max: 4 << 20,
+            transfers_uncheckpointed_max: 4 << 20,
             wal: WalConfig::default(),
             store: StoreConfig::default(),
             clock: system_clock_ns,
         }
     }
 
+    /// Raise the WAL's record limit to hold a full batch of `batch_events_max` events
+    /// (never lowering it: a data directory written with larger batches must still
+    /// recover after batch_events_max is lowered).
+    pub fn fit_wal_records_to_batch(&mut self) -> Result<(), EngineError> {
+        let record_bytes = u32::try_from(record_bytes_max(self.batch_events_max))
+            .map_err(|_| self.invalid_batch("a batch this large does not fit one WAL record"))?;
+        self.wal.record_bytes_max = self.wal.record_bytes_max.max(record_bytes);
+        Ok(())
+    }
+
+    /// Every limit, the WAL's included. Errors name the option as config/settled.toml
+    /// does, so the daemon reports them without translating.
     pub fn validate(&self) -> Result<(), EngineError> {
-        let invalid =
-            |key: &'static str, reason: String| Err(EngineError::ConfigInvalid { key, reason });
+        let invalid = |key: &'static str, value: &dyn std::fmt::Display, reason: &str| {
+            Err(EngineError::ConfigInvalid {
+                key,
+                value: value.to_string(),
+                reason: reason.to_string(),
+            })
+        };
         if self.queue_requests_max == 0 {
-            return invalid("queue_requests_max", "must be at least 1".into());
+            return invalid("queue_requests_max", &0, "must be at least 1");
         }
         if self.batch_events_max < BATCH_EVENTS_MAX {
-            return invalid(
-                "batch_events_max",
-                format!(
-                    "{} is below the {BATCH_EVENTS_MAX} events of one request",
-                    self.batch_events_max
-                ),
-            );
+            let reason = format!("below the {BATCH_EVENTS_MAX} events of one request");
+            return invalid("batch_events_max", &self.batch_events_max, &reason);
         }
         let record_bytes = record_bytes_max(self.batch_events_max);
         if record_bytes > u64::from(self.wal.record_bytes_max) {
-            return invalid(
-                "batch_events_max",
-                format!(
-                    "a batch of {} events needs WAL records of {record_bytes} bytes, above \
-                     wal.record_bytes_max {}",
-                    self.batch_events_max, self.wal.record_bytes_max
-                ),
-            );
+            return Err(self.invalid_batch(&format!(
+                "a batch needs WAL records of {record_bytes} bytes, above the WAL's \
+                 record_bytes_max {}",
+                self.wal.record_bytes_max
+            )));
         }
         if self.checkpoint_batches == 0 {
-            return invalid("checkpoint_batches", "must be at least 1".into());
-        }
-        if self.transfers_unsettled_max < u64::from(self.batch_events_max) {
-            return invalid(
-                "transfers_unsettled_max",
-                format!(
-                    "{} is below batch_events_max {}: one batch would stall the core",
-                    self.transfers_unsettled_max, self.batch_events_max
-                ),
-            );
+            return invalid("checkpoint_batches", &0, "must be at least 1");
         }
         if self.checkpoint_interval.is_zero() {
-            return invalid("checkpoint_interval", "must be above zero".into());
+            let value = self.checkpoint_interval.as_secs();
+            return invalid("checkpoint_interval_seconds", &value, "must be at least 1");
         }
-        Ok(())
+        if self.transfers_uncheckpointed_max < u64::from(self.batch_events_max) {
+            let reason = format!(
+                "below batch_events_max {}: one batch would stall the core",
+                self.batch_events_max
+            );
+            return invalid(
+                "transfers_uncheckpointed_max",
+                &self.transfers_uncheckpointed_max,
+                &reason,
+            );
+        }
+        self.wal.validate().map_err(|error| self.wal_invalid(error))
+    }
+
+    fn invalid_batch(&self, reason: &str) -> EngineError {
+        EngineError::ConfigInvalid {
+            key: "batch_events_max",
+            value: self.batch_events_max.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The WAL's complaint under the option that sets the field: the `wal_` options, or
+    /// batch_events_max for the record size, which follows from it.
+    fn wal_invalid(&self, error: WalError) -> EngineError {
+        let (field, value, reason) = match error {
+            WalError::ConfigInvalid {
+                field,
+                value,
+                reason,
+            } => (field, value, reason),
+            other => return EngineError::Wal(std::sync::Arc::new(other)),
+        };
+        let key = match field {
+            WalConfigField::RecordBytesMax => return self.invalid_batch(reason),
+            WalConfigField::SegmentBytes => "wal_segment_bytes",
+            WalConfigField::PendingBytesMax => "wal_pending_bytes_max",
+            WalConfigField::FirstLsn => "wal_first_lsn",
+        };
+        EngineError::ConfigInvalid {
+            key,
+            value: value.to_string(),
+            reason: format!(
+                "{reason} (one record holds a batch of batch_events_max {} events: {} bytes)",
+                self.batch_events_max, self.wal.record_bytes_max
+            ),
+        }
     }
 }

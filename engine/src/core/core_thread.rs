@@ -7,7 +7,8 @@
 //! waits for an fsync while there is work: the WAL writer syncs group after group while
 //! the core applies the next batches, and replies go out as `durable_lsn` passes them.
 //! Every `checkpoint_batches` batches (or `checkpoint_interval`) it hands the changed
-//! state to the checkpointer thread without waiting for RocksDB.
+//! state to the checkpointer thread without waiting for RocksDB; only when memory is at
+//! its bound (`throttle`) or at shutdown does it wait for the checkpointer to take it.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,11 +19,11 @@ use crossbeam::channel::{Receiver, RecvTimeoutError, TrySendError};
 use wal::Wal;
 
 use super::checkpointer::{CheckpointJob, CheckpointQueue, CheckpointStatus};
-use super::prefetch::{prefetch, Prefetched, PrefetchedData};
+use super::read_stage::{read_for_request, StoreReadData, StoreReads};
 use super::record::{apply, RecordBuilder, Write};
 use super::request::{Reply, ReplySender, Request};
 use super::{EngineConfig, EngineError, RecoveryReport};
-use crate::ledger::{Ledger, OldTransfers, SettlePoint};
+use crate::ledger::{CheckpointMark, Ledger, OldTransfers};
 use crate::store::{CheckpointMeta, Store};
 
 /// What travels on the request queue.
@@ -30,8 +31,8 @@ pub(crate) enum Submission {
     Request {
         request: Request,
         reply: ReplySender,
-        /// Filled in by the prefetch stage.
-        prefetched: Option<Box<Prefetched>>,
+        /// Filled in by the read stage.
+        store_reads: Option<Box<StoreReads>>,
     },
     /// Finish everything queued before this, make it durable, checkpoint, stop.
     Shutdown,
@@ -43,25 +44,25 @@ struct Parked {
     replies: Vec<(ReplySender, Result<Reply, EngineError>)>,
 }
 
-/// A request with its reply channel and what the prefetch stage read for it.
-type Queued = (Request, ReplySender, Option<Box<Prefetched>>);
+/// A request with its reply channel and what the read stage read for it.
+type Queued = (Request, ReplySender, Option<Box<StoreReads>>);
 
 /// A checkpoint handed to the checkpointer and not yet known to be written.
 struct Taken {
     lsn: u64,
-    settle_point: SettlePoint,
+    checkpoint_mark: CheckpointMark,
 }
 
 /// What the core needs to move transfers out of memory.
 pub(crate) struct Eviction {
     pub store: Arc<Store>,
     pub checkpoint_status: Arc<CheckpointStatus>,
-    /// The ledger's eviction watermark, for the prefetch stage.
+    /// The ledger's eviction watermark, for the read stage.
     pub evicted_through: Arc<AtomicU64>,
     /// Transfers the written checkpoints hold (the ledger's count when the newest one
     /// was taken).
-    pub transfers_settled: u64,
-    /// The ledger's eviction generation, published with the watermark (see `prefetch`).
+    pub transfers_checkpointed: u64,
+    /// The ledger's eviction generation, published with the watermark (see `read_stage`).
     pub eviction_generation: Arc<AtomicU64>,
     /// The ledger's resident transfers after the latest eviction, for operators.
     pub transfers_resident: Arc<AtomicU64>,
@@ -135,10 +136,10 @@ impl CoreThread {
         while !self.shutdown_seen {
             self.throttle();
             let next = match self.carried.take() {
-                Some((request, reply, prefetched)) => Some(Submission::Request {
+                Some((request, reply, store_reads)) => Some(Submission::Request {
                     request,
                     reply,
-                    prefetched,
+                    store_reads,
                 }),
                 None => self.next_submission(&durable),
             };
@@ -146,39 +147,39 @@ impl CoreThread {
                 Some(Submission::Request {
                     request,
                     reply,
-                    prefetched,
+                    store_reads,
                 }) => {
-                    self.run_batch(Some((request, reply, prefetched)));
+                    self.run_batch(Some((request, reply, store_reads)));
                 }
                 Some(Submission::Shutdown) => self.shutdown_seen = true,
                 None => self.run_batch(None),
             }
             self.release_durable();
             self.maybe_checkpoint(false);
-            self.settle();
+            self.evict_checkpointed();
         }
         self.stop()
     }
 
     /// Learn which checkpoints were written and move what they hold out of memory.
-    fn settle(&mut self) {
+    fn evict_checkpointed(&mut self) {
         let written_lsn = self.eviction.checkpoint_status.lsn.load(Ordering::Acquire);
-        let mut settled = None;
+        let mut written = None;
         while self
             .taken
             .front()
             .is_some_and(|taken| taken.lsn <= written_lsn)
         {
-            settled = self.taken.pop_front();
+            written = self.taken.pop_front();
         }
-        let Some(settled) = settled else {
+        let Some(written) = written else {
             return;
         };
-        self.eviction.transfers_settled = settled.settle_point.transfers;
+        self.eviction.transfers_checkpointed = written.checkpoint_mark.transfers;
         let evicted = self
             .ledger
-            .evict(settled.settle_point, self.config.transfers_resident_max);
-        // The watermark first: a prefetch that sees the new generation sees it too.
+            .evict(written.checkpoint_mark, self.config.transfers_resident_max);
+        // The watermark first: a store read that sees the new generation sees it too.
         self.eviction
             .evicted_through
             .store(self.ledger.evicted_through(), Ordering::Release);
@@ -201,8 +202,8 @@ impl CoreThread {
     }
 
     /// Transfers applied that no written checkpoint holds yet.
-    fn transfers_unsettled(&self) -> u64 {
-        self.ledger.transfers_count() - self.eviction.transfers_settled
+    fn transfers_uncheckpointed(&self) -> u64 {
+        self.ledger.transfers_count() - self.eviction.transfers_checkpointed
     }
 
     /// Stop taking requests while too many transfers wait for a checkpoint: memory stays
@@ -211,12 +212,12 @@ impl CoreThread {
         let mut waited = false;
         while !self.throttle_off
             && self.failed.is_none()
-            && self.transfers_unsettled() > self.config.transfers_unsettled_max
+            && self.transfers_uncheckpointed() > self.config.transfers_uncheckpointed_max
             && self.eviction.checkpoint_status.error.get().is_none()
         {
             if !waited {
                 tracing::warn!(
-                    unsettled = self.transfers_unsettled(),
+                    uncheckpointed = self.transfers_uncheckpointed(),
                     "checkpoints fall behind; holding requests until one is written"
                 );
                 waited = true;
@@ -227,7 +228,7 @@ impl CoreThread {
                 }
                 self.maybe_checkpoint(true);
                 if self.taken.is_empty() {
-                    // The checkpointer is gone: nothing will settle, waiting would hang.
+                    // The checkpointer is gone: no checkpoint will be written, waiting would hang.
                     tracing::error!("checkpointer stopped; memory is no longer bounded");
                     self.throttle_off = true;
                     return;
@@ -235,7 +236,7 @@ impl CoreThread {
             }
             std::thread::sleep(Duration::from_millis(1));
             self.release_durable();
-            self.settle();
+            self.evict_checkpointed();
         }
     }
 
@@ -295,8 +296,8 @@ impl CoreThread {
             apply(&mut self.ledger, now, Write::Expire, &mut nothing);
         }
         let mut replies = Vec::with_capacity(batch.len());
-        for (request, reply, prefetched) in batch {
-            replies.push((reply, self.execute(now, request, prefetched)));
+        for (request, reply, store_reads) in batch {
+            replies.push((reply, self.execute(now, request, store_reads)));
         }
         let lsn = if self.record.is_empty() {
             self.lsn_last
@@ -328,15 +329,15 @@ impl CoreThread {
                 Ok(Submission::Request {
                     request,
                     reply,
-                    prefetched,
+                    store_reads,
                 }) => {
                     let count = u64::from(request.events_count());
                     if events + count > u64::from(self.config.batch_events_max) {
-                        self.carried = Some((request, reply, prefetched));
+                        self.carried = Some((request, reply, store_reads));
                         return;
                     }
                     events += count;
-                    batch.push((request, reply, prefetched));
+                    batch.push((request, reply, store_reads));
                 }
                 Ok(Submission::Shutdown) => {
                     // Requests queued after a shutdown are refused by `stop`.
@@ -349,20 +350,20 @@ impl CoreThread {
     }
 
     /// Apply one request; writes go into the batch's WAL record first. Evicted transfers
-    /// it names come from the prefetch stage, or are read here if the core evicted more
+    /// it names come from the read stage, or are read here if the core evicted more
     /// since (a store error then fails this request alone, before anything is applied).
     fn execute(
         &mut self,
         now: u64,
         request: Request,
-        prefetched: Option<Box<Prefetched>>,
+        store_reads: Option<Box<StoreReads>>,
     ) -> Result<Reply, EngineError> {
         let through = self.ledger.evicted_through();
-        let prefetched = match prefetched {
-            Some(prefetched) if prefetched.generation == self.ledger.eviction_generation() => {
-                *prefetched
+        let store_reads = match store_reads {
+            Some(store_reads) if store_reads.generation == self.ledger.eviction_generation() => {
+                *store_reads
             }
-            _ => prefetch(
+            _ => read_for_request(
                 &self.eviction.store,
                 &request,
                 through,
@@ -371,17 +372,17 @@ impl CoreThread {
             .map_err(|error| EngineError::Store(Arc::new(error)))?,
         };
         // The watermark only moves with the generation.
-        debug_assert_eq!(prefetched.through, through);
+        debug_assert_eq!(store_reads.through, through);
         let ledger = &mut self.ledger;
-        let reply = match (request, prefetched.data) {
-            (Request::CreateAccounts(accounts), PrefetchedData::Transfers(mut old)) => {
+        let reply = match (request, store_reads.data) {
+            (Request::CreateAccounts(accounts), StoreReadData::Transfers(mut old)) => {
                 let write = Write::CreateAccounts(&accounts);
                 if !accounts.is_empty() {
                     self.record.push(write);
                 }
                 Reply::Created(apply(ledger, now, write, &mut old))
             }
-            (Request::CreateTransfers(transfers), PrefetchedData::Transfers(mut old)) => {
+            (Request::CreateTransfers(transfers), StoreReadData::Transfers(mut old)) => {
                 let write = Write::CreateTransfers(&transfers);
                 if !transfers.is_empty() {
                     self.record.push(write);
@@ -389,21 +390,21 @@ impl CoreThread {
                 Reply::Created(apply(ledger, now, write, &mut old))
             }
             (Request::LookupAccounts(ids), _) => Reply::Accounts(ledger.lookup_accounts(&ids)),
-            (Request::LookupTransfers(ids), PrefetchedData::Transfers(old)) => {
+            (Request::LookupTransfers(ids), StoreReadData::Transfers(old)) => {
                 Reply::Transfers(ledger.lookup_transfers_with(&ids, &old))
             }
-            (Request::GetAccountTransfers(filter), PrefetchedData::RangeTransfers(old)) => {
+            (Request::GetAccountTransfers(filter), StoreReadData::RangeTransfers(old)) => {
                 Reply::Transfers(ledger.get_account_transfers_with(&filter, through, old))
             }
-            (Request::GetAccountBalances(filter), PrefetchedData::RangeBalances(old)) => {
+            (Request::GetAccountBalances(filter), StoreReadData::RangeBalances(old)) => {
                 Reply::Balances(ledger.get_account_balances_with(&filter, through, old))
             }
             (Request::QueryAccounts(filter), _) => Reply::Accounts(ledger.query_accounts(&filter)),
-            (Request::QueryTransfers(filter), PrefetchedData::RangeTransfers(old)) => {
+            (Request::QueryTransfers(filter), StoreReadData::RangeTransfers(old)) => {
                 Reply::Transfers(ledger.query_transfers_with(&filter, through, old))
             }
             (request, data) => unreachable!(
-                "prefetch read {data:?} for a {:?} request",
+                "read stage read {data:?} for a {:?} request",
                 request.operation()
             ),
         };
@@ -498,7 +499,7 @@ impl CoreThread {
         if sent {
             self.taken.push_back(Taken {
                 lsn: meta.lsn,
-                settle_point: self.ledger.settle_point(),
+                checkpoint_mark: self.ledger.checkpoint_mark(),
             });
             self.lsn_checkpoint_taken = self.lsn_last;
             self.batches_since_checkpoint = 0;

@@ -2,8 +2,8 @@
 //! DESIGN.md, behind an in-process handle.
 //!
 //! ```text
-//! EngineHandle::submit ─queue─▶ prefetch ─queue─▶ core thread ─append─▶ WAL writer
-//!        ▲                      (RocksDB reads)       │  ▲                  (group fsync)
+//! EngineHandle::submit ─queue─▶ read stage ─queue─▶ core thread ─append─▶ WAL writer
+//!        ▲                    (RocksDB reads)         │  ▲                  (group fsync)
 //!        └──────────── replies, once durable ─────────┘  └── durable LSN ─────┘
 //!                                                     │
 //!                                                     └─ every N batches ─▶ checkpointer
@@ -18,14 +18,14 @@
 //!
 //! State resident in memory: every account, every pending transfer, the newest
 //! `transfers_resident_max` transfers plus those no written checkpoint holds yet (at most
-//! `transfers_unsettled_max`), and transiently failed ids. Older transfers live only in
-//! RocksDB; the prefetch stage reads the ones a request names before the core applies
-//! it (see `prefetch`).
+//! `transfers_uncheckpointed_max`), and transiently failed ids. Older transfers live only in
+//! RocksDB; the read stage reads the ones a request names before the core applies
+//! it (see `read_stage`).
 
 mod checkpointer;
 mod config;
 mod core_thread;
-mod prefetch;
+mod read_stage;
 pub mod record;
 mod request;
 mod submit;
@@ -67,8 +67,13 @@ pub enum EngineError {
     Wal(Arc<WalError>),
     #[error("store: {0}")]
     Store(Arc<StoreError>),
-    #[error("invalid config `{key}`: {reason}")]
-    ConfigInvalid { key: &'static str, reason: String },
+    /// `key` is the option's name in config/settled.toml.
+    #[error("invalid config: {key} = {value}: {reason}")]
+    ConfigInvalid {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
     #[error("recovery: WAL record {lsn}: {source}")]
     Recovery { lsn: u64, source: RecordError },
     #[error("{operation} {path}: {source}")]
@@ -97,7 +102,7 @@ pub struct Engine {
     checkpoint_status: Arc<CheckpointStatus>,
     transfers_resident: Arc<AtomicU64>,
     core: Option<JoinHandle<Ledger>>,
-    prefetcher: Option<JoinHandle<()>>,
+    reader: Option<JoinHandle<()>>,
     checkpointer: Option<JoinHandle<()>>,
     recovery: RecoveryReport,
 }
@@ -111,7 +116,8 @@ pub struct ShutdownReport {
 }
 
 impl Engine {
-    /// Recover from `config.data_dir` and start the core and checkpointer threads.
+    /// Recover from `config.data_dir` and start the read stage, core and checkpointer
+    /// threads (the WAL starts its own writer).
     pub fn open(config: EngineConfig) -> Result<Engine, EngineError> {
         config.validate()?;
         let recovered = recover(&config)?;
@@ -135,21 +141,21 @@ impl Engine {
             transfers_checkpointed,
         } = recovered;
         let (store, wal) = (Arc::new(store), Arc::new(wal));
-        // Two queues of `queue_requests_max`: submitters to the prefetch stage, and the
-        // prefetch stage to the core (which batches what waits there).
+        // Two queues of `queue_requests_max`: submitters to the read stage, and the
+        // read stage to the core (which batches what waits there).
         let (requests_sender, submitted) =
             crossbeam::channel::bounded(config.queue_requests_max as usize);
-        let (prefetched, requests) =
+        let (store_reads, requests) =
             crossbeam::channel::bounded(config.queue_requests_max as usize);
         let evicted_through = Arc::new(AtomicU64::new(ledger.evicted_through()));
         let eviction_generation = Arc::new(AtomicU64::new(ledger.eviction_generation()));
-        let prefetcher = {
+        let reader = {
             let store = store.clone();
             let (through, generation) = (evicted_through.clone(), eviction_generation.clone());
             std::thread::Builder::new()
-                .name("settled-prefetch".into())
-                .spawn(move || prefetch::run(store, through, generation, submitted, prefetched))
-                .expect("spawn prefetch thread")
+                .name("settled-reader".into())
+                .spawn(move || read_stage::run(store, through, generation, submitted, store_reads))
+                .expect("spawn read stage thread")
         };
         // One checkpoint in flight plus one waiting: the core never blocks on RocksDB.
         let (jobs_sender, jobs) = crossbeam::channel::bounded(1);
@@ -173,7 +179,7 @@ impl Engine {
             checkpoint_status: checkpoint_status.clone(),
             evicted_through,
             eviction_generation,
-            transfers_settled: transfers_checkpointed,
+            transfers_checkpointed,
         };
         let core = CoreThread::new(
             config,
@@ -197,7 +203,7 @@ impl Engine {
             checkpoint_status,
             transfers_resident,
             core: Some(core),
-            prefetcher: Some(prefetcher),
+            reader: Some(reader),
             checkpointer: Some(checkpointer),
             recovery,
         }
@@ -236,8 +242,8 @@ impl Engine {
         // The core returns the final ledger; the checkpointer ends when the core's job
         // sender is dropped with it.
         let ledger = core.join().map_err(|_| EngineError::Stopped)?;
-        if let Some(prefetcher) = self.prefetcher.take() {
-            prefetcher.join().map_err(|_| EngineError::Stopped)?;
+        if let Some(reader) = self.reader.take() {
+            reader.join().map_err(|_| EngineError::Stopped)?;
         }
         if let Some(checkpointer) = self.checkpointer.take() {
             checkpointer.join().map_err(|_| EngineError::Stopped)?;
@@ -287,7 +293,7 @@ fn replay(
         })?;
         for entry in &batch.entries {
             let write = entry.as_write();
-            let mut old = prefetch::prefetch_write(store, write, ledger.evicted_through())
+            let mut old = read_stage::read_for_write(store, write, ledger.evicted_through())
                 .map_err(store_error)?;
             record::apply(ledger, batch.now, write, &mut old);
         }
@@ -330,7 +336,7 @@ fn recover(config: &EngineConfig) -> Result<Recovered, EngineError> {
     let store = Store::open(&store_dir, &config.store).map_err(store_error)?;
     let (mut ledger, meta) = store.load_ledger().map_err(store_error)?;
     let transfers_checkpointed = ledger.transfers_count();
-    ledger.evict(ledger.settle_point(), config.transfers_resident_max);
+    ledger.evict(ledger.checkpoint_mark(), config.transfers_resident_max);
     let checkpoint_lsn = meta.map_or(0, |meta| meta.lsn);
     // A brand-new WAL continues numbering after the checkpoint.
     let wal_config = wal::WalConfig {

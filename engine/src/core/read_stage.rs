@@ -1,8 +1,8 @@
-//! The prefetch stage: reads from RocksDB what a request needs of the transfers that left
+//! The read stage: reads from RocksDB what a request needs of the transfers that left
 //! memory, before the core applies it, so that the core itself stays off the disk.
 //!
 //! ```text
-//! submitters ──queue──▶ prefetch thread ──queue──▶ core
+//! submitters ──queue──▶ read stage thread ──queue──▶ core
 //!                         │ reads the core's eviction watermark W (an atomic), then
 //!                         │ RocksDB: ids and pending ids named by create_transfers and
 //!                         │ lookup_transfers, timestamps of imported accounts, and the
@@ -32,14 +32,14 @@ use crate::store::{Store, StoreError};
 /// What was read for one request, at eviction watermark `through` of eviction
 /// `generation`: valid while the ledger's generation is still that one.
 #[derive(Debug)]
-pub(crate) struct Prefetched {
+pub(crate) struct StoreReads {
     pub through: u64,
     pub generation: u64,
-    pub data: PrefetchedData,
+    pub data: StoreReadData,
 }
 
 #[derive(Debug)]
-pub(crate) enum PrefetchedData {
+pub(crate) enum StoreReadData {
     /// Evicted transfers named by id (and evicted transfers' timestamps).
     Transfers(OldTransfers),
     /// The store's part (at or before `through`) of a range read.
@@ -50,19 +50,19 @@ pub(crate) enum PrefetchedData {
 }
 
 /// Read what `request` needs of the transfers evicted through `through`.
-pub(crate) fn prefetch(
+pub(crate) fn read_for_request(
     store: &Store,
     request: &Request,
     through: u64,
     generation: u64,
-) -> Result<Prefetched, StoreError> {
+) -> Result<StoreReads, StoreError> {
     let data = match request {
-        Request::CreateAccounts(accounts) => PrefetchedData::Transfers(prefetch_write(
+        Request::CreateAccounts(accounts) => StoreReadData::Transfers(read_for_write(
             store,
             Write::CreateAccounts(accounts),
             through,
         )?),
-        Request::CreateTransfers(transfers) => PrefetchedData::Transfers(prefetch_write(
+        Request::CreateTransfers(transfers) => StoreReadData::Transfers(read_for_write(
             store,
             Write::CreateTransfers(transfers),
             through,
@@ -72,20 +72,20 @@ pub(crate) fn prefetch(
             if through != 0 {
                 store.read_transfers_by_id(ids.clone(), &mut old)?;
             }
-            PrefetchedData::Transfers(old)
+            StoreReadData::Transfers(old)
         }
         Request::GetAccountTransfers(filter) => {
-            PrefetchedData::RangeTransfers(store.read_account_transfers(filter, through)?)
+            StoreReadData::RangeTransfers(store.read_account_transfers(filter, through)?)
         }
         Request::GetAccountBalances(filter) => {
-            PrefetchedData::RangeBalances(store.read_account_balances(filter, through)?)
+            StoreReadData::RangeBalances(store.read_account_balances(filter, through)?)
         }
         Request::QueryTransfers(filter) => {
-            PrefetchedData::RangeTransfers(store.read_query_transfers(filter, through)?)
+            StoreReadData::RangeTransfers(store.read_query_transfers(filter, through)?)
         }
-        Request::LookupAccounts(_) | Request::QueryAccounts(_) => PrefetchedData::Nothing,
+        Request::LookupAccounts(_) | Request::QueryAccounts(_) => StoreReadData::Nothing,
     };
-    Ok(Prefetched {
+    Ok(StoreReads {
         through,
         generation,
         data,
@@ -93,9 +93,9 @@ pub(crate) fn prefetch(
 }
 
 /// The evicted transfers a state-changing input may name: ids and pending ids of
-/// transfers, and the timestamps imported accounts want. Used by the prefetch stage and
+/// transfers, and the timestamps imported accounts want. Used by the read stage and
 /// by WAL replay alike.
-pub(crate) fn prefetch_write(
+pub(crate) fn read_for_write(
     store: &Store,
     write: Write<'_>,
     through: u64,
@@ -129,7 +129,7 @@ pub(crate) fn prefetch_write(
     Ok(old)
 }
 
-/// The prefetch thread: forwards every submission in order, with what it read.
+/// The read stage thread: forwards every submission in order, with what it read.
 pub(crate) fn run(
     store: Arc<Store>,
     evicted_through: Arc<AtomicU64>,
@@ -144,11 +144,11 @@ pub(crate) fn run(
                 // watermark is at least that generation's.
                 let generation = eviction_generation.load(Ordering::Acquire);
                 let through = evicted_through.load(Ordering::Acquire);
-                match prefetch(&store, &request, through, generation) {
-                    Ok(prefetched) => Submission::Request {
+                match read_for_request(&store, &request, through, generation) {
+                    Ok(store_reads) => Submission::Request {
                         request,
                         reply,
-                        prefetched: Some(Box::new(prefetched)),
+                        store_reads: Some(Box::new(store_reads)),
                     },
                     Err(error) => {
                         tracing::error!(%error, "reading evicted transfers failed");

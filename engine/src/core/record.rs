@@ -53,7 +53,7 @@ pub enum Write<'a> {
 /// what makes replay reproduce the state.
 ///
 /// `old` holds the evicted transfers the input names, read from the store at the
-/// ledger's eviction watermark or later (see `prefetch`).
+/// ledger's eviction watermark or later (see `read_stage`).
 pub fn apply(
     ledger: &mut Ledger,
     now: u64,

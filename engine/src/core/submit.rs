@@ -51,7 +51,7 @@ impl EngineHandle {
         let submission = Submission::Request {
             request,
             reply,
-            prefetched: None,
+            store_reads: None,
         };
         let sent = match self.when_full {
             WhenFull::Wait => self

@@ -3,7 +3,7 @@
 
 use protocol::{Account, AccountBalance, Transfer};
 
-use super::stores::{PendingStatus, Slot, TransferSlot};
+use super::resident::{PendingStatus, Slot, TransferSlot};
 
 /// One reversible step taken inside an open linked chain. Rolled back in LIFO order.
 #[derive(Clone, Copy, Debug)]

@@ -12,7 +12,7 @@ use protocol::{
 
 use super::changes::Undo;
 use super::lookahead::{AccountAhead, Lookahead};
-use super::stores::{Found, HistoryEntry, PendingStatus, Slot, TransferSlot};
+use super::resident::{Found, HistoryEntry, PendingStatus, Slot, TransferSlot};
 use super::{Event, Ledger};
 
 impl Event for Transfer {

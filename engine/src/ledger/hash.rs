@@ -8,7 +8,7 @@
 
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
-use super::stores::{transfer_hash, HistoryEntry};
+use super::resident::{transfer_hash, HistoryEntry};
 use super::Ledger;
 
 impl Ledger {

@@ -1,4 +1,4 @@
-//! The id index of the account and transfer stores: from a 128-bit id to the slot of its
+//! The id index of the account and transfer tables: from a 128-bit id to the slot of its
 //! record.
 //!
 //! Every transfer the ledger creates goes through this index twice (is the id new? then
@@ -9,7 +9,7 @@
 //!   which the caller needs next anyway; a miss almost never reads a record (the 64-bit
 //!   hashes would have to collide).
 //! - Linear probing: an id's bucket is its home or just after it, so
-//!   [`IdIndex::prefetch`] can ask the memory system for that cache line while the
+//!   [`IdIndex::prefetch_tagged`] can ask the memory system for that cache line while the
 //!   ledger is still working on earlier events of the batch.
 //!
 //! Deletion shifts later buckets back instead of leaving tombstones, so lookups never
@@ -243,7 +243,7 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashMap;
 
-    /// Records are `ids[slot]`, as in the stores.
+    /// Records are `ids[slot]`, as in the tables.
     fn get(index: &IdIndex, ids: &[u128], id: u128) -> Option<u64> {
         index.get_tagged(id, index.tag(id), |slot| ids[slot as usize])
     }

@@ -9,7 +9,7 @@
 //! A lookahead is only ever a memo: it names the ids it is for, a lookup of any other id
 //! does the full work, and a guessed slot counts only if its record has the id.
 
-use super::stores::Slot;
+use super::resident::Slot;
 use super::{Event, Ledger};
 
 /// Events between requesting an event's index buckets and applying it: far enough for a

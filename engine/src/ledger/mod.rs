@@ -23,8 +23,8 @@ mod index;
 mod lookahead;
 mod memory;
 mod query;
+mod resident;
 mod restore;
-mod stores;
 
 use protocol::{Account, AccountFlags, CreateResult, Transfer, TransferFlags, TIMESTAMP_MAX};
 
@@ -33,12 +33,12 @@ pub use query::{
     account_filter_matches, account_filter_valid, query_filter_matches, query_filter_valid,
     QUERY_LIMIT_MAX,
 };
+pub use resident::{OldTransfers, PendingStatus};
 pub use restore::{RestoreError, Snapshot};
-pub use stores::{OldTransfers, PendingStatus};
 
 use changes::{ChangeTracker, Undo, UndoLog};
 use lookahead::{Lookahead, Window};
-use stores::{AccountStore, TransferStore};
+use resident::{AccountTable, TransferTable};
 
 /// How far ahead of the newest result its memory is requested (results are
 /// 16 bytes: four cache lines ahead).
@@ -47,7 +47,7 @@ const WRITE_AHEAD_RESULTS: usize = 16;
 /// A point in the ledger's history, for eviction: transfers created and pending
 /// transfers resolved up to it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SettlePoint {
+pub struct CheckpointMark {
     pub transfers: u64,
     pub resolutions: u64,
 }
@@ -57,8 +57,8 @@ pub struct SettlePoint {
 /// `Clone` exists for tests and tools that compare a state with an alternative history.
 #[derive(Clone, Default)]
 pub struct Ledger {
-    accounts: AccountStore,
-    transfers: TransferStore,
+    accounts: AccountTable,
+    transfers: TransferTable,
     /// The newest timestamp handed out (or passed to `expire`); never goes backwards.
     timestamp_last: u64,
     undo: UndoLog,
@@ -130,8 +130,8 @@ impl Ledger {
 
     /// Where the ledger stood when [`Ledger::take_changes`] was called: once the store
     /// has durably written those changes, this is what [`Ledger::evict`] may drop.
-    pub fn settle_point(&self) -> SettlePoint {
-        SettlePoint {
+    pub fn checkpoint_mark(&self) -> CheckpointMark {
+        CheckpointMark {
             transfers: self.transfers.len(),
             resolutions: self.transfers.resolutions_count(),
         }
@@ -143,24 +143,25 @@ impl Ledger {
         self.transfers.eviction_generation()
     }
 
-    /// Move old transfers out of memory. `settled` is the [`Ledger::settle_point`] of a
+    /// Move old transfers out of memory. `checkpointed` is the [`Ledger::checkpoint_mark`] of a
     /// checkpoint the store has durably written: whole chunks of the transfers it holds
     /// are dropped, oldest first, as long as `keep_recent` transfers stay in chunks.
-    /// Transfers that may still change (pending, or resolved after `settled`) stay, and
-    /// leave once a later settle point covers their resolution. Returns the number of
+    /// Transfers that may still change (pending, or resolved after `checkpointed`) stay, and
+    /// leave once a later checkpoint mark covers their resolution. Returns the number of
     /// transfers that left memory.
-    pub fn evict(&mut self, settled: SettlePoint, keep_recent: u64) -> u64 {
+    pub fn evict(&mut self, checkpointed: CheckpointMark, keep_recent: u64) -> u64 {
         assert!(!self.undo.is_active(), "eviction inside a linked chain");
         assert!(
-            settled.transfers <= self.changes.transfers_from,
-            "settle point beyond the changes taken"
+            checkpointed.transfers <= self.changes.transfers_from,
+            "checkpoint mark beyond the changes taken"
         );
         let resident_before = self.transfers.resident_len();
-        self.transfers.release_settled(settled.resolutions);
-        let unsettled = self.transfers.unsettled();
+        self.transfers
+            .release_checkpointed(checkpointed.resolutions);
+        let uncheckpointed = self.transfers.uncheckpointed();
         while let Some((first, chunk)) =
             self.transfers
-                .evict_chunk(settled.transfers, keep_recent, &unsettled)
+                .evict_chunk(checkpointed.transfers, keep_recent, &uncheckpointed)
         {
             let end = first + chunk.len() as u64;
             assert!(

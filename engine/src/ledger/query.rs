@@ -9,7 +9,7 @@ use protocol::{
     QueryFilterFlags, Transfer,
 };
 
-use super::stores::{HistoryEntry, OldTransfers, Slot};
+use super::resident::{HistoryEntry, OldTransfers, Slot};
 use super::Ledger;
 
 /// Most records one query returns (one reply's worth of 128-byte records).
@@ -111,11 +111,11 @@ impl Ledger {
         if !query_filter_valid(filter) {
             return Vec::new();
         }
-        let store = &self.transfers;
-        let range = time_range(filter, store.len(), |timestamp| {
-            store.partition_point(|transfer| transfer.timestamp < timestamp)
+        let table = &self.transfers;
+        let range = time_range(filter, table.len(), |timestamp| {
+            table.partition_point(|transfer| transfer.timestamp < timestamp)
         });
-        select(filter, range.map(|slot| store.get(slot)))
+        select(filter, range.map(|slot| table.get(slot)))
     }
 
     /// [`Ledger::get_account_transfers`] when older transfers may be evicted: `old` is the

@@ -1,13 +1,13 @@
-//! In-memory storage of accounts and transfers, behind the small interface the state
-//! machine needs.
+//! The resident tables: accounts and transfers in memory, behind the small interface the
+//! state machine needs. (RocksDB, where checkpointed state lives on disk, is `crate::store`.)
 //!
-//! Both stores keep their records in creation order, which is also timestamp order (the
+//! Both tables keep their records in creation order, which is also timestamp order (the
 //! ledger only ever creates objects with increasing timestamps), plus a hash index from
 //! id to slot. Timestamp-range queries are therefore binary searches, and rolling back the
 //! newest objects of a failed linked chain is a pop.
 //!
 //! Accounts are all resident. Transfers are resident from the newest back to an eviction
-//! watermark: [`TransferStore::evict_chunk`] drops whole chunks of old transfers once the
+//! watermark: [`TransferTable::evict_chunk`] drops whole chunks of old transfers once the
 //! engine says a checkpoint holds them, except the ones the state machine may still
 //! change (pending transfers, and resolutions the store does not have yet), which stay
 //! behind in `retained`. What is gone from memory comes back, per batch, as
@@ -26,7 +26,7 @@ use super::memory::{prefetch_spare, HugeVec};
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 pub(crate) type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
-/// Index of an account in its store's creation-ordered `Vec`.
+/// Index of an account in its table's creation-ordered `Vec`.
 pub(crate) type Slot = u32;
 
 /// Number of a transfer in creation order since the ledger was built or restored. Never
@@ -57,7 +57,7 @@ pub(crate) struct HistoryEntry {
 }
 
 #[derive(Clone, Default)]
-pub(crate) struct AccountStore {
+pub(crate) struct AccountTable {
     records: HugeVec<Account>,
     slots: IdIndex,
     /// Balance snapshots of history accounts for resident transfers, oldest first;
@@ -68,7 +68,7 @@ pub(crate) struct AccountStore {
     history_slots: FastMap<Slot, VecDeque<u64>>,
 }
 
-impl AccountStore {
+impl AccountTable {
     pub fn len(&self) -> usize {
         self.records.len()
     }
@@ -82,7 +82,7 @@ impl AccountStore {
         self.slot_tagged(id, self.tag(id))
     }
 
-    /// [`AccountStore::slot`] with the id's tag already known.
+    /// [`AccountTable::slot`] with the id's tag already known.
     #[inline]
     pub fn slot_tagged(&self, id: u128, tag: u64) -> Option<Slot> {
         let slot = self
@@ -414,7 +414,8 @@ impl<'a> DoubleEndedIterator for ChunkRun<'a> {
     }
 }
 
-/// Transfers the engine read back from the store for one batch: the ones it references
+/// Transfers the engine read back from RocksDB for one request (or one WAL entry during
+/// replay): the ones it references
 /// by id that are no longer resident. Read-only: a transfer that can still change
 /// (pending, or resolved since the last checkpoint) never leaves memory.
 #[derive(Clone, Debug, Default)]
@@ -476,7 +477,7 @@ const WRITE_AHEAD_PARTIES: usize = 64;
 const WRITE_AHEAD_STATUSES: usize = 256;
 
 #[derive(Clone, Default)]
-pub(crate) struct TransferStore {
+pub(crate) struct TransferTable {
     /// Resident transfers in creation order: every chunk but the last holds
     /// `CHUNK_TRANSFERS`; `chunks[0]` starts at slot `base`.
     chunks: VecDeque<Chunk>,
@@ -504,16 +505,16 @@ pub(crate) struct TransferStore {
     expiry: BTreeSet<(u64, TransferSlot)>,
     /// Ids whose creation failed with a transient result.
     failed: FastSet<u128>,
-    /// The current batch's transfers read back from the store.
+    /// The current request's transfers read back from RocksDB.
     pub old: OldTransfers,
     /// Record memory of evicted chunks, for the next chunks: new memory costs page
     /// faults and a clear, reused memory costs nothing. At most as many as there are
-    /// resident chunks, so the store never holds more memory than it used at its peak.
+    /// resident chunks, so the table never holds more memory than it used at its peak.
     spare_records: Vec<HugeVec<Transfer>>,
 }
 
-impl TransferStore {
-    /// Transfers created since the store was built (resident or not).
+impl TransferTable {
+    /// Transfers created since the table was built (resident or not).
     pub fn len(&self) -> u64 {
         self.count
     }
@@ -563,7 +564,7 @@ impl TransferStore {
         self.find_tagged(id, self.tag(id))
     }
 
-    /// [`TransferStore::find`] with the id's tag already known.
+    /// [`TransferTable::find`] with the id's tag already known.
     #[inline]
     pub fn find_tagged(&self, id: u128, tag: u64) -> Option<Found<'_>> {
         if let Some(slot) = self.slot_tagged(id, tag) {
@@ -807,10 +808,10 @@ impl TransferStore {
     }
 
     /// Forget retained transfers whose final status the store now holds: the first
-    /// `settled_resolutions` resolutions ever made.
-    pub fn release_settled(&mut self, settled_resolutions: u64) {
+    /// `resolutions_checkpointed` resolutions ever made.
+    pub fn release_checkpointed(&mut self, resolutions_checkpointed: u64) {
         while let Some(&(sequence, slot)) = self.resolutions.front() {
-            if sequence >= settled_resolutions {
+            if sequence >= resolutions_checkpointed {
                 break;
             }
             self.resolutions.pop_front();
@@ -827,28 +828,28 @@ impl TransferStore {
     }
 
     /// Slots whose resolution no written checkpoint holds yet: call after
-    /// [`TransferStore::release_settled`], once for every chunk an eviction drops.
-    pub fn unsettled(&self) -> FastSet<TransferSlot> {
+    /// [`TransferTable::release_checkpointed`], once for every chunk an eviction drops.
+    pub fn uncheckpointed(&self) -> FastSet<TransferSlot> {
         self.resolutions.iter().map(|(_, slot)| *slot).collect()
     }
 
     /// Evict the oldest chunk if the store holds all of it (it lies within the first
-    /// `settled_transfers` slots), it is not the chunk being filled, and at least
+    /// `transfers_checkpointed` slots), it is not the chunk being filled, and at least
     /// `keep_recent` transfers stay in chunks; transfers that are pending or in
-    /// `unsettled` stay behind. Returns the evicted chunk's transfers and the slot of its
+    /// `uncheckpointed` stay behind. Returns the evicted chunk's transfers and the slot of its
     /// first one.
     pub fn evict_chunk(
         &mut self,
-        settled_transfers: u64,
+        transfers_checkpointed: u64,
         keep_recent: u64,
-        unsettled: &FastSet<TransferSlot>,
+        uncheckpointed: &FastSet<TransferSlot>,
     ) -> Option<(TransferSlot, HugeVec<Transfer>)> {
         if self.chunks.len() < 2 {
             return None;
         }
         let end = self.base + CHUNK_TRANSFERS as u64;
         let newest = self.chunks.front()?.transfers.last()?.timestamp;
-        if end > settled_transfers || self.count - end < keep_recent {
+        if end > transfers_checkpointed || self.count - end < keep_recent {
             return None;
         }
         self.eviction_generation += 1;
@@ -875,7 +876,7 @@ impl TransferStore {
                 &mut tags[offset % LOOKAHEAD_INDEX_EVENTS],
                 tag_ahead(&self.slots, offset + LOOKAHEAD_INDEX_EVENTS),
             );
-            if *status == PendingStatus::Pending || unsettled.contains(&slot) {
+            if *status == PendingStatus::Pending || uncheckpointed.contains(&slot) {
                 self.retained.insert(slot, (*transfer, *status));
             } else {
                 debug_assert_eq!(tag, self.slots.tag(transfer.id));
@@ -906,13 +907,13 @@ mod tests {
     const CHUNK: u64 = CHUNK_TRANSFERS as u64;
 
     fn put(
-        store: &mut TransferStore,
+        table: &mut TransferTable,
         transfer: Transfer,
         status: PendingStatus,
         parties: [Slot; 2],
     ) -> TransferSlot {
-        let tag = store.tag(transfer.id);
-        store.insert(transfer, status, parties, tag)
+        let tag = table.tag(transfer.id);
+        table.insert(transfer, status, parties, tag)
     }
 
     fn numbered(index: u64) -> Transfer {
@@ -925,45 +926,45 @@ mod tests {
 
     #[test]
     fn transfer_chunks_behave_like_one_ordered_vector() {
-        let mut store = TransferStore::default();
+        let mut table = TransferTable::default();
         let count = CHUNK * 2 + 5;
         for index in 0..count {
             let inserted = put(
-                &mut store,
+                &mut table,
                 numbered(index),
                 PendingStatus::NotPending,
                 [0, 1],
             );
             assert_eq!(inserted, index);
         }
-        assert_eq!(store.len(), count);
-        assert_eq!(store.get(CHUNK).id, u128::from(CHUNK) + 1);
+        assert_eq!(table.len(), count);
+        assert_eq!(table.get(CHUNK).id, u128::from(CHUNK) + 1);
         assert_eq!(
-            store.partition_point(|t| t.timestamp < 10 * CHUNK + 5),
+            table.partition_point(|t| t.timestamp < 10 * CHUNK + 5),
             CHUNK
         );
-        assert_eq!(store.partition_point(|t| t.timestamp < u64::MAX), count);
-        assert!(store.has_timestamp(10 * (CHUNK + 1)));
-        assert!(!store.has_timestamp(10 * CHUNK + 5));
-        let tail: usize = store.chunks_from(CHUNK - 1).map(<[Transfer]>::len).sum();
+        assert_eq!(table.partition_point(|t| t.timestamp < u64::MAX), count);
+        assert!(table.has_timestamp(10 * (CHUNK + 1)));
+        assert!(!table.has_timestamp(10 * CHUNK + 5));
+        let tail: usize = table.chunks_from(CHUNK - 1).map(<[Transfer]>::len).sum();
         assert_eq!(tail as u64, count - CHUNK + 1);
         // Roll back across a chunk boundary and grow again.
         for id in (u128::from(CHUNK) * 2 - 2..=u128::from(count)).rev() {
-            store.remove_last(id);
+            table.remove_last(id);
         }
-        assert_eq!(store.len(), CHUNK * 2 - 3);
-        assert_eq!(store.timestamp_last(), 10 * (CHUNK * 2 - 3));
+        assert_eq!(table.len(), CHUNK * 2 - 3);
+        assert_eq!(table.timestamp_last(), 10 * (CHUNK * 2 - 3));
         let transfer = Transfer {
             id: 999_999,
             timestamp: u64::MAX - 1,
             ..Transfer::default()
         };
         assert_eq!(
-            put(&mut store, transfer, PendingStatus::Pending, [0, 1]),
+            put(&mut table, transfer, PendingStatus::Pending, [0, 1]),
             CHUNK * 2 - 3
         );
-        let slot = store.slot(999_999).expect("inserted");
-        assert_eq!(store.get(slot).timestamp, u64::MAX - 1);
+        let slot = table.slot(999_999).expect("inserted");
+        assert_eq!(table.get(slot).timestamp, u64::MAX - 1);
     }
 
     /// The account slots of transfer `index`: a spread over 7 accounts, never the same
@@ -974,28 +975,28 @@ mod tests {
     }
 
     /// What `of_account` must return: the transfers whose parties include the account.
-    fn expected_of(store: &TransferStore, account: Slot) -> Vec<u128> {
-        (store.base..store.len())
+    fn expected_of(table: &TransferTable, account: Slot) -> Vec<u128> {
+        (table.base..table.len())
             .filter(|slot| parties_of(*slot).contains(&account))
-            .map(|slot| store.get(slot).id)
+            .map(|slot| table.get(slot).id)
             .collect()
     }
 
-    fn check_accounts(store: &TransferStore) {
+    fn check_accounts(table: &TransferTable) {
         for account in 0..7 {
-            let forward: Vec<u128> = store.of_account(account).map(|t| t.id).collect();
-            let mut backward: Vec<u128> = store.of_account(account).rev().map(|t| t.id).collect();
+            let forward: Vec<u128> = table.of_account(account).map(|t| t.id).collect();
+            let mut backward: Vec<u128> = table.of_account(account).rev().map(|t| t.id).collect();
             backward.reverse();
-            let expected = expected_of(store, account);
+            let expected = expected_of(table, account);
             assert_eq!(forward, expected, "account {account}");
             assert_eq!(backward, expected, "account {account}, reversed");
         }
     }
 
-    fn put_range(store: &mut TransferStore, indexes: std::ops::Range<u64>) {
+    fn put_range(table: &mut TransferTable, indexes: std::ops::Range<u64>) {
         for index in indexes {
             put(
-                store,
+                table,
                 numbered(index),
                 PendingStatus::NotPending,
                 parties_of(index),
@@ -1003,8 +1004,8 @@ mod tests {
         }
     }
 
-    fn indexed(store: &TransferStore) -> Vec<bool> {
-        let chunks = store.chunks.iter();
+    fn indexed(table: &TransferTable) -> Vec<bool> {
+        let chunks = table.chunks.iter();
         chunks
             .map(|chunk| chunk.by_account.get().is_some())
             .collect()
@@ -1012,70 +1013,70 @@ mod tests {
 
     #[test]
     fn account_runs_match_a_scan_in_full_and_open_chunks() {
-        let mut store = TransferStore::default();
-        put_range(&mut store, 0..CHUNK * 2 + 10);
-        assert_eq!(indexed(&store), [false; 3], "indexed only when asked");
-        check_accounts(&store);
+        let mut table = TransferTable::default();
+        put_range(&mut table, 0..CHUNK * 2 + 10);
+        assert_eq!(indexed(&table), [false; 3], "indexed only when asked");
+        check_accounts(&table);
         assert_eq!(
-            indexed(&store),
+            indexed(&table),
             [true, true, false],
             "the open chunk is scanned"
         );
         // A rollback across the boundary drops the full chunk's index; asking again
         // builds it again.
         for index in (CHUNK * 2 - 5..CHUNK * 2 + 10).rev() {
-            store.remove_last(u128::from(index) + 1);
+            table.remove_last(u128::from(index) + 1);
         }
-        assert_eq!(indexed(&store), [true, false]);
-        check_accounts(&store);
-        put_range(&mut store, CHUNK * 2 - 5..CHUNK * 2 + 1);
-        check_accounts(&store);
-        assert_eq!(indexed(&store), [true, true, false]);
+        assert_eq!(indexed(&table), [true, false]);
+        check_accounts(&table);
+        put_range(&mut table, CHUNK * 2 - 5..CHUNK * 2 + 1);
+        check_accounts(&table);
+        assert_eq!(indexed(&table), [true, true, false]);
     }
 
     #[test]
     fn a_rollback_that_stops_at_a_chunk_boundary_keeps_the_full_chunk_indexed() {
-        let mut store = TransferStore::default();
-        put_range(&mut store, 0..CHUNK + 1);
-        check_accounts(&store);
+        let mut table = TransferTable::default();
+        put_range(&mut table, 0..CHUNK + 1);
+        check_accounts(&table);
         // Rolling back the first transfer of the new chunk pops that chunk and leaves the
         // full one's index, which is still right.
-        store.remove_last(u128::from(CHUNK) + 1);
-        assert_eq!(indexed(&store), [true]);
-        check_accounts(&store);
-        put_range(&mut store, CHUNK..CHUNK + 3);
-        check_accounts(&store);
+        table.remove_last(u128::from(CHUNK) + 1);
+        assert_eq!(indexed(&table), [true]);
+        check_accounts(&table);
+        put_range(&mut table, CHUNK..CHUNK + 3);
+        check_accounts(&table);
         // A rollback into the full chunk drops its index.
         for index in (CHUNK - 2..CHUNK + 3).rev() {
-            store.remove_last(u128::from(index) + 1);
+            table.remove_last(u128::from(index) + 1);
         }
-        assert_eq!(indexed(&store), [false]);
-        check_accounts(&store);
+        assert_eq!(indexed(&table), [false]);
+        check_accounts(&table);
     }
 
     #[test]
     fn a_chunk_filled_in_recycled_memory_is_indexed_afresh() {
-        let mut store = TransferStore::default();
-        put_range(&mut store, 0..CHUNK * 2 + 1);
-        check_accounts(&store);
-        let settled = store.len();
-        let (first, records) = store
-            .evict_chunk(settled, 0, &store.unsettled())
+        let mut table = TransferTable::default();
+        put_range(&mut table, 0..CHUNK * 2 + 1);
+        check_accounts(&table);
+        let checkpointed = table.len();
+        let (first, records) = table
+            .evict_chunk(checkpointed, 0, &table.uncheckpointed())
             .expect("the oldest chunk is evicted");
         assert_eq!(first, 0);
-        store.recycle(records);
+        table.recycle(records);
         // Chunk 2 fills in the evicted chunk's memory, and its index is its own.
-        put_range(&mut store, CHUNK * 2 + 1..CHUNK * 3 + 1);
-        check_accounts(&store);
-        assert_eq!(indexed(&store), [true, true, false]);
+        put_range(&mut table, CHUNK * 2 + 1..CHUNK * 3 + 1);
+        check_accounts(&table);
+        assert_eq!(indexed(&table), [true, true, false]);
         // A clone answers alike and is independent: a rollback in it leaves the original.
-        let mut clone = store.clone();
+        let mut clone = table.clone();
         for index in (CHUNK * 3 - 2..CHUNK * 3 + 1).rev() {
             clone.remove_last(u128::from(index) + 1);
         }
         check_accounts(&clone);
-        check_accounts(&store);
-        assert_eq!(indexed(&store), [true, true, false]);
+        check_accounts(&table);
+        assert_eq!(indexed(&table), [true, true, false]);
     }
 
     #[test]
@@ -1099,7 +1100,7 @@ mod tests {
 
     #[test]
     fn eviction_keeps_what_may_change_until_the_store_has_it() {
-        let mut store = TransferStore::default();
+        let mut table = TransferTable::default();
         let count = CHUNK * 3 + 1;
         for index in 0..count {
             let status = if index == 5 || index == 6 {
@@ -1107,43 +1108,45 @@ mod tests {
             } else {
                 PendingStatus::NotPending
             };
-            put(&mut store, numbered(index), status, [0, 1]);
+            put(&mut table, numbered(index), status, [0, 1]);
         }
         // Slot 6 is posted after the checkpoint holding the first chunk was taken.
-        store.resolve(6, PendingStatus::Posted);
-        let settled = CHUNK;
-        // The newest chunk and `keep_recent` transfers stay; unsettled chunks stay.
-        assert!(store
-            .evict_chunk(settled, 3 * CHUNK, &store.unsettled())
+        table.resolve(6, PendingStatus::Posted);
+        let checkpointed = CHUNK;
+        // The newest chunk and `keep_recent` transfers stay; uncheckpointed chunks stay.
+        assert!(table
+            .evict_chunk(checkpointed, 3 * CHUNK, &table.uncheckpointed())
             .is_none());
-        assert!(store
-            .evict_chunk(settled - 1, 0, &store.unsettled())
+        assert!(table
+            .evict_chunk(checkpointed - 1, 0, &table.uncheckpointed())
             .is_none());
-        let generation = store.eviction_generation();
-        let (first, evicted) = store
-            .evict_chunk(settled, 0, &store.unsettled())
-            .expect("first chunk settled");
+        let generation = table.eviction_generation();
+        let (first, evicted) = table
+            .evict_chunk(checkpointed, 0, &table.uncheckpointed())
+            .expect("first chunk checkpointed");
         assert_eq!((first, evicted.len() as u64), (0, CHUNK));
         assert!(
-            store.evict_chunk(settled, 0, &store.unsettled()).is_none(),
-            "second chunk is unsettled"
+            table
+                .evict_chunk(checkpointed, 0, &table.uncheckpointed())
+                .is_none(),
+            "second chunk is not checkpointed"
         );
-        assert_eq!(store.evicted_through(), 10 * CHUNK);
-        assert!(store.eviction_generation() > generation);
-        // Kept: the pending transfer and the one whose post the store does not have yet.
-        assert_eq!(store.resident_len(), count - CHUNK + 2);
-        assert_eq!(store.slot(8), None, "settled, not pending: gone");
-        assert_eq!(store.slot(7), Some(6));
-        assert_eq!(store.status(5), PendingStatus::Pending);
-        assert_eq!(store.status(6), PendingStatus::Posted);
+        assert_eq!(table.evicted_through(), 10 * CHUNK);
+        assert!(table.eviction_generation() > generation);
+        // Kept: the pending transfer and the one whose post no checkpoint holds yet.
+        assert_eq!(table.resident_len(), count - CHUNK + 2);
+        assert_eq!(table.slot(8), None, "checkpointed, not pending: gone");
+        assert_eq!(table.slot(7), Some(6));
+        assert_eq!(table.status(5), PendingStatus::Pending);
+        assert_eq!(table.status(6), PendingStatus::Posted);
         // Once a checkpoint holds the post (the first resolution), it leaves too.
-        store.release_settled(0);
-        assert_eq!(store.slot(7), Some(6));
-        let generation = store.eviction_generation();
-        store.release_settled(1);
-        assert!(store.eviction_generation() > generation);
-        assert_eq!(store.slot(7), None);
-        assert_eq!(store.slot(6), Some(5));
-        assert_eq!(store.resident_len(), count - CHUNK + 1);
+        table.release_checkpointed(0);
+        assert_eq!(table.slot(7), Some(6));
+        let generation = table.eviction_generation();
+        table.release_checkpointed(1);
+        assert!(table.eviction_generation() > generation);
+        assert_eq!(table.slot(7), None);
+        assert_eq!(table.slot(6), Some(5));
+        assert_eq!(table.resident_len(), count - CHUNK + 1);
     }
 }

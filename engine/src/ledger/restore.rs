@@ -15,7 +15,7 @@
 
 use protocol::{Account, AccountBalance, AccountFlags, Transfer, TransferFlags, TIMESTAMP_MAX};
 
-use super::stores::{HistoryEntry, PendingStatus, Slot, TransferSlot};
+use super::resident::{HistoryEntry, PendingStatus, Slot, TransferSlot};
 use super::Ledger;
 
 /// Everything a checkpoint holds, in any order.
@@ -126,7 +126,7 @@ impl Ledger {
         if timestamp_last > TIMESTAMP_MAX {
             return Err(RestoreError::ClockOutOfRange { timestamp_last });
         }
-        // Timestamp order is creation order, in which the stores must be filled.
+        // Timestamp order is creation order, in which the tables must be filled.
         accounts.sort_unstable_by_key(|account| account.timestamp);
         transfers.sort_unstable_by_key(|(transfer, _)| transfer.timestamp);
         let account_times = accounts.iter().map(|a| (a.id, a.timestamp));

@@ -2,7 +2,7 @@
 //! the WAL written after the newest checkpoint.
 //!
 //! Every few batches the core thread takes [`Changes`] from the ledger and hands them,
-//! with the WAL position (LSN) they correspond to, to the store thread, which calls
+//! with the WAL position (LSN) they correspond to, to the checkpointer thread, which calls
 //! [`Store::write_checkpoint`]. A checkpoint is one RocksDB `WriteBatch` written with
 //! `sync`: its rows and its manifest are on disk together or not at all, and they are on
 //! disk before the call returns, so the WAL below the checkpoint's LSN may then be
@@ -168,8 +168,8 @@ fn rocks(op: &'static str) -> impl FnOnce(rocksdb::Error) -> StoreError {
     move |source| StoreError::Rocks { op, source }
 }
 
-/// The ledger's checkpoints in one RocksDB instance. Written by one thread (the store
-/// thread); reads see a consistent snapshot.
+/// The ledger's checkpoints in one RocksDB instance. Written by one thread (the
+/// checkpointer); reads see a consistent snapshot.
 pub struct Store {
     db: DB,
 }

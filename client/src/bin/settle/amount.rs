@@ -1,19 +1,7 @@
 //! Decimal amounts at the edge: "12.34" on a ledger of scale 2 is 1234 units inside.
 
-use std::str::FromStr;
-
+use protocol::{ledger_find, LedgerAsset, LEDGER_SCALE_MAX};
 use rust_decimal::Decimal;
-
-/// One ledger (asset) as configured: its id, code and decimal scale.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
-pub struct LedgerAsset {
-    pub id: u32,
-    pub asset: String,
-    pub scale: u32,
-}
-
-/// Largest scale: 10^38 still fits a u128.
-const SCALE_MAX: u32 = 38;
 
 /// The smallest units of `text` on a ledger of `scale`, refusing anything inexact.
 pub fn parse_amount(text: &str, scale: u32) -> Result<u128, String> {
@@ -40,7 +28,7 @@ pub fn parse_amount(text: &str, scale: u32) -> Result<u128, String> {
 /// every u128.
 pub fn format_amount(negative: bool, units: u128, scale: u32) -> String {
     let digits = units.to_string();
-    let scale = scale.min(SCALE_MAX) as usize;
+    let scale = scale.min(u32::from(LEDGER_SCALE_MAX)) as usize;
     let sign = if negative && units != 0 { "-" } else { "" };
     if scale == 0 {
         return format!("{sign}{digits}");
@@ -52,18 +40,13 @@ pub fn format_amount(negative: bool, units: u128, scale: u32) -> String {
 
 /// Ledger by asset code (`USD`) or by numeric id.
 pub fn find_ledger<'a>(ledgers: &'a [LedgerAsset], name: &str) -> Result<&'a LedgerAsset, String> {
-    ledgers
-        .iter()
-        .find(|ledger| {
-            ledger.asset.eq_ignore_ascii_case(name) || u32::from_str(name) == Ok(ledger.id)
-        })
-        .ok_or_else(|| {
-            let known: Vec<String> = ledgers
-                .iter()
-                .map(|l| format!("{} ({})", l.asset, l.id))
-                .collect();
-            format!("unknown ledger `{name}`; configured: {}", known.join(", "))
-        })
+    ledger_find(ledgers, name).ok_or_else(|| {
+        let known: Vec<String> = ledgers
+            .iter()
+            .map(|l| format!("{} ({})", l.asset, l.id))
+            .collect();
+        format!("unknown ledger `{name}`; configured: {}", known.join(", "))
+    })
 }
 
 /// "30s", "5m", "2h", "1d" or plain seconds.

@@ -14,11 +14,12 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use amount::{find_ledger, format_amount, parse_amount, parse_timeout_seconds, LedgerAsset};
+use amount::{find_ledger, format_amount, parse_amount, parse_timeout_seconds};
 use clap::{Args, Parser, Subcommand};
 use protocol::{
     Account, AccountFilter, AccountFilterFlags, AccountFlags, CreateAccountResult, CreateResult,
-    CreateTransferResult, QueryFilter, QueryFilterFlags, Transfer, TransferFlags, BATCH_EVENTS_MAX,
+    CreateTransferResult, LedgerAsset, QueryFilter, QueryFilterFlags, Transfer, TransferFlags,
+    BATCH_EVENTS_MAX,
 };
 use serde_json::Value;
 use settled_client::blocking::Client;
@@ -40,8 +41,9 @@ struct Cli {
     )]
     addr: String,
     /// Config file with the `[[ledgers]]` table (asset codes and decimal scales), for the
-    /// human commands. Default: $SETTLED_CONFIG, else config/settled.toml if present, else
-    /// USD (840, scale 2), JPY (392, 0), EUR (978, 2).
+    /// human commands. Default: $SETTLED_CONFIG, else config/settled.toml if present. A
+    /// file without `[[ledgers]]`, or no file, gives the daemon's built-in ledgers: USD
+    /// (840, scale 2), JPY (392, 0), EUR (978, 2).
     #[arg(long, env = "SETTLED_CONFIG", global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -400,35 +402,28 @@ fn query_filter(args: &QueryFilterArgs) -> QueryFilter {
     }
 }
 
-/// The `[[ledgers]]` table of the config file; other keys are the daemon's business.
+/// The `[[ledgers]]` table of the config file (other keys are the daemon's business),
+/// checked by the same rules the daemon applies; the built-in ledgers when the file lists
+/// none or there is no file.
 fn load_ledgers(path: Option<&PathBuf>) -> Result<Vec<LedgerAsset>, String> {
     #[derive(serde::Deserialize)]
     struct LedgersOnly {
-        #[serde(default)]
+        #[serde(default = "protocol::ledgers_default")]
         ledgers: Vec<LedgerAsset>,
     }
     let default_path = PathBuf::from("config/settled.toml");
     let path = match path {
         Some(path) => path.clone(),
         None if default_path.exists() => default_path,
-        None => return Ok(default_ledgers()),
+        None => return Ok(protocol::ledgers_default()),
     };
     let text =
         std::fs::read_to_string(&path).map_err(|error| format!("{}: {error}", path.display()))?;
     let parsed: LedgersOnly =
         toml::from_str(&text).map_err(|error| format!("{}: {error}", path.display()))?;
+    protocol::ledgers_validate(&parsed.ledgers)
+        .map_err(|error| format!("{}: {error}", path.display()))?;
     Ok(parsed.ledgers)
-}
-
-fn default_ledgers() -> Vec<LedgerAsset> {
-    [(840, "USD", 2), (392, "JPY", 0), (978, "EUR", 2)]
-        .into_iter()
-        .map(|(id, asset, scale)| LedgerAsset {
-            id,
-            asset: asset.to_string(),
-            scale,
-        })
-        .collect()
 }
 
 /// A new id: milliseconds since the epoch in the high bits (so ids sort by creation time,
@@ -470,7 +465,7 @@ fn create_account(
 
 fn transfer(addr: &str, ledgers: &[LedgerAsset], args: &TransferArgs) -> Result<(), String> {
     let ledger = find_ledger(ledgers, &args.ledger)?;
-    let amount = parse_amount(&args.amount, ledger.scale)?;
+    let amount = parse_amount(&args.amount, u32::from(ledger.scale))?;
     let timeout = args
         .timeout
         .as_deref()
@@ -497,7 +492,7 @@ fn transfer(addr: &str, ledgers: &[LedgerAsset], args: &TransferArgs) -> Result<
         .create_transfers(&[transfer])
         .map_err(|e| e.to_string())?;
     let status = create_transfer_name(results[0].status);
-    let shown = format_amount(false, amount, ledger.scale);
+    let shown = format_amount(false, amount, u32::from(ledger.scale));
     let kind = if args.pending {
         "pending transfer"
     } else {
@@ -526,7 +521,7 @@ fn balance(addr: &str, ledgers: &[LedgerAsset], id: u128) -> Result<(), String> 
     match ledgers.iter().find(|ledger| ledger.id == account.ledger) {
         Some(ledger) => println!(
             "{} {}",
-            format_amount(negative, units, ledger.scale),
+            format_amount(negative, units, u32::from(ledger.scale)),
             ledger.asset
         ),
         None => println!(
