@@ -17,7 +17,7 @@ use protocol::{
     Account, AccountFlags, CreateResult, CreateTransferResult as Status, Transfer, TransferFlags,
     NS_PER_SECOND,
 };
-use settled_engine::ledger::Ledger;
+use settled_engine::ledger::{Ledger, PendingStatus};
 
 const ACCOUNTS: u128 = 8;
 const START: u64 = 1_700_000_000 * NS_PER_SECOND;
@@ -479,6 +479,13 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
         }
         prop_assert_eq!(&snapshot(&ledger), &model, "balances differ from the model");
         check_invariants(&ledger)?;
+        let sent_pending: std::collections::BTreeSet<u128> =
+            generator.pendings.iter().copied().collect();
+        let pending = sent_pending
+            .iter()
+            .filter(|id| ledger.pending_status(**id) == Some(PendingStatus::Pending))
+            .count() as u64;
+        prop_assert_eq!(ledger.transfers_pending(), pending, "pending count");
         prop_assert_eq!(ledger.state_hash(), twin.state_hash());
     }
     Ok(())

@@ -600,14 +600,27 @@ async fn metrics_endpoint_serves_request_and_connection_metrics() {
         "settled_request_duration_seconds_bucket{operation=\"create_accounts\",le=\"0.0001\"}",
         "settled_request_duration_seconds_bucket{operation=\"lookup_accounts\",le=\"10\"}",
         "settled_requests_total{operation=\"create_accounts\",outcome=\"ok\"}",
-        "settled_events_total{operation=\"create_accounts\"}",
-        "settled_connections",
+        "settled_events_total{operation=\"create_accounts\",result=\"created\"} 2",
+        "settled_events_total{operation=\"lookup_accounts\",result=\"ok\"} 1",
+        "settled_connections 1",
+        "settled_core_batches_total",
+        "settled_wal_fsync_duration_seconds_bucket",
+        "settled_build_info{",
     ] {
         assert!(
             response.contains(expected),
             "missing {expected} in:\n{response}"
         );
     }
+    let health = http_get(metrics_addr, "/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let ready = http_get(metrics_addr, "/readyz").await;
+    assert!(
+        ready.starts_with("HTTP/1.1 200") && ready.ends_with("ready\n"),
+        "{ready}"
+    );
+    let missing = http_get(metrics_addr, "/nothing").await;
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
     server.stop().await;
 }
 

@@ -138,4 +138,4 @@ pub use format::{
 pub use recovery::{RecoveryReport, TornTail};
 pub use replay::{Record, Replay};
 pub use storage::{FsStorage, SegmentFile, Storage};
-pub use wal::{Wal, WalStats};
+pub use wal::{GroupDurable, Wal, WalObserver, WalStats};

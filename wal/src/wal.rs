@@ -63,6 +63,26 @@ pub(crate) struct Pending {
     pub writer_waiting: bool,
 }
 
+/// Told by the writer thread about each group it made durable, for metrics. Runs on the
+/// writer thread between a sync and the next group: keep it to a few atomic updates.
+pub trait WalObserver: Send + Sync {
+    fn group_durable(&self, group: &GroupDurable);
+}
+
+/// One group the writer wrote and synced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupDurable {
+    pub records: u64,
+    /// Encoded bytes written (record headers included).
+    pub bytes: u64,
+    /// `fdatasync` calls (one, plus one per segment the group filled).
+    pub fsyncs: u32,
+    /// Time spent in those calls.
+    pub sync_duration: std::time::Duration,
+    /// The durable LSN this group published.
+    pub durable_lsn: u64,
+}
+
 /// State shared by the `Wal` handle and its writer thread.
 pub(crate) struct Shared {
     pub dir: PathBuf,
@@ -89,6 +109,8 @@ pub(crate) struct Shared {
     /// Serialises `truncate_before` calls.
     pub truncate_mutex: Mutex<()>,
     pub stats: StatCounters,
+    /// Set at most once, by [`Wal::observe`].
+    pub observer: OnceLock<Arc<dyn WalObserver>>,
 }
 
 /// Locks a mutex, ignoring poisoning: the data behind our mutexes stays
@@ -176,6 +198,7 @@ impl Wal {
             segments: Mutex::new(recovered.segments.into_iter().collect()),
             truncate_mutex: Mutex::new(()),
             stats: StatCounters::default(),
+            observer: OnceLock::new(),
         });
         shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         let writer_shared = Arc::clone(&shared);
@@ -452,6 +475,17 @@ impl Wal {
             durable_lsn: self.durable_lsn(),
             lsn_next: self.lsn_next(),
         }
+    }
+
+    /// Report every group made durable from now on to `observer` (once per WAL; a second
+    /// observer is refused and returned).
+    pub fn observe(&self, observer: Arc<dyn WalObserver>) -> Result<(), Arc<dyn WalObserver>> {
+        self.shared.observer.set(observer)
+    }
+
+    /// The error that poisoned the WAL, if one did: nothing more becomes durable.
+    pub fn poisoned(&self) -> bool {
+        self.shared.poison.get().is_some()
     }
 
     /// Paths of the segment files currently held, oldest first.

@@ -4,19 +4,30 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::error::WalError;
 use crate::format::{decode_record_any_lsn, group_first_lsn, group_prefix_fitting};
 use crate::segment::{create_segment, ActiveSegment, SegmentMeta};
-use crate::wal::{lock, Shared};
+use crate::wal::{lock, GroupDurable, Shared};
 
 pub(crate) fn run_writer(shared: Arc<Shared>, mut active: ActiveSegment, lsn_next: u64) {
     let mut lsn_next = lsn_next;
     let mut spare = Vec::new();
     while let Some(group) = take_group(&shared, std::mem::take(&mut spare)) {
-        match write_group(&shared, &mut active, &group, lsn_next) {
+        let mut synced = Synced::default();
+        match write_group(&shared, &mut active, &group, lsn_next, &mut synced) {
             Ok(lsn_last) => {
                 publish_durable(&shared, lsn_last);
+                if let Some(observer) = shared.observer.get() {
+                    observer.group_durable(&GroupDurable {
+                        records: lsn_last + 1 - lsn_next,
+                        bytes: group.len() as u64,
+                        fsyncs: synced.calls,
+                        sync_duration: synced.duration,
+                        durable_lsn: lsn_last,
+                    });
+                }
                 lsn_next = lsn_last + 1;
             }
             Err(error) => {
@@ -56,11 +67,19 @@ fn take_group(shared: &Shared, spare: Vec<u8>) -> Option<Vec<u8>> {
 
 /// Writes one group, rolling to new segments as they fill, and syncs it.
 /// Returns the LSN of the group's last record, durable on return.
+/// The syncs of one group, for the observer.
+#[derive(Default)]
+struct Synced {
+    calls: u32,
+    duration: Duration,
+}
+
 fn write_group(
     shared: &Shared,
     active: &mut ActiveSegment,
     group: &[u8],
     lsn_next: u64,
+    synced: &mut Synced,
 ) -> Result<u64, WalError> {
     // LSNs are dense: the group continues exactly where the last one ended.
     assert_eq!(
@@ -93,17 +112,21 @@ fn write_group(
         );
         // Seal the full segment before its successor exists, so only the last
         // segment can ever hold a torn tail.
-        sync(shared, active)?;
+        sync(shared, active, synced)?;
         roll_segment(shared, active, group_first_lsn(rest))?;
     }
-    sync(shared, active)?;
+    sync(shared, active, synced)?;
     shared.stats.groups_written.fetch_add(1, Ordering::Relaxed);
     Ok(lsn_next + records - 1)
 }
 
-fn sync(shared: &Shared, active: &mut ActiveSegment) -> Result<(), WalError> {
+fn sync(shared: &Shared, active: &mut ActiveSegment, synced: &mut Synced) -> Result<(), WalError> {
     shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-    active.sync()
+    let started = Instant::now();
+    let result = active.sync();
+    synced.calls += 1;
+    synced.duration += started.elapsed();
+    result
 }
 
 fn roll_segment(

@@ -159,3 +159,40 @@ fn wait_durable_timeout_reports_durability() {
         .wait_durable_timeout(lsn, std::time::Duration::from_secs(10))
         .expect("wait"));
 }
+
+/// Sums what the writer reports, as a metrics recorder would.
+#[derive(Default)]
+struct Observed {
+    groups: std::sync::Mutex<Vec<settled_wal::GroupDurable>>,
+}
+
+impl settled_wal::WalObserver for Observed {
+    fn group_durable(&self, group: &settled_wal::GroupDurable) {
+        self.groups.lock().unwrap().push(*group);
+    }
+}
+
+#[test]
+fn the_observer_hears_of_every_durable_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = Wal::open(dir.path(), small_config()).expect("open");
+    let observed = std::sync::Arc::new(Observed::default());
+    assert!(wal.observe(observed.clone()).is_ok(), "first observer");
+    assert!(wal.observe(observed.clone()).is_err(), "only one observer");
+    let lsn_last = append_durable(&wal, 1, 60);
+    let stats = wal.stats();
+    wal.close().expect("close");
+    let groups = observed.groups.lock().unwrap();
+    let records: u64 = groups.iter().map(|group| group.records).sum();
+    assert_eq!(records, 60, "every record in exactly one group");
+    assert_eq!(groups.last().map(|group| group.durable_lsn), Some(lsn_last));
+    assert!(groups
+        .windows(2)
+        .all(|pair| pair[0].durable_lsn < pair[1].durable_lsn));
+    let fsyncs: u64 = groups.iter().map(|group| u64::from(group.fsyncs)).sum();
+    // The WAL also syncs once at open, before any group.
+    assert_eq!(fsyncs + 1, stats.fsyncs);
+    assert!(groups
+        .iter()
+        .all(|group| group.bytes > 0 && group.fsyncs >= 1));
+}

@@ -13,13 +13,15 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender};
 use wal::Wal;
 
 use super::EngineError;
 use crate::ledger::Changes;
-use crate::store::{CheckpointMeta, Store};
+use crate::metrics as m;
+use crate::store::{CheckpointMeta, CheckpointWritten, Store};
 
 pub(crate) struct CheckpointJob {
     pub meta: CheckpointMeta,
@@ -57,11 +59,17 @@ pub(crate) fn run(
             // missing from the store while the WAL that holds them got truncated.
             continue;
         }
-        if let Err(error) = checkpoint(&store, &wal, &job) {
-            tracing::error!(%error, lsn = job.meta.lsn, "checkpoint failed; the WAL keeps every record from now on");
-            let _ = status.error.set(error);
-            continue;
-        }
+        let started = Instant::now();
+        let written = match checkpoint(&store, &wal, &job) {
+            Ok(written) => written,
+            Err(error) => {
+                tracing::error!(%error, lsn = job.meta.lsn, "checkpoint failed; the WAL keeps every record from now on");
+                metrics::counter!(m::CHECKPOINT_FAILURES_TOTAL).increment(1);
+                let _ = status.error.set(error);
+                continue;
+            }
+        };
+        record_written(written, started.elapsed());
         status.lsn.store(job.meta.lsn, Ordering::Release);
         status.written.fetch_add(1, Ordering::Relaxed);
         // Never waits: if the core has not taken the previous ones back, these are
@@ -70,10 +78,25 @@ pub(crate) fn run(
     }
 }
 
-fn checkpoint(store: &Store, wal: &Wal, job: &CheckpointJob) -> Result<(), EngineError> {
+fn record_written(written: CheckpointWritten, took: Duration) {
+    metrics::counter!(m::CHECKPOINTS_TOTAL).increment(1);
+    metrics::counter!(m::CHECKPOINT_ROWS_TOTAL).increment(written.rows);
+    metrics::counter!(m::CHECKPOINT_BYTES_TOTAL).increment(written.bytes);
+    metrics::histogram!(m::CHECKPOINT_DURATION_SECONDS).record(took.as_secs_f64());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64());
+    metrics::gauge!(m::CHECKPOINT_LAST_SUCCESS_TIMESTAMP_SECONDS).set(now);
+}
+
+fn checkpoint(
+    store: &Store,
+    wal: &Wal,
+    job: &CheckpointJob,
+) -> Result<CheckpointWritten, EngineError> {
     wal.wait_durable(job.meta.lsn)
         .map_err(|error| EngineError::Wal(Arc::new(error)))?;
-    store
+    let written = store
         .write_checkpoint(job.meta, &job.changes)
         .map_err(|error| EngineError::Store(Arc::new(error)))?;
     let removed = wal
@@ -86,5 +109,5 @@ fn checkpoint(store: &Store, wal: &Wal, job: &CheckpointJob) -> Result<(), Engin
         wal_segments_removed = removed,
         "checkpoint written"
     );
-    Ok(())
+    Ok(written)
 }

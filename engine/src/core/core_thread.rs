@@ -190,7 +190,6 @@ impl CoreThread {
         self.eviction
             .transfers_resident
             .store(resident, Ordering::Relaxed);
-        metrics::gauge!(crate::metrics::TRANSFERS_RESIDENT).set(resident as f64);
         if evicted > 0 {
             tracing::debug!(
                 evicted,
@@ -296,9 +295,15 @@ impl CoreThread {
             apply(&mut self.ledger, now, Write::Expire, &mut nothing);
         }
         let mut replies = Vec::with_capacity(batch.len());
+        let events: u64 = batch
+            .iter()
+            .map(|(request, _, _)| u64::from(request.events_count()))
+            .sum();
+        let apply_started = Instant::now();
         for (request, reply, store_reads) in batch {
             replies.push((reply, self.execute(now, request, store_reads)));
         }
+        self.record_batch(events, apply_started.elapsed());
         let lsn = if self.record.is_empty() {
             self.lsn_last
         } else {
@@ -316,6 +321,24 @@ impl CoreThread {
             self.batches_since_checkpoint += 1;
         }
         self.park(lsn, replies);
+    }
+
+    /// Per batch, never per event: a handful of atomic updates next to a batch's work.
+    fn record_batch(&self, events: u64, apply: Duration) {
+        use crate::metrics as m;
+        metrics::counter!(m::CORE_BATCHES_TOTAL).increment(1);
+        metrics::histogram!(m::CORE_BATCH_EVENTS).record(events as f64);
+        metrics::histogram!(m::CORE_BATCH_APPLY_SECONDS).record(apply.as_secs_f64());
+        metrics::gauge!(m::CORE_QUEUE_REQUESTS).set(self.requests.len() as f64);
+        let ledger = &self.ledger;
+        let resident = ledger.transfers_resident();
+        let uncheckpointed = ledger.transfers_count() - self.eviction.transfers_checkpointed;
+        metrics::gauge!(m::TRANSFERS_RESIDENT).set(resident as f64);
+        metrics::gauge!(m::TRANSFERS_CHECKPOINTED_RESIDENT)
+            .set(resident.saturating_sub(uncheckpointed) as f64);
+        metrics::gauge!(m::TRANSFERS_PENDING).set(ledger.transfers_pending() as f64);
+        metrics::gauge!(m::EXPIRATIONS_PENDING).set(ledger.expirations_pending() as f64);
+        metrics::gauge!(m::FAILED_IDS).set(ledger.failed_ids_count() as f64);
     }
 
     /// Take waiting requests until the batch would exceed `batch_events_max` events.

@@ -29,6 +29,7 @@ mod read_stage;
 pub mod record;
 mod request;
 mod submit;
+mod telemetry;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub use config::{system_clock_ns, Clock, EngineConfig, WhenFull};
 pub use record::RecordError;
 pub use request::{PendingReply, Reply, Request};
 pub use submit::EngineHandle;
+pub use telemetry::Health;
 
 use checkpointer::{CheckpointQueue, CheckpointStatus};
 use core_thread::{CoreThread, Eviction};
@@ -104,6 +106,7 @@ pub struct Engine {
     core: Option<JoinHandle<Ledger>>,
     reader: Option<JoinHandle<()>>,
     checkpointer: Option<JoinHandle<()>>,
+    sampler: Option<telemetry::Sampler>,
     recovery: RecoveryReport,
 }
 
@@ -141,6 +144,8 @@ impl Engine {
             transfers_checkpointed,
         } = recovered;
         let (store, wal) = (Arc::new(store), Arc::new(wal));
+        let observed = wal.observe(Arc::new(telemetry::WalMetrics));
+        assert!(observed.is_ok(), "a WAL just opened has no observer");
         // Two queues of `queue_requests_max`: submitters to the read stage, and the
         // read stage to the core (which batches what waits there).
         let (requests_sender, submitted) =
@@ -171,6 +176,13 @@ impl Engine {
                 .spawn(move || checkpointer::run(store, wal, jobs, emptied_sender, status))
                 .expect("spawn checkpointer thread")
         };
+        let sampler = telemetry::Sampler::start(
+            store.clone(),
+            Health {
+                wal: wal.clone(),
+                checkpoint_status: checkpoint_status.clone(),
+            },
+        );
         let handle = EngineHandle::new(requests_sender, &config);
         let transfers_resident = Arc::new(AtomicU64::new(ledger.transfers_resident()));
         let eviction = Eviction {
@@ -205,6 +217,7 @@ impl Engine {
             core: Some(core),
             reader: Some(reader),
             checkpointer: Some(checkpointer),
+            sampler: Some(sampler),
             recovery,
         }
     }
@@ -221,6 +234,14 @@ impl Engine {
     /// Transfers held in memory after the latest eviction (see `transfers_resident_max`).
     pub fn transfers_resident(&self) -> u64 {
         self.transfers_resident.load(Ordering::Relaxed)
+    }
+
+    /// What `/readyz` asks: can the engine still take writes?
+    pub fn health(&self) -> Health {
+        Health {
+            wal: self.wal.clone(),
+            checkpoint_status: self.checkpoint_status.clone(),
+        }
     }
 
     /// LSN of the newest checkpoint written to RocksDB.
@@ -248,6 +269,7 @@ impl Engine {
         if let Some(checkpointer) = self.checkpointer.take() {
             checkpointer.join().map_err(|_| EngineError::Stopped)?;
         }
+        drop(self.sampler.take());
         let lsn_last = self.wal.lsn_next() - 1;
         if let Some(error) = self.checkpoint_status.error.get() {
             return Err(error.clone());

@@ -121,6 +121,26 @@ impl Ledger {
         self.transfers.resident_len()
     }
 
+    /// Transfers still pending (neither posted, voided nor expired).
+    pub fn transfers_pending(&self) -> u64 {
+        self.transfers.pending_len()
+    }
+
+    /// Transfers of evicted chunks kept in memory because they may still change.
+    pub fn transfers_retained(&self) -> u64 {
+        self.transfers.retained_len()
+    }
+
+    /// Pending transfers with a timeout, waiting for their expiry.
+    pub fn expirations_pending(&self) -> u64 {
+        self.transfers.expiry_len()
+    }
+
+    /// Transfer ids remembered as transiently failed (kept in memory).
+    pub fn failed_ids_count(&self) -> u64 {
+        self.transfers.failed_len()
+    }
+
     /// The eviction watermark: every transfer with a later timestamp is in memory; older
     /// ones may only be in the store (0: nothing was ever evicted). Requests that name
     /// transfers by id need [`OldTransfers`] read at this watermark or later.

@@ -503,6 +503,9 @@ pub(crate) struct TransferTable {
     timestamp_last: u64,
     /// Pending transfers with a timeout, ordered by expiry then creation.
     expiry: BTreeSet<(u64, TransferSlot)>,
+    /// Transfers whose status is `Pending` (resident or retained: a pending transfer
+    /// never leaves memory), for operators.
+    pending_count: u64,
     /// Ids whose creation failed with a transient result.
     failed: FastSet<u128>,
     /// The current request's transfers read back from RocksDB.
@@ -529,6 +532,27 @@ impl TransferTable {
 
     pub fn resolutions_count(&self) -> u64 {
         self.resolutions_count
+    }
+
+    /// Transfers still pending (not posted, voided or expired).
+    pub fn pending_len(&self) -> u64 {
+        self.pending_count
+    }
+
+    /// Transfers of evicted chunks kept in memory: pending, or resolved after the last
+    /// written checkpoint.
+    pub fn retained_len(&self) -> u64 {
+        self.retained.len() as u64
+    }
+
+    /// Pending transfers with a timeout, waiting to expire.
+    pub fn expiry_len(&self) -> u64 {
+        self.expiry.len() as u64
+    }
+
+    /// Ids remembered as transiently failed.
+    pub fn failed_len(&self) -> u64 {
+        self.failed.len() as u64
     }
 
     pub fn eviction_generation(&self) -> u64 {
@@ -721,6 +745,7 @@ impl TransferTable {
             .prefetch_spare(chunk.transfers.len() + WRITE_AHEAD_TRANSFERS);
         chunk.status.push(status);
         chunk.parties.push(parties);
+        self.pending_count += u64::from(status == PendingStatus::Pending);
         prefetch_spare(&chunk.parties, chunk.parties.len() + WRITE_AHEAD_PARTIES);
         prefetch_spare(&chunk.status, chunk.status.len() + WRITE_AHEAD_STATUSES);
         self.count += 1;
@@ -737,7 +762,8 @@ impl TransferTable {
         // Its account index (if one was built) would name the transfer.
         chunk.by_account.take();
         let transfer = chunk.transfers.pop().expect("chunks are never left empty");
-        chunk.status.pop();
+        let status = chunk.status.pop().expect("a status per transfer");
+        self.pending_count -= u64::from(status == PendingStatus::Pending);
         chunk.parties.pop();
         if chunk.transfers.is_empty() {
             self.chunks.pop_back();
@@ -757,7 +783,14 @@ impl TransferTable {
         debug_assert!(status != PendingStatus::Pending);
         self.resolutions.push_back((self.resolutions_count, slot));
         self.resolutions_count += 1;
-        std::mem::replace(self.status_mut(slot), status)
+        let before = std::mem::replace(self.status_mut(slot), status);
+        assert_eq!(
+            before,
+            PendingStatus::Pending,
+            "only a pending transfer resolves"
+        );
+        self.pending_count -= 1;
+        before
     }
 
     /// Undo the newest `resolve`.
@@ -766,6 +799,7 @@ impl TransferTable {
         assert_eq!(resolved, slot);
         self.resolutions_count -= 1;
         *self.status_mut(slot) = before;
+        self.pending_count += u64::from(before == PendingStatus::Pending);
     }
 
     pub fn expiry(&self) -> &BTreeSet<(u64, TransferSlot)> {
@@ -1110,8 +1144,10 @@ mod tests {
             };
             put(&mut table, numbered(index), status, [0, 1]);
         }
+        assert_eq!(table.pending_len(), 2);
         // Slot 6 is posted after the checkpoint holding the first chunk was taken.
         table.resolve(6, PendingStatus::Posted);
+        assert_eq!(table.pending_len(), 1);
         let checkpointed = CHUNK;
         // The newest chunk and `keep_recent` transfers stay; uncheckpointed chunks stay.
         assert!(table

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use protocol::frame::{
     negotiate_version, parse_handshake_body, ErrorCode, FrameKind, PROTOCOL_VERSION,
 };
-use protocol::Operation;
+use protocol::{CreateAccountResult, CreateTransferResult, Operation};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -66,7 +66,9 @@ pub(crate) struct Outgoing {
 pub(crate) struct Answered {
     pub operation: &'static str,
     pub outcome: &'static str,
-    pub events: u32,
+    /// Events by result name (`created`, `exists`, a failure, or `ok` for reads); empty
+    /// when the request was refused.
+    pub results: Vec<(&'static str, u32)>,
     pub started: Instant,
 }
 
@@ -238,6 +240,9 @@ impl Connection {
             match self.context.engine.submit(request) {
                 Ok(pending) => return Ok(pending),
                 Err(EngineError::Busy { queue_requests_max }) => {
+                    if sleep == BUSY_RETRY_SLEEP_FIRST {
+                        crate::metrics::queue_full_wait();
+                    }
                     if waited_since.elapsed() >= self.context.queue_full_wait_max {
                         let message = format!(
                             "busy: the engine queue (queue_requests_max {queue_requests_max}) \
@@ -277,7 +282,7 @@ impl Connection {
         let answered = Answered {
             operation: operation.map_or("unknown", Operation::as_str),
             outcome: refusal.code.as_str(),
-            events: header.event_count,
+            results: Vec::new(),
             started,
         };
         self.send(out, Some(answered)).await
@@ -319,11 +324,12 @@ struct InFlight {
 impl InFlight {
     async fn answer(self, pending: PendingReply) {
         let result = pending.await;
+        let results = results_by_name(self.operation, self.events, &result);
         let (frame, outcome) = self.frame_of(result);
         let answered = Answered {
             operation: self.operation.as_str(),
             outcome,
-            events: self.events,
+            results,
             started: self.started,
         };
         // Fails only when the client is gone; its reply is dropped with it.
@@ -355,6 +361,39 @@ impl InFlight {
         );
         (frame, refusal.code.as_str())
     }
+}
+
+/// A reply's events counted by result name, for `settled_events_total`: one pass over a
+/// create reply's results (on this task, not the core thread), `ok` for a read.
+fn results_by_name(
+    operation: Operation,
+    events: u32,
+    result: &Result<Reply, EngineError>,
+) -> Vec<(&'static str, u32)> {
+    let created = match result {
+        Ok(Reply::Created(created)) => created,
+        Ok(_) => return vec![("ok", events)],
+        Err(_) => return Vec::new(),
+    };
+    let mut counts: Vec<(u32, u32)> = Vec::new();
+    for result in created {
+        match counts.iter_mut().find(|(code, _)| *code == result.status) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((result.status, 1)),
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(code, count)| {
+            let name = match operation {
+                Operation::CreateAccounts => {
+                    CreateAccountResult::from_code(code).map(CreateAccountResult::as_str)
+                }
+                _ => CreateTransferResult::from_code(code).map(CreateTransferResult::as_str),
+            };
+            (name.unwrap_or("unknown"), count)
+        })
+        .collect()
 }
 
 /// The Error frame code for an engine error.
@@ -391,7 +430,7 @@ async fn write_frames(write_half: OwnedWriteHalf, mut receiver: mpsc::Receiver<O
             crate::metrics::request_answered(
                 answered.operation,
                 answered.outcome,
-                answered.events,
+                &answered.results,
                 answered.started.elapsed(),
             );
         }

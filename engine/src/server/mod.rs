@@ -29,6 +29,7 @@ use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Config, ConfigError};
 use crate::core::{Engine, EngineError, ShutdownReport};
+use crate::metrics::http::Readiness;
 use crate::metrics::MetricsError;
 use connection::Context;
 use shutdown::Shutdown;
@@ -68,6 +69,8 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     engine: Engine,
+    /// What `/readyz` reports, when the metrics listener is on.
+    readiness: Option<Readiness>,
 }
 
 impl Server {
@@ -77,10 +80,14 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         config.validate()?;
         let engine_config = config.engine_config()?;
-        if let Some(addr) = config.metrics_addr()? {
-            crate::metrics::install(addr)?;
-            tracing::info!("metrics served at http://{addr}/metrics");
-        }
+        let readiness = match config.metrics_addr()? {
+            Some(addr) => {
+                let readiness = crate::metrics::install(addr)?;
+                tracing::info!("metrics served at http://{addr}/metrics (and /healthz, /readyz)");
+                Some(readiness)
+            }
+            None => None,
+        };
         let addr = config.listen_addr()?;
         let bind_error = |source| ServerError::Bind { addr, source };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
@@ -92,11 +99,16 @@ impl Server {
                 task: "engine open",
                 source,
             })??;
+        if let Some(readiness) = &readiness {
+            let health = engine.health();
+            readiness.serving(move || health.check());
+        }
         Ok(Server {
             config,
             listener,
             local_addr,
             engine,
+            readiness,
         })
     }
 
@@ -115,6 +127,7 @@ impl Server {
             listener,
             local_addr,
             engine,
+            readiness,
         } = self;
         let (notify_shutdown, _) = broadcast::channel(1);
         let (shutdown_complete_sender, mut shutdown_complete) = mpsc::channel::<()>(1);
@@ -134,6 +147,9 @@ impl Server {
         tokio::select! {
             () = accept.run() => {}
             () = shutdown => tracing::info!("shutdown requested: no new connections"),
+        }
+        if let Some(readiness) = &readiness {
+            readiness.stopping();
         }
         // Dropping the sides held by the acceptor is the signal: connections stop reading,
         // and `recv` below returns once the last of them has answered its requests.
@@ -246,7 +262,7 @@ impl Drop for OpenConnection {
 async fn reject(mut stream: TcpStream, connections_max: u32) {
     let message = format!("busy: {connections_max} connections open (connections_max)");
     let frame = codec::error_frame(0, 0, ErrorCode::Busy, &message);
-    crate::metrics::connection_error(ErrorCode::Busy.as_str());
+    crate::metrics::connection_rejected();
     let written = async {
         stream.write_all(&frame.header).await?;
         stream.write_all(frame.body.as_slice()).await?;

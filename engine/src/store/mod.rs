@@ -168,6 +168,28 @@ fn rocks(op: &'static str) -> impl FnOnce(rocksdb::Error) -> StoreError {
     move |source| StoreError::Rocks { op, source }
 }
 
+/// Size of a checkpoint written: RocksDB rows (puts and deletes) and write batch bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointWritten {
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// What [`Store::rocksdb_stats`] reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RocksStats {
+    /// Bytes compaction estimates it must rewrite to bring every level within its
+    /// target (RocksDB slows, then stops, writes when this grows too large).
+    pub pending_compaction_bytes: u64,
+    pub live_sst_bytes: u64,
+    pub memtable_bytes: u64,
+    pub block_cache_bytes: u64,
+    /// RocksDB stopped writes (a checkpoint write waits).
+    pub write_stopped: bool,
+    /// Rate RocksDB slowed writes to, bytes per second (0: not slowed).
+    pub delayed_write_rate_bytes: u64,
+}
+
 /// The ledger's checkpoints in one RocksDB instance. Written by one thread (the
 /// checkpointer); reads see a consistent snapshot.
 pub struct Store {
@@ -208,7 +230,7 @@ impl Store {
         &self,
         meta: CheckpointMeta,
         changes: &Changes,
-    ) -> Result<(), StoreError> {
+    ) -> Result<CheckpointWritten, StoreError> {
         if let Some(previous) = self.checkpoint_meta()? {
             if meta.lsn < previous.lsn || meta.timestamp_last < previous.timestamp_last {
                 return Err(StoreError::CheckpointBackwards {
@@ -222,12 +244,17 @@ impl Store {
         self.batch_objects(&mut batch, changes)?;
         self.batch_indexes(&mut batch, changes)?;
         batch.put_cf(self.cf(CF_META)?, META_KEY, manifest::encode(meta));
+        let written = CheckpointWritten {
+            rows: batch.len() as u64,
+            bytes: batch.size_in_bytes() as u64,
+        };
         let mut options = WriteOptions::default();
         // The caller drops the WAL records up to `meta.lsn` once this returns.
         options.set_sync(true);
         self.db
             .write_opt(batch, &options)
-            .map_err(rocks("write a checkpoint"))
+            .map_err(rocks("write a checkpoint"))?;
+        Ok(written)
     }
 
     /// The objects themselves: accounts (newest value), transfers, resolved statuses and
@@ -294,6 +321,38 @@ impl Store {
             batch.put_cf(balances, key, record_bytes(balance));
         }
         Ok(())
+    }
+
+    /// RocksDB's own figures, for operators: summed over column families where RocksDB
+    /// keeps them per family. Property reads are cheap (no I/O); call from any thread.
+    pub fn rocksdb_stats(&self) -> Result<RocksStats, StoreError> {
+        let mut stats = RocksStats::default();
+        let int = |value: Result<Option<u64>, rocksdb::Error>| {
+            value
+                .map(Option::unwrap_or_default)
+                .map_err(rocks("read a property"))
+        };
+        for (name, _) in COLUMN_FAMILIES {
+            let cf = self.cf(name)?;
+            stats.pending_compaction_bytes += int(self
+                .db
+                .property_int_value_cf(cf, "rocksdb.estimate-pending-compaction-bytes"))?;
+            stats.live_sst_bytes += int(self
+                .db
+                .property_int_value_cf(cf, "rocksdb.live-sst-files-size"))?;
+            stats.memtable_bytes += int(self
+                .db
+                .property_int_value_cf(cf, "rocksdb.cur-size-all-mem-tables"))?;
+        }
+        // One block cache serves every family.
+        stats.block_cache_bytes = int(self
+            .db
+            .property_int_value_cf(self.cf(CF_TRANSFERS)?, "rocksdb.block-cache-usage"))?;
+        stats.write_stopped = int(self.db.property_int_value("rocksdb.is-write-stopped"))? != 0;
+        stats.delayed_write_rate_bytes = int(self
+            .db
+            .property_int_value("rocksdb.actual-delayed-write-rate"))?;
+        Ok(stats)
     }
 
     fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
