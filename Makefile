@@ -1,7 +1,7 @@
 # settled: build, test, benchmark and lint. `make test` is the test command CI runs.
 CARGO ?= cargo
 
-.PHONY: all deps build test bench lint fmt run clean-data
+.PHONY: all deps test-deps build test bench lint fmt run clean-data
 
 all: build
 
@@ -25,7 +25,11 @@ build: deps
 	$(call rocksdb_notice,release)
 	$(CARGO) build --release --workspace
 
-test: deps
+# The metrics tests run a real Prometheus: install it when missing (see scripts/deps.sh).
+test-deps:
+	@./scripts/deps.sh --test
+
+test: deps test-deps
 	$(call rocksdb_notice,debug)
 	$(CARGO) test --workspace
 

@@ -20,8 +20,8 @@ fn a_mixed_run_is_verified_and_reported_as_json() {
     let output = settle_bench()
         .args([
             "--accounts=500",
-            "--transfers=30000",
-            "--batch-size=1000",
+            "--transfers=200000",
+            "--batch-size=2000",
             "--clients=2",
             "--in-flight=2",
             "--pending-percent=20",
@@ -36,22 +36,22 @@ fn a_mixed_run_is_verified_and_reported_as_json() {
     assert!(output.status.success(), "settle-bench failed: {stderr}");
     let report: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("one JSON object on stdout");
-    assert_eq!(report["transfers"], 30000);
+    assert_eq!(report["transfers"], 200000);
     assert_eq!(
-        report["requests"], 30,
-        "30000 transfers in requests of 1000"
+        report["requests"], 100,
+        "200000 transfers in requests of 2000"
     );
-    assert_eq!(report["verification"]["transfers_checked"], 30000);
+    assert_eq!(report["verification"]["transfers_checked"], 200000);
     assert_eq!(report["verification"]["problems"], serde_json::json!([]));
     // Nothing in this workload can fail: every transfer is created, posts and voids
     // included (their pending transfers were applied long before).
-    assert_eq!(report["results"], serde_json::json!({"created": 30000}));
-    assert_eq!(report["verification"]["created_found"], 30000);
+    assert_eq!(report["results"], serde_json::json!({"created": 200000}));
+    assert_eq!(report["verification"]["created_found"], 200000);
     assert_eq!(report["queries"]["count"], 20);
     assert_eq!(report["queries"]["lookup_transfers_found"], 20);
     assert_eq!(report["daemon_exit_ok"], true);
     assert!(report["daemon_peak_rss_bytes"].as_u64().unwrap() > 0);
-    assert!(report["daemon_data_bytes"].as_u64().unwrap() > 30000 * 128);
+    assert!(report["daemon_data_bytes"].as_u64().unwrap() > 200000 * 128);
     let latency = &report["request_latency"];
     assert!(latency["p50_ms"].as_f64().unwrap() <= latency["max_ms"].as_f64().unwrap());
 }

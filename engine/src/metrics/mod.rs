@@ -147,7 +147,22 @@ pub fn install(addr: SocketAddr) -> Result<http::Readiness, MetricsError> {
     describe();
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => env!("SETTLED_COMMIT"))
         .set(1.0);
-    // Shown from the first scrape on, not only after the first connection or batch.
+    // Shown from the first scrape on, not only after the first event: a panel or alert
+    // on a counter that never moved must still find it.
+    for counter in [
+        CONNECTIONS_REJECTED_TOTAL,
+        QUEUE_FULL_WAITS_TOTAL,
+        CORE_BATCHES_TOTAL,
+        WAL_RECORDS_WRITTEN_TOTAL,
+        WAL_BYTES_WRITTEN_TOTAL,
+        WAL_FSYNCS_TOTAL,
+        CHECKPOINTS_TOTAL,
+        CHECKPOINT_FAILURES_TOTAL,
+        CHECKPOINT_ROWS_TOTAL,
+        CHECKPOINT_BYTES_TOTAL,
+    ] {
+        metrics::counter!(counter).increment(0);
+    }
     metrics::gauge!(CONNECTIONS).set(0.0);
     metrics::gauge!(READY).set(0.0);
     Ok(readiness)
