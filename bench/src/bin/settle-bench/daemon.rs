@@ -40,7 +40,8 @@ impl Daemon {
         let mut child = Command::new(&binary)
             .arg("--listen=127.0.0.1:0")
             .arg(format!("--data-dir={}", data_dir.path().display()))
-            .arg("--metrics-listen=")
+            // Metrics on, as operators run it, on a free loopback port.
+            .arg("--metrics-listen=127.0.0.1:0")
             .env("RUST_LOG", "info")
             .env_remove("SETTLED_CONFIG")
             .stdin(Stdio::null())
