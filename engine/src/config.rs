@@ -76,6 +76,8 @@ pub struct Config {
     pub batch_events_max: u32,
     /// Checkpoint to RocksDB after this many batches...
     pub checkpoint_batches: u32,
+    /// ...or after this many events...
+    pub checkpoint_events: u64,
     /// ...or after this many seconds with at least one batch, whichever comes first.
     pub checkpoint_interval_seconds: u64,
     /// Transfers kept in memory once a checkpoint holds them (the newest this many, plus
@@ -150,6 +152,7 @@ impl Default for Config {
             queue_full_wait_ms_max: 5000,
             batch_events_max: engine.batch_events_max,
             checkpoint_batches: engine.checkpoint_batches,
+            checkpoint_events: engine.checkpoint_events,
             checkpoint_interval_seconds: engine.checkpoint_interval.as_secs(),
             transfers_resident_max: engine.transfers_resident_max,
             transfers_uncheckpointed_max: engine.transfers_uncheckpointed_max,
@@ -290,6 +293,7 @@ impl Config {
         engine.when_full = WhenFull::Busy;
         engine.batch_events_max = self.batch_events_max;
         engine.checkpoint_batches = self.checkpoint_batches;
+        engine.checkpoint_events = self.checkpoint_events;
         engine.checkpoint_interval = Duration::from_secs(self.checkpoint_interval_seconds);
         engine.transfers_resident_max = self.transfers_resident_max;
         engine.transfers_uncheckpointed_max = self.transfers_uncheckpointed_max;

@@ -323,3 +323,28 @@ fn checkpoints_truncate_the_wal_and_recovery_starts_from_them() {
     assert_eq!(recovery.records_replayed, 0);
     assert_eq!(recovered.state_hash(), reference.state_hash());
 }
+
+#[test]
+fn a_checkpoint_is_due_after_checkpoint_events_whatever_the_batch_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.checkpoint_batches = 1_000_000;
+    config.checkpoint_interval = Duration::from_secs(3600);
+    config.checkpoint_events = 300;
+    let engine = Engine::open(config).unwrap();
+    let handle = engine.handle();
+    let mut workload = Workload::new(11, 50);
+    // Far fewer batches than checkpoint_batches, far sooner than the interval.
+    for _ in 0..40 {
+        handle.submit_wait(workload.next_request()).unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while engine.checkpoint_lsn() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        engine.checkpoint_lsn() > 0,
+        "no checkpoint after checkpoint_events"
+    );
+    engine.shutdown().unwrap();
+}

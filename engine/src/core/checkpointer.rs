@@ -42,6 +42,9 @@ pub(crate) struct CheckpointStatus {
     /// LSN of the newest checkpoint written (0: none).
     pub lsn: AtomicU64,
     pub written: AtomicU64,
+    /// Transfers per second the newest checkpoint was written at (0: none yet): the pace
+    /// the core slows ingest towards when memory fills (`CoreThread::pace`).
+    pub transfers_per_second: AtomicU64,
     /// The first failure; after it no checkpoint is written and the WAL keeps everything.
     pub error: std::sync::OnceLock<EngineError>,
 }
@@ -69,7 +72,16 @@ pub(crate) fn run(
                 continue;
             }
         };
-        record_written(written, started.elapsed());
+        let took = started.elapsed();
+        record_written(written, took);
+        // Only checkpoints large enough to time well say what the checkpointer can do.
+        let transfers = job.changes.transfers.len() as u64;
+        if transfers >= 1024 {
+            let rate = transfers as f64 / took.as_secs_f64().max(1e-3);
+            status
+                .transfers_per_second
+                .store(rate as u64, Ordering::Relaxed);
+        }
         status.lsn.store(job.meta.lsn, Ordering::Release);
         status.written.fetch_add(1, Ordering::Relaxed);
         // Never waits: if the core has not taken the previous ones back, these are

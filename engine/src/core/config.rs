@@ -44,6 +44,9 @@ pub struct EngineConfig {
     pub batch_events_max: u32,
     /// Checkpoint to RocksDB after this many logged batches...
     pub checkpoint_batches: u32,
+    /// ...or this many logged events (small checkpoints keep the checkpointer busy all
+    /// along instead of in bursts, and shorten each wait at the memory bound)...
+    pub checkpoint_events: u64,
     /// ...or after this much time with at least one logged batch, whichever comes first.
     pub checkpoint_interval: Duration,
     /// Transfers kept in memory after a checkpoint holds them: the newest this many (in
@@ -68,6 +71,7 @@ impl EngineConfig {
             when_full: WhenFull::Wait,
             batch_events_max: BATCH_EVENTS_MAX * 4,
             checkpoint_batches: 4096,
+            checkpoint_events: 1 << 18,
             checkpoint_interval: Duration::from_secs(30),
             transfers_resident_max: 1 << 20,
             transfers_uncheckpointed_max: 4 << 20,
@@ -114,6 +118,9 @@ impl EngineConfig {
         }
         if self.checkpoint_batches == 0 {
             return invalid("checkpoint_batches", &0, "must be at least 1");
+        }
+        if self.checkpoint_events == 0 {
+            return invalid("checkpoint_events", &0, "must be at least 1");
         }
         if self.checkpoint_interval.is_zero() {
             let value = self.checkpoint_interval.as_secs();

@@ -81,6 +81,9 @@ pub(crate) struct CoreThread {
     /// LSN of the newest record handed to the checkpointer.
     lsn_checkpoint_taken: u64,
     batches_since_checkpoint: u32,
+    events_since_checkpoint: u64,
+    /// Events of the newest batch, for pacing.
+    events_last_batch: u64,
     checkpoint_taken_at: Instant,
     parked: VecDeque<Parked>,
     record: RecordBuilder,
@@ -97,6 +100,9 @@ pub(crate) struct CoreThread {
 /// How long the core sleeps when idle and nothing is due: only bounds how late a
 /// checkpoint can be, since requests and durability notifications wake it at once.
 const IDLE_WAKE_MAX: Duration = Duration::from_millis(100);
+
+/// Longest pause `pace` adds after one batch.
+const PACE_DELAY_MAX: Duration = Duration::from_millis(250);
 
 impl CoreThread {
     pub fn new(
@@ -120,6 +126,8 @@ impl CoreThread {
             lsn_checkpoint_taken: recovery.checkpoint_lsn,
             // Replayed records are not in the store yet: count them towards a checkpoint.
             batches_since_checkpoint: u32::try_from(recovery.records_replayed).unwrap_or(u32::MAX),
+            events_since_checkpoint: 0,
+            events_last_batch: 0,
             checkpoint_taken_at: Instant::now(),
             parked: VecDeque::new(),
             record: RecordBuilder::default(),
@@ -205,9 +213,11 @@ impl CoreThread {
         self.ledger.transfers_count() - self.eviction.transfers_checkpointed
     }
 
-    /// Stop taking requests while too many transfers wait for a checkpoint: memory stays
-    /// bounded when ingest outruns RocksDB, and the full queue pushes back on clients.
+    /// Slow down, then stop, taking requests while too many transfers wait for a
+    /// checkpoint: memory stays bounded when ingest outruns RocksDB, and the full queue
+    /// pushes back on clients.
     fn throttle(&mut self) {
+        self.pace();
         let mut waited = false;
         while !self.throttle_off
             && self.failed.is_none()
@@ -236,6 +246,38 @@ impl CoreThread {
             std::thread::sleep(Duration::from_millis(1));
             self.release_durable();
             self.evict_checkpointed();
+        }
+    }
+
+    /// Above half of `transfers_uncheckpointed_max`, wait after each batch for a share of
+    /// the time the checkpointer needs to write it, growing from nothing at half to twice
+    /// that time at the bound: ingest settles near the checkpointer's pace with every
+    /// request a little slower, instead of running into the bound and stopping for a
+    /// whole checkpoint. Replies keep going out while it waits.
+    fn pace(&mut self) {
+        let max = self.config.transfers_uncheckpointed_max;
+        let soft = max / 2;
+        let uncheckpointed = self.transfers_uncheckpointed();
+        let rate = self
+            .eviction
+            .checkpoint_status
+            .transfers_per_second
+            .load(Ordering::Relaxed);
+        if uncheckpointed <= soft || rate == 0 || self.throttle_off {
+            return;
+        }
+        let fraction = ((uncheckpointed - soft) as f64 / (max - soft).max(1) as f64).min(1.0);
+        let delay = self.events_last_batch as f64 / rate as f64 * 2.0 * fraction;
+        let deadline = Instant::now() + Duration::from_secs_f64(delay).min(PACE_DELAY_MAX);
+        metrics::counter!(crate::metrics::CORE_PACED_TOTAL).increment(1);
+        loop {
+            self.release_durable();
+            self.evict_checkpointed();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(1)));
         }
     }
 
@@ -304,6 +346,7 @@ impl CoreThread {
             replies.push((reply, self.execute(now, request, store_reads)));
         }
         self.record_batch(events, apply_started.elapsed());
+        self.events_last_batch = events;
         let lsn = if self.record.is_empty() {
             self.lsn_last
         } else {
@@ -319,6 +362,7 @@ impl CoreThread {
         if lsn != self.lsn_last {
             self.lsn_last = lsn;
             self.batches_since_checkpoint += 1;
+            self.events_since_checkpoint += self.events_last_batch;
         }
         self.park(lsn, replies);
     }
@@ -496,6 +540,7 @@ impl CoreThread {
         }
         let due = force
             || self.batches_since_checkpoint >= self.config.checkpoint_batches
+            || self.events_since_checkpoint >= self.config.checkpoint_events
             || self.checkpoint_taken_at.elapsed() >= self.config.checkpoint_interval;
         if !due || (!force && self.checkpoints.jobs.is_full()) {
             return;
@@ -526,6 +571,7 @@ impl CoreThread {
             });
             self.lsn_checkpoint_taken = self.lsn_last;
             self.batches_since_checkpoint = 0;
+            self.events_since_checkpoint = 0;
             self.checkpoint_taken_at = Instant::now();
         }
     }

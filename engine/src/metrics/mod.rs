@@ -22,6 +22,7 @@
 //! | `settled_core_batch_events` | histogram | | per batch: events applied |
 //! | `settled_core_batch_apply_seconds` | histogram | | per batch: time to apply it (not the fsync) |
 //! | `settled_core_queue_requests` | gauge | | per batch: requests waiting for the core |
+//! | `settled_core_paced_total` | counter | | per batch the core slowed down because checkpoints fall behind |
 //! | `settled_transfers_resident` | gauge | | per batch: transfers in memory |
 //! | `settled_transfers_checkpointed_resident` | gauge | | per batch: of those, held by a written checkpoint (evictable) |
 //! | `settled_transfers_pending` | gauge | | per batch: pending transfers not yet posted, voided or expired |
@@ -67,6 +68,7 @@ pub const CORE_BATCHES_TOTAL: &str = "settled_core_batches_total";
 pub const CORE_BATCH_EVENTS: &str = "settled_core_batch_events";
 pub const CORE_BATCH_APPLY_SECONDS: &str = "settled_core_batch_apply_seconds";
 pub const CORE_QUEUE_REQUESTS: &str = "settled_core_queue_requests";
+pub const CORE_PACED_TOTAL: &str = "settled_core_paced_total";
 pub const TRANSFERS_RESIDENT: &str = "settled_transfers_resident";
 pub const TRANSFERS_CHECKPOINTED_RESIDENT: &str = "settled_transfers_checkpointed_resident";
 pub const TRANSFERS_PENDING: &str = "settled_transfers_pending";
@@ -153,6 +155,7 @@ pub fn install(addr: SocketAddr) -> Result<http::Readiness, MetricsError> {
         CONNECTIONS_REJECTED_TOTAL,
         QUEUE_FULL_WAITS_TOTAL,
         CORE_BATCHES_TOTAL,
+        CORE_PACED_TOTAL,
         WAL_RECORDS_WRITTEN_TOTAL,
         WAL_BYTES_WRITTEN_TOTAL,
         WAL_FSYNCS_TOTAL,
@@ -228,6 +231,10 @@ fn describe() {
         "Time the core spent applying one batch"
     );
     describe_gauge!(CORE_QUEUE_REQUESTS, "Requests waiting for the core thread");
+    describe_counter!(
+        CORE_PACED_TOTAL,
+        "Batches after which the core slowed down for checkpoints to catch up"
+    );
     describe_gauge!(TRANSFERS_RESIDENT, "Transfers held in memory");
     describe_gauge!(
         TRANSFERS_CHECKPOINTED_RESIDENT,
