@@ -74,7 +74,7 @@ impl EngineConfig {
             checkpoint_events: 1 << 18,
             checkpoint_interval: Duration::from_secs(30),
             transfers_resident_max: 1 << 20,
-            transfers_uncheckpointed_max: 4 << 20,
+            transfers_uncheckpointed_max: 2 << 20,
             wal: WalConfig::default(),
             store: StoreConfig::default(),
             clock: system_clock_ns,
