@@ -356,6 +356,9 @@ error_codes! {
     ShuttingDown = 13 => "shutting_down", fatal: false;
     /// The server failed on its side; the request may or may not have been applied.
     Internal = 14 => "internal", fatal: false;
+    /// The server cannot take writes now (its checkpoints to disk keep failing); the
+    /// request was not applied. Reads are still served; retry writes later.
+    Unavailable = 15 => "unavailable", fatal: false;
 }
 
 impl core::fmt::Display for ErrorCode {
@@ -630,9 +633,9 @@ mod tests {
             assert!(!name.starts_with('_') && !name.ends_with('_') && !name.contains("__"));
             assert_eq!(code.to_string(), name);
         }
-        assert_eq!(ErrorCode::ALL.len(), 14);
+        assert_eq!(ErrorCode::ALL.len(), 15);
         assert_eq!(ErrorCode::from_code(0), None);
-        assert_eq!(ErrorCode::from_code(15), None);
+        assert_eq!(ErrorCode::from_code(16), None);
         let fatal: Vec<_> = ErrorCode::ALL
             .iter()
             .filter(|c| c.is_fatal())

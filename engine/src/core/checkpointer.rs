@@ -45,9 +45,16 @@ pub(crate) struct CheckpointStatus {
     /// Transfers per second the newest checkpoint was written at (0: none yet): the pace
     /// the core slows ingest towards when memory fills (`CoreThread::pace`).
     pub transfers_per_second: AtomicU64,
-    /// The first failure; after it no checkpoint is written and the WAL keeps everything.
+    /// The failure that outlasted every retry; after it no checkpoint is written, the WAL
+    /// keeps everything, the engine refuses writes and `/readyz` says why.
     pub error: std::sync::OnceLock<EngineError>,
 }
+
+/// Attempts at one checkpoint before its failure counts as persistent, and the pause
+/// before the first retry (doubling after each): about 6 s in all, enough for a busy
+/// disk or a compaction to pass, short enough that clients learn soon.
+const CHECKPOINT_ATTEMPTS: u32 = 6;
+const RETRY_PAUSE_FIRST: Duration = Duration::from_millis(200);
 
 pub(crate) fn run(
     store: Arc<Store>,
@@ -63,11 +70,10 @@ pub(crate) fn run(
             continue;
         }
         let started = Instant::now();
-        let written = match checkpoint(&store, &wal, &job) {
+        let written = match checkpoint_with_retries(&store, &wal, &job) {
             Ok(written) => written,
             Err(error) => {
-                tracing::error!(%error, lsn = job.meta.lsn, "checkpoint failed; the WAL keeps every record from now on");
-                metrics::counter!(m::CHECKPOINT_FAILURES_TOTAL).increment(1);
+                tracing::error!(%error, lsn = job.meta.lsn, "checkpoints keep failing: writes are refused from now on, reads are served, the WAL keeps every record; restart once the cause is fixed");
                 let _ = status.error.set(error);
                 continue;
             }
@@ -87,6 +93,34 @@ pub(crate) fn run(
         // Never waits: if the core has not taken the previous ones back, these are
         // dropped (as all are once the core is gone).
         let _ = emptied.try_send(job.changes);
+    }
+}
+
+/// Retries with a doubling pause: a checkpoint is idempotent (the same rows, an atomic
+/// batch, a truncation that only drops what the store holds), so repeating it is safe.
+fn checkpoint_with_retries(
+    store: &Store,
+    wal: &Wal,
+    job: &CheckpointJob,
+) -> Result<CheckpointWritten, EngineError> {
+    let mut pause = RETRY_PAUSE_FIRST;
+    let mut attempt = 1;
+    loop {
+        match checkpoint(store, wal, job) {
+            Ok(written) => return Ok(written),
+            Err(error) => {
+                metrics::counter!(m::CHECKPOINT_FAILURES_TOTAL).increment(1);
+                // A failed WAL will not come back: no retry can help.
+                let hopeless = matches!(error, EngineError::Wal(_));
+                if attempt == CHECKPOINT_ATTEMPTS || hopeless {
+                    return Err(error);
+                }
+                tracing::warn!(%error, lsn = job.meta.lsn, attempt, "checkpoint failed; retrying");
+                std::thread::sleep(pause);
+                pause *= 2;
+                attempt += 1;
+            }
+        }
     }
 }
 

@@ -367,6 +367,20 @@ impl CoreThread {
         self.park(lsn, replies);
     }
 
+    /// Once checkpoints have failed for good, writes are refused before they touch the
+    /// ledger: nothing more could be checkpointed, so memory and the WAL would grow
+    /// without bound. Reads go on.
+    fn refuse_write(&self, request: &Request) -> Option<EngineError> {
+        let writes = matches!(
+            request,
+            Request::CreateAccounts(_) | Request::CreateTransfers(_)
+        );
+        let error = self.eviction.checkpoint_status.error.get()?;
+        writes.then(|| EngineError::Unavailable {
+            reason: format!("checkpoints to disk are failing ({error}); reads are served"),
+        })
+    }
+
     /// Per batch, never per event: a handful of atomic updates next to a batch's work.
     fn record_batch(&self, events: u64, apply: Duration) {
         use crate::metrics as m;
@@ -425,6 +439,9 @@ impl CoreThread {
         request: Request,
         store_reads: Option<Box<StoreReads>>,
     ) -> Result<Reply, EngineError> {
+        if let Some(refused) = self.refuse_write(&request) {
+            return Err(refused);
+        }
         let through = self.ledger.evicted_through();
         let store_reads = match store_reads {
             Some(store_reads) if store_reads.generation == self.ledger.eviction_generation() => {

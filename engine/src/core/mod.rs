@@ -63,6 +63,10 @@ pub enum EngineError {
     },
     #[error("engine is shutting down; request not applied")]
     ShuttingDown,
+    /// Checkpoints keep failing: writes are refused (not applied) so that memory and the
+    /// WAL stay bounded; reads are served.
+    #[error("writes refused: {reason}")]
+    Unavailable { reason: String },
     #[error("engine stopped before replying")]
     Stopped,
     #[error("write-ahead log: {0}")]

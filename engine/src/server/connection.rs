@@ -400,6 +400,7 @@ fn results_by_name(
 fn refusal_of(error: &EngineError) -> Refusal {
     let code = match error {
         EngineError::ShuttingDown => ErrorCode::ShuttingDown,
+        EngineError::Unavailable { .. } => ErrorCode::Unavailable,
         EngineError::Busy { .. } => ErrorCode::Busy,
         EngineError::TooManyEvents { .. } => ErrorCode::TooManyEvents,
         // Stopped: the core went away without answering, so the request may or may not

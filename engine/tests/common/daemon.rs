@@ -77,6 +77,14 @@ impl Daemon {
         }
     }
 
+    /// Every stderr line so far (reads what has arrived without waiting).
+    pub fn log(&mut self) -> &[String] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.stderr.push(line);
+        }
+        &self.stderr
+    }
+
     /// Send `signal` (e.g. "TERM", "INT") and wait for the exit; stderr is collected.
     pub fn stop_with(&mut self, signal: &str) -> ExitStatus {
         let pid = self.child.id().to_string();
