@@ -2,7 +2,7 @@
 # Installs what the build needs, when it is missing: libclang (always), and with --test
 # also Debian's `prometheus` package (promtool and the server), which the metrics tests
 # run against. A failed optional install only warns: those tests then say they skipped,
-# unless SETTLED_REQUIRE_PROMETHEUS=1 (CI) makes them fail.
+# unless SETTLED_REQUIRE_SYSTEM_TESTS=1 (CI) makes them fail.
 #
 # RocksDB's Rust bindings are generated at build time by bindgen, which loads libclang
 # through clang-sys: a file named libclang.so or libclang-N.so. Debian ships that file in

@@ -28,6 +28,7 @@ fn a_mixed_run_is_verified_and_reported_as_json() {
             "--linked-percent=10",
             "--distribution=zipf",
             "--queries=20",
+            "--restart",
             "--json",
         ])
         .output()
@@ -50,6 +51,9 @@ fn a_mixed_run_is_verified_and_reported_as_json() {
     assert_eq!(report["queries"]["count"], 20);
     assert_eq!(report["queries"]["lookup_transfers_found"], 20);
     assert_eq!(report["daemon_exit_ok"], true);
+    // Every 997th transfer, looked up again after a graceful restart.
+    assert_eq!(report["restart_transfers_checked"], 201);
+    assert!(report["restart_seconds"].as_f64().unwrap() > 0.0);
     assert!(report["daemon_peak_rss_bytes"].as_u64().unwrap() > 0);
     assert!(report["daemon_data_bytes"].as_u64().unwrap() > 200000 * 128);
     let latency = &report["request_latency"];

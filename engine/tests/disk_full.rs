@@ -5,7 +5,7 @@
 //!
 //! The store directory is a small tmpfs, mounted by the test (root needed: CI runs as
 //! root). Without the right to mount, the test says so and passes, unless
-//! `SETTLED_REQUIRE_PROMETHEUS=1` (CI) makes that a failure too.
+//! `SETTLED_REQUIRE_SYSTEM_TESTS=1` (CI) makes that a failure too.
 
 mod common;
 
@@ -111,7 +111,7 @@ fn a_full_disk_refuses_writes_serves_reads_and_loses_nothing() {
     let Some(store) = Tmpfs::mount(&dir.path().join("data/store"), "12m") else {
         let message = "cannot mount a tmpfs (needs root): disk-full test not run";
         assert!(
-            std::env::var("SETTLED_REQUIRE_PROMETHEUS").as_deref() != Ok("1"),
+            std::env::var("SETTLED_REQUIRE_SYSTEM_TESTS").as_deref() != Ok("1"),
             "{message}"
         );
         eprintln!("SKIPPED: {message}");

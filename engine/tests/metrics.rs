@@ -2,7 +2,7 @@
 //! `promtool` and a real Prometheus server evaluating every query of the Grafana dashboard.
 //!
 //! `make test` installs Debian's `prometheus` package (promtool included) when missing.
-//! Without it these tests say so and pass, unless `SETTLED_REQUIRE_PROMETHEUS=1` (set by
+//! Without it these tests say so and pass, unless `SETTLED_REQUIRE_SYSTEM_TESTS=1` (set by
 //! CI), which makes a missing Prometheus a failure.
 
 mod common;
@@ -38,7 +38,7 @@ fn prometheus_tool(name: &str) -> Option<PathBuf> {
              this test"
         );
         assert!(
-            std::env::var("SETTLED_REQUIRE_PROMETHEUS").as_deref() != Ok("1"),
+            std::env::var("SETTLED_REQUIRE_SYSTEM_TESTS").as_deref() != Ok("1"),
             "{message}"
         );
         eprintln!("SKIPPED: {message}");

@@ -84,6 +84,11 @@ pub struct Args {
     /// Ledger (asset) id of the accounts and transfers.
     #[arg(long, default_value_t = 1)]
     pub ledger: u32,
+    /// After the run, stop the daemon gracefully and start it again on the same data:
+    /// report how long it took to listen and its peak memory, and check that a sample of
+    /// the created transfers is still there. Only for a daemon started here (no --addr).
+    #[arg(long)]
+    pub restart: bool,
     /// Print the report as one JSON object on stdout (no progress bar).
     #[arg(long)]
     pub json: bool,
@@ -149,6 +154,11 @@ impl Args {
                 "--linked-percent {}: must be 0 to 100",
                 self.linked_percent
             ));
+        }
+        if self.restart && self.addr.is_some() {
+            return fail(
+                "--restart needs the daemon settle-bench starts (leave out --addr)".into(),
+            );
         }
         if self.ledger == 0 {
             return fail("--ledger 0: ledger 0 is reserved".into());

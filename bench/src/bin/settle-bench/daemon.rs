@@ -18,11 +18,12 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(300);
 const LOG_LINES_KEPT: usize = 40;
 
 pub struct Daemon {
+    binary: PathBuf,
     child: Child,
     pub addr: SocketAddr,
     /// The last lines of the daemon's log, kept by the thread that drains its stderr
     /// (which must never stop reading, or the daemon would block on logging).
-    log_tail: Arc<Mutex<VecDeque<String>>>,
+    log_tail: LogTail,
     data_dir: tempfile::TempDir,
 }
 
@@ -37,58 +38,33 @@ impl Daemon {
             .prefix("settle-bench-")
             .tempdir()
             .map_err(|error| format!("cannot create a temporary data directory: {error}"))?;
-        let mut child = Command::new(&binary)
-            .arg("--listen=127.0.0.1:0")
-            .arg(format!("--data-dir={}", data_dir.path().display()))
-            // Metrics on, as operators run it, on a free loopback port.
-            .arg("--metrics-listen=127.0.0.1:0")
-            .env("RUST_LOG", "info")
-            .env_remove("SETTLED_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let log_tail = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_LINES_KEPT)));
-        let (listening, announced) = mpsc::channel();
-        let tail = Arc::clone(&log_tail);
-        std::thread::spawn(move || {
-            let mut listening = Some(listening);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                if let Some((_, after)) = line.split_once("listening on ") {
-                    let addr = after.split_whitespace().next().unwrap_or_default();
-                    if let Some(sender) = listening.take() {
-                        let _ = sender.send(addr.to_string());
-                    }
-                }
-                let mut tail = tail.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                if tail.len() == LOG_LINES_KEPT {
-                    tail.pop_front();
-                }
-                tail.push_back(line);
-            }
-        });
-        let mut daemon = Daemon {
+        let (child, log_tail, addr) = spawn(&binary, data_dir.path())?;
+        Ok(Daemon {
+            binary,
             child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            addr,
             log_tail,
             data_dir,
-        };
-        let addr = match announced.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => addr,
-            Err(_) => {
-                return Err(format!(
-                    "settled did not log `listening on` within {START_TIMEOUT:?}; its log:\n{}",
-                    daemon.log_tail()
-                ))
-            }
-        };
-        daemon.addr = addr
-            .parse()
-            .map_err(|_| format!("settled logged an unreadable address: {addr}"))?;
-        Ok(daemon)
+        })
+    }
+
+    /// Stop gracefully and start again on the same data directory: how long until it
+    /// listened, and its peak resident memory by then (recovery included).
+    pub fn restart(&mut self) -> Result<(Duration, Option<u64>), String> {
+        let status = self.terminate()?;
+        if !status.success() {
+            return Err(format!(
+                "settled exited with {status} on SIGTERM; its log:\n{}",
+                self.log_tail()
+            ));
+        }
+        let started = Instant::now();
+        let (child, log_tail, addr) = spawn(&self.binary, self.data_dir.path())?;
+        let took = started.elapsed();
+        self.child = child;
+        self.log_tail = log_tail;
+        self.addr = addr;
+        Ok((took, self.peak_rss_bytes()))
     }
 
     /// The daemon's last log lines.
@@ -115,6 +91,10 @@ impl Daemon {
 
     /// SIGTERM, then wait for the graceful exit (answers in flight, final checkpoint).
     pub fn stop(mut self) -> Result<ExitStatus, String> {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> Result<ExitStatus, String> {
         let pid = libc::pid_t::try_from(self.child.id()).map_err(|_| "pid out of range")?;
         // SAFETY: kill(2) with a pid we spawned and still own (not yet waited for).
         if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
@@ -144,6 +124,63 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+type LogTail = Arc<Mutex<VecDeque<String>>>;
+
+/// Start `binary` on `data_dir` and wait until it listens.
+fn spawn(binary: &Path, data_dir: &Path) -> Result<(Child, LogTail, SocketAddr), String> {
+    let mut child = Command::new(binary)
+        .arg("--listen=127.0.0.1:0")
+        .arg(format!("--data-dir={}", data_dir.display()))
+        // Metrics on, as operators run it, on a free loopback port.
+        .arg("--metrics-listen=127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .env_remove("SETTLED_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let log_tail: LogTail = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_LINES_KEPT)));
+    let (listening, announced) = mpsc::channel();
+    let tail = Arc::clone(&log_tail);
+    std::thread::spawn(move || {
+        let mut listening = Some(listening);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if let Some((_, after)) = line.split_once("listening on ") {
+                let addr = after.split_whitespace().next().unwrap_or_default();
+                if let Some(sender) = listening.take() {
+                    let _ = sender.send(addr.to_string());
+                }
+            }
+            let mut tail = tail.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if tail.len() == LOG_LINES_KEPT {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+    });
+    let addr = match announced.recv_timeout(START_TIMEOUT) {
+        Ok(addr) => addr,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let tail = log_tail
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            return Err(format!(
+                "settled did not log `listening on` within {START_TIMEOUT:?}; its log:\n{}",
+                Vec::from(tail.clone()).join("\n")
+            ));
+        }
+    };
+    let addr = addr
+        .parse()
+        .map_err(|_| format!("settled logged an unreadable address: {addr}"))?;
+    Ok((child, log_tail, addr))
 }
 
 fn sibling_settled() -> Result<PathBuf, String> {

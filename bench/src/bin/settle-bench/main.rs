@@ -80,6 +80,11 @@ async fn run(
     daemon: Option<Daemon>,
 ) -> Result<Report, String> {
     let result = drive(args, addr).await;
+    let mut sample = Vec::new();
+    let result = result.map(|(report, sampled)| {
+        sample = sampled;
+        report
+    });
     let (daemon_peak_rss_bytes, daemon_data_bytes) = match &daemon {
         Some(daemon) => (daemon.peak_rss_bytes(), Some(daemon.data_bytes())),
         None => (None, None),
@@ -97,6 +102,13 @@ async fn run(
     };
     report.daemon_peak_rss_bytes = daemon_peak_rss_bytes;
     report.daemon_data_bytes = daemon_data_bytes;
+    let mut daemon = daemon;
+    if let (true, Some(daemon)) = (args.restart && report.ok(), daemon.as_mut()) {
+        let (took, peak) = daemon.restart()?;
+        report.restart_seconds = Some(took.as_secs_f64());
+        report.restart_peak_rss_bytes = peak;
+        report.restart_transfers_checked = Some(check_after_restart(daemon.addr, &sample).await?);
+    }
     if let Some(daemon) = daemon {
         let status = daemon.stop()?;
         report.daemon_exit_ok = Some(status.success());
@@ -104,7 +116,9 @@ async fn run(
     Ok(report)
 }
 
-async fn drive(args: &Args, addr: std::net::SocketAddr) -> Result<Report, String> {
+/// Load, query and verify; also returns a sample of created transfer ids (every 997th
+/// sequence number, at most 8189) for the check after a restart.
+async fn drive(args: &Args, addr: std::net::SocketAddr) -> Result<(Report, Vec<u128>), String> {
     let options = ClientOptions {
         in_flight_max: args.in_flight,
         ..ClientOptions::default()
@@ -130,7 +144,32 @@ async fn drive(args: &Args, addr: std::net::SocketAddr) -> Result<Report, String
     let load = load::run(&clients, args.in_flight, Arc::clone(&workload), progress).await?;
     let queries = run_queries(&clients[0], &workload, &load.created, args.queries).await?;
     let verification = verify::verify(&clients[0], &workload, &load.created, before).await?;
-    Ok(Report::new(args, &load, queries, verification))
+    let sample = (0..workload.transfers)
+        .step_by(997)
+        .filter(|seq| load.created.contains(*seq))
+        .map(|seq| workload.transfer_id(seq))
+        .take(protocol::BATCH_EVENTS_MAX as usize)
+        .collect();
+    Ok((Report::new(args, &load, queries, verification), sample))
+}
+
+/// The sampled created transfers are all still there after the restart.
+async fn check_after_restart(addr: std::net::SocketAddr, sample: &[u128]) -> Result<u64, String> {
+    let client = Client::connect(addr)
+        .await
+        .map_err(|error| format!("cannot reconnect after the restart: {error}"))?;
+    let found = client
+        .lookup_transfers(sample)
+        .await
+        .map_err(|error| format!("lookup_transfers after the restart: {error}"))?;
+    if found.len() != sample.len() {
+        return Err(format!(
+            "after the restart {} of {} sampled created transfers are missing",
+            sample.len() - found.len(),
+            sample.len()
+        ));
+    }
+    Ok(sample.len() as u64)
 }
 
 /// The run's accounts, created (or found identical from an earlier run).

@@ -78,6 +78,11 @@ pub struct Report {
     pub daemon_data_bytes: Option<u64>,
     pub daemon_exit_ok: Option<bool>,
     pub verification: Verification,
+    /// `--restart`: seconds from start to listening, and peak RSS by then.
+    pub restart_seconds: Option<f64>,
+    pub restart_peak_rss_bytes: Option<u64>,
+    /// `--restart`: created transfers looked up after the restart, all found.
+    pub restart_transfers_checked: Option<u64>,
 }
 
 impl Report {
@@ -124,6 +129,9 @@ impl Report {
             daemon_data_bytes: None,
             daemon_exit_ok: None,
             verification,
+            restart_seconds: None,
+            restart_peak_rss_bytes: None,
+            restart_transfers_checked: None,
         }
     }
 
@@ -194,6 +202,16 @@ impl Report {
             for problem in &verification.problems {
                 let _ = writeln!(out, "  {problem}");
             }
+        }
+        if let (Some(seconds), Some(checked)) =
+            (self.restart_seconds, self.restart_transfers_checked)
+        {
+            let rss = self.restart_peak_rss_bytes.unwrap_or(0) as f64 / 1048576.0;
+            let _ = writeln!(
+                out,
+                "restart:  listening after {seconds:.2} s, peak RSS {rss:.0} MiB; {checked} \
+                 created transfers looked up again, all present"
+            );
         }
         if self.daemon_exit_ok == Some(false) {
             let _ = writeln!(out, "the daemon did not shut down cleanly");
