@@ -60,6 +60,9 @@ mod codec;
 mod load;
 mod manifest;
 mod read;
+mod verify;
+
+pub use verify::VerifyReport;
 
 use std::path::Path;
 

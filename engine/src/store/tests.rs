@@ -439,3 +439,78 @@ fn rows_without_a_manifest_are_corruption() {
     put_raw(&store, CF_TRANSFERS, &id_key(1), &[0; 128]);
     assert_corrupt(&store, CF_TRANSFERS);
 }
+
+#[test]
+fn verify_recomputes_every_balance_of_a_real_history() {
+    let fixture = store_with_history();
+    let store = &fixture.store;
+    let mut heard = 0;
+    let report = store.verify(|transfers| heard = transfers).unwrap();
+    let view = store.db.snapshot();
+    let rows = view
+        .iterator_cf(
+            store.cf(CF_TRANSFERS).unwrap(),
+            rocksdb::IteratorMode::Start,
+        )
+        .count() as u64;
+    assert!(rows > 50, "a history worth checking: {rows} transfers");
+    assert_eq!(report.transfers, rows);
+    assert_eq!(report.accounts, ACCOUNTS as u64);
+    assert_eq!(heard, rows, "progress ends at the total");
+    assert!(report.checkpoint_lsn > 0);
+}
+
+#[test]
+fn verify_and_start_refuse_a_balance_that_its_transfers_do_not_add_up_to() {
+    let fixture = store_with_history();
+    let store = &fixture.store;
+    let (ledger, _) = store.load_ledger().unwrap();
+    let mut account = ledger.lookup_accounts(&[1])[0];
+    account.debits_posted += 1;
+    put_raw(store, CF_ACCOUNTS, &id_key(1), bytemuck::bytes_of(&account));
+    match store.verify(|_| {}) {
+        Err(StoreError::Corrupt { cf, reason, .. }) => {
+            assert_eq!(cf, CF_ACCOUNTS);
+            assert!(
+                reason.starts_with("account 1: debits_posted is"),
+                "{reason}"
+            );
+        }
+        other => panic!("verify must refuse, got {other:?}"),
+    }
+    assert!(
+        matches!(
+            store.load_ledger(),
+            Err(StoreError::Restore(RestoreError::BalanceMismatch {
+                account_id: 1,
+                ..
+            }))
+        ),
+        "start must refuse too"
+    );
+}
+
+#[test]
+fn verify_and_start_refuse_a_damaged_transfer_row() {
+    let fixture = store_with_history();
+    let store = &fixture.store;
+    let view = store.db.snapshot();
+    let (key, _) = view
+        .iterator_cf(
+            store.cf(CF_TRANSFERS).unwrap(),
+            rocksdb::IteratorMode::Start,
+        )
+        .next()
+        .unwrap()
+        .unwrap();
+    drop(view);
+    put_raw(store, CF_TRANSFERS, &key, &[7; 100]);
+    match store.verify(|_| {}) {
+        Err(StoreError::Corrupt { cf, key: named, .. }) => {
+            assert_eq!(cf, CF_TRANSFERS);
+            assert_eq!(named, super::codec::key_hex(&key));
+        }
+        other => panic!("verify must refuse, got {other:?}"),
+    }
+    assert_corrupt(store, CF_TRANSFERS);
+}

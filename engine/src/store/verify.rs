@@ -1,0 +1,224 @@
+//! `settled verify`: the full check of a checkpoint store, offline and streaming.
+//!
+//! Every transfer row is read once, in id order, beside the status rows (a merge of two
+//! sorted scans), and added into the balances it implies: a pending transfer counts as
+//! pending while its status says so, a plain transfer or a post counts as posted, a void
+//! (and a pending transfer that was resolved) moves nothing. Then every account's stored
+//! balances must equal those sums, and per ledger debits must equal credits. Memory holds
+//! one entry per account, never the history.
+//!
+//! It checks the store as of its newest checkpoint; the WAL written after it is checked
+//! by replay when the daemon starts.
+
+use std::collections::{BTreeMap, HashMap};
+
+use protocol::{Account, Transfer, TransferFlags};
+use rocksdb::IteratorMode;
+
+use super::codec::{decode_record, decode_status, key_hex, parse_id_key};
+use super::{rocks, Store, StoreError, CF_ACCOUNTS, CF_TRANSFERS, CF_TRANSFER_STATUS};
+use crate::ledger::PendingStatus;
+
+/// What a successful verification covered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub accounts: u64,
+    pub transfers: u64,
+    /// LSN of the checkpoint verified (0: an empty store).
+    pub checkpoint_lsn: u64,
+}
+
+/// Transfers between two calls of the progress callback.
+const PROGRESS_EVERY: u64 = 1 << 16;
+const BALANCE_FIELDS: [&str; 4] = [
+    "debits_pending",
+    "debits_posted",
+    "credits_pending",
+    "credits_posted",
+];
+
+/// One account: its stored record and the four balances its transfers add up to.
+struct Tally {
+    account: Account,
+    computed: [u128; 4],
+}
+
+impl Store {
+    /// Recompute every balance from every transfer and compare. `progress` hears the
+    /// number of transfers read so far, now and then.
+    pub fn verify(&self, mut progress: impl FnMut(u64)) -> Result<VerifyReport, StoreError> {
+        let view = self.db.snapshot();
+        let Some(meta) = self.read_meta(&view)? else {
+            return Ok(VerifyReport::default());
+        };
+        let mut accounts = self.tally_accounts(&view)?;
+        let mut statuses = view
+            .iterator_cf(self.cf(CF_TRANSFER_STATUS)?, IteratorMode::Start)
+            .peekable();
+        let mut transfers = 0u64;
+        for row in view.iterator_cf(self.cf(CF_TRANSFERS)?, IteratorMode::Start) {
+            let (key, value) = row.map_err(rocks("iterate transfers"))?;
+            let corrupt = |reason: String| StoreError::Corrupt {
+                cf: CF_TRANSFERS,
+                key: key_hex(&key),
+                reason,
+            };
+            let transfer: Transfer = decode_record(&value).map_err(corrupt)?;
+            let id = parse_id_key(&key).map_err(corrupt)?;
+            if id != transfer.id {
+                return Err(corrupt(format!("key id {id}, record id {}", transfer.id)));
+            }
+            // Status rows are keyed by id too: take the one of this transfer, if any.
+            let mut status = None;
+            while let Some(row) = statuses.next_if(|row| {
+                row.as_ref()
+                    .map_or(true, |(key, _)| parse_id_key(key).is_ok_and(|k| k <= id))
+            }) {
+                let (status_key, status_value) = row.map_err(rocks("iterate statuses"))?;
+                let status_corrupt = |reason: String| StoreError::Corrupt {
+                    cf: CF_TRANSFER_STATUS,
+                    key: key_hex(&status_key),
+                    reason,
+                };
+                if parse_id_key(&status_key).map_err(status_corrupt)? != id {
+                    return Err(status_corrupt("no transfer has this id".into()));
+                }
+                status = Some(decode_status(&status_value).map_err(status_corrupt)?);
+            }
+            add_transfer(&mut accounts, &transfer, status).map_err(corrupt)?;
+            transfers += 1;
+            if transfers.is_multiple_of(PROGRESS_EVERY) {
+                progress(transfers);
+            }
+        }
+        if let Some(row) = statuses.next() {
+            let (key, _) = row.map_err(rocks("iterate statuses"))?;
+            return Err(StoreError::Corrupt {
+                cf: CF_TRANSFER_STATUS,
+                key: key_hex(&key),
+                reason: "no transfer has this id".into(),
+            });
+        }
+        progress(transfers);
+        check_balances(&accounts)?;
+        Ok(VerifyReport {
+            accounts: accounts.len() as u64,
+            transfers,
+            checkpoint_lsn: meta.lsn,
+        })
+    }
+
+    fn tally_accounts(&self, view: &rocksdb::Snapshot) -> Result<HashMap<u128, Tally>, StoreError> {
+        let mut accounts = HashMap::new();
+        for row in view.iterator_cf(self.cf(CF_ACCOUNTS)?, IteratorMode::Start) {
+            let (key, value) = row.map_err(rocks("iterate accounts"))?;
+            let corrupt = |reason: String| StoreError::Corrupt {
+                cf: CF_ACCOUNTS,
+                key: key_hex(&key),
+                reason,
+            };
+            let account: Account = decode_record(&value).map_err(corrupt)?;
+            let id = parse_id_key(&key).map_err(corrupt)?;
+            if id != account.id {
+                return Err(corrupt(format!("key id {id}, record id {}", account.id)));
+            }
+            let computed = [0; 4];
+            accounts.insert(id, Tally { account, computed });
+        }
+        Ok(accounts)
+    }
+}
+
+/// Add what `transfer` leaves in its accounts' balances.
+fn add_transfer(
+    accounts: &mut HashMap<u128, Tally>,
+    transfer: &Transfer,
+    status: Option<PendingStatus>,
+) -> Result<(), String> {
+    let pending = transfer.flags.contains(TransferFlags::PENDING);
+    let status = match status {
+        Some(status) if !pending => {
+            return Err(format!(
+                "a status row ({status:?}) for a transfer that is not pending"
+            ))
+        }
+        Some(status) => status,
+        None if pending => PendingStatus::Pending,
+        None => PendingStatus::NotPending,
+    };
+    let void = transfer
+        .flags
+        .contains(TransferFlags::VOID_PENDING_TRANSFER);
+    let field_debit = match status {
+        PendingStatus::Pending => 0,
+        PendingStatus::NotPending if !void => 1,
+        _ => return Ok(()),
+    };
+    for (account_id, field) in [
+        (transfer.debit_account_id, field_debit),
+        (transfer.credit_account_id, field_debit + 2),
+    ] {
+        let tally = accounts
+            .get_mut(&account_id)
+            .ok_or_else(|| format!("account {account_id} does not exist"))?;
+        if tally.account.ledger != transfer.ledger {
+            return Err(format!(
+                "ledger {} but account {account_id} is on ledger {}",
+                transfer.ledger, tally.account.ledger
+            ));
+        }
+        let sum = &mut tally.computed[field];
+        *sum = sum
+            .checked_add(transfer.amount)
+            .ok_or_else(|| format!("account {account_id}: {} overflows", BALANCE_FIELDS[field]))?;
+    }
+    Ok(())
+}
+
+/// Every account's stored balances equal its sums (in id order, so the first mismatch
+/// reported is always the same), and per ledger debits equal credits.
+fn check_balances(accounts: &HashMap<u128, Tally>) -> Result<(), StoreError> {
+    let mut ids: Vec<u128> = accounts.keys().copied().collect();
+    ids.sort_unstable();
+    let mut ledgers: BTreeMap<u32, [u128; 4]> = BTreeMap::new();
+    for id in ids {
+        let Tally { account, computed } = &accounts[&id];
+        let stored = [
+            account.debits_pending,
+            account.debits_posted,
+            account.credits_pending,
+            account.credits_posted,
+        ];
+        for field in 0..4 {
+            if stored[field] != computed[field] {
+                return Err(StoreError::Corrupt {
+                    cf: CF_ACCOUNTS,
+                    key: key_hex(&id.to_be_bytes()),
+                    reason: format!(
+                        "account {id}: {} is {} but its transfers add up to {}",
+                        BALANCE_FIELDS[field], stored[field], computed[field]
+                    ),
+                });
+            }
+        }
+        let sums = ledgers.entry(account.ledger).or_default();
+        for field in 0..4 {
+            // The per-account sums were checked; the ledger's can only overflow if the
+            // ledger created money, which the comparison below reports.
+            sums[field] = sums[field].wrapping_add(stored[field]);
+        }
+    }
+    for (ledger, [debits_pending, debits_posted, credits_pending, credits_posted]) in ledgers {
+        if debits_pending != credits_pending || debits_posted != credits_posted {
+            return Err(StoreError::Corrupt {
+                cf: CF_ACCOUNTS,
+                key: format!("ledger {ledger}"),
+                reason: format!(
+                    "debits {debits_posted} posted, {debits_pending} pending; credits \
+                     {credits_posted} posted, {credits_pending} pending"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
