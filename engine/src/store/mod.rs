@@ -67,8 +67,8 @@ pub use verify::VerifyReport;
 use std::path::Path;
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options,
-    WriteBatch, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
+    FlushOptions, Options, WriteBatch, WriteOptions, DB,
 };
 
 use crate::ledger::{Changes, RestoreError};
@@ -216,6 +216,11 @@ impl Store {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_max_background_jobs(4);
+        // Checkpoints skip RocksDB's own log (the engine's WAL already holds every change)
+        // and are flushed to SST files before the engine's WAL may drop them: the flush
+        // must take every column family at once, or a crash could leave a checkpoint half
+        // in the files.
+        options.set_atomic_flush(true);
         let db = DB::open_cf_descriptors(&options, dir, descriptors).map_err(rocks("open"))?;
         Ok(Store { db })
     }
@@ -225,8 +230,10 @@ impl Store {
         self.read_meta(&self.db.snapshot())
     }
 
-    /// Writes `changes` and `meta` in ONE atomic WriteBatch with sync=true (durable
-    /// before return). `meta.lsn` and `meta.timestamp_last` must not be below the previous
+    /// Writes `changes` and `meta` in ONE atomic WriteBatch, then flushes every column
+    /// family at once (RocksDB's atomic flush) to synced SST files: durable before return.
+    /// The batch skips RocksDB's own log, which would only write the same bytes twice:
+    /// until the flush returns, the engine's WAL (not yet truncated) holds them. `meta.lsn` and `meta.timestamp_last` must not be below the previous
     /// checkpoint's, and `meta.timestamp_last` must be the ledger's clock when `changes`
     /// were taken.
     pub fn write_checkpoint(
@@ -252,11 +259,21 @@ impl Store {
             bytes: batch.size_in_bytes() as u64,
         };
         let mut options = WriteOptions::default();
-        // The caller drops the WAL records up to `meta.lsn` once this returns.
-        options.set_sync(true);
+        options.disable_wal(true);
         self.db
             .write_opt(batch, &options)
             .map_err(rocks("write a checkpoint"))?;
+        // The caller drops the WAL records up to `meta.lsn` once this returns: the
+        // checkpoint must be in synced files by then.
+        let families = COLUMN_FAMILIES
+            .iter()
+            .map(|(name, _)| self.cf(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut flush = FlushOptions::default();
+        flush.set_wait(true);
+        self.db
+            .flush_cfs_opt(&families, &flush)
+            .map_err(rocks("flush a checkpoint"))?;
         Ok(written)
     }
 
