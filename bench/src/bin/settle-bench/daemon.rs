@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 /// How long start-up may take on an empty data directory.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a restart may take: today it reads every transfer, minutes at 100 M.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long a graceful shutdown may take (it writes a final checkpoint).
 const STOP_TIMEOUT: Duration = Duration::from_secs(300);
 /// Log lines kept to explain a failure.
@@ -38,7 +40,7 @@ impl Daemon {
             .prefix("settle-bench-")
             .tempdir()
             .map_err(|error| format!("cannot create a temporary data directory: {error}"))?;
-        let (child, log_tail, addr) = spawn(&binary, data_dir.path())?;
+        let (child, log_tail, addr) = spawn(&binary, data_dir.path(), START_TIMEOUT)?;
         Ok(Daemon {
             binary,
             child,
@@ -59,7 +61,7 @@ impl Daemon {
             ));
         }
         let started = Instant::now();
-        let (child, log_tail, addr) = spawn(&self.binary, self.data_dir.path())?;
+        let (child, log_tail, addr) = spawn(&self.binary, self.data_dir.path(), RESTART_TIMEOUT)?;
         let took = started.elapsed();
         self.child = child;
         self.log_tail = log_tail;
@@ -129,7 +131,11 @@ impl Drop for Daemon {
 type LogTail = Arc<Mutex<VecDeque<String>>>;
 
 /// Start `binary` on `data_dir` and wait until it listens.
-fn spawn(binary: &Path, data_dir: &Path) -> Result<(Child, LogTail, SocketAddr), String> {
+fn spawn(
+    binary: &Path,
+    data_dir: &Path,
+    timeout: Duration,
+) -> Result<(Child, LogTail, SocketAddr), String> {
     let mut child = Command::new(binary)
         .arg("--listen=127.0.0.1:0")
         .arg(format!("--data-dir={}", data_dir.display()))
@@ -163,7 +169,7 @@ fn spawn(binary: &Path, data_dir: &Path) -> Result<(Child, LogTail, SocketAddr),
             tail.push_back(line);
         }
     });
-    let addr = match announced.recv_timeout(START_TIMEOUT) {
+    let addr = match announced.recv_timeout(timeout) {
         Ok(addr) => addr,
         Err(_) => {
             let _ = child.kill();
@@ -172,7 +178,7 @@ fn spawn(binary: &Path, data_dir: &Path) -> Result<(Child, LogTail, SocketAddr),
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             return Err(format!(
-                "settled did not log `listening on` within {START_TIMEOUT:?}; its log:\n{}",
+                "settled did not log `listening on` within {timeout:?}; its log:\n{}",
                 Vec::from(tail.clone()).join("\n")
             ));
         }

@@ -104,10 +104,18 @@ async fn run(
     report.daemon_data_bytes = daemon_data_bytes;
     let mut daemon = daemon;
     if let (true, Some(daemon)) = (args.restart && report.ok(), daemon.as_mut()) {
-        let (took, peak) = daemon.restart()?;
-        report.restart_seconds = Some(took.as_secs_f64());
-        report.restart_peak_rss_bytes = peak;
-        report.restart_transfers_checked = Some(check_after_restart(daemon.addr, &sample).await?);
+        // A failed restart is a finding of the run, reported with its load figures.
+        match daemon.restart() {
+            Ok((took, peak)) => {
+                report.restart_seconds = Some(took.as_secs_f64());
+                report.restart_peak_rss_bytes = peak;
+                match check_after_restart(daemon.addr, &sample).await {
+                    Ok(checked) => report.restart_transfers_checked = Some(checked),
+                    Err(message) => report.restart_error = Some(message),
+                }
+            }
+            Err(message) => report.restart_error = Some(message),
+        }
     }
     if let Some(daemon) = daemon {
         let status = daemon.stop()?;

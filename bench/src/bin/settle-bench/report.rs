@@ -83,6 +83,8 @@ pub struct Report {
     pub restart_peak_rss_bytes: Option<u64>,
     /// `--restart`: created transfers looked up after the restart, all found.
     pub restart_transfers_checked: Option<u64>,
+    /// `--restart`: why the restart or the check after it failed.
+    pub restart_error: Option<String>,
 }
 
 impl Report {
@@ -132,12 +134,13 @@ impl Report {
             restart_seconds: None,
             restart_peak_rss_bytes: None,
             restart_transfers_checked: None,
+            restart_error: None,
         }
     }
 
     /// Verified, and the daemon (when started here) shut down cleanly.
     pub fn ok(&self) -> bool {
-        self.verification.ok() && self.daemon_exit_ok != Some(false)
+        self.verification.ok() && self.daemon_exit_ok != Some(false) && self.restart_error.is_none()
     }
 
     pub fn text(&self) -> String {
@@ -212,6 +215,9 @@ impl Report {
                 "restart:  listening after {seconds:.2} s, peak RSS {rss:.0} MiB; {checked} \
                  created transfers looked up again, all present"
             );
+        }
+        if let Some(error) = &self.restart_error {
+            let _ = writeln!(out, "RESTART FAILED: {error}");
         }
         if self.daemon_exit_ok == Some(false) {
             let _ = writeln!(out, "the daemon did not shut down cleanly");
