@@ -97,6 +97,10 @@ impl Daemon {
     }
 
     fn terminate(&mut self) -> Result<ExitStatus, String> {
+        // Already gone (killed, crashed, or a failed restart reaped it): say how it ended.
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Ok(status);
+        }
         let pid = libc::pid_t::try_from(self.child.id()).map_err(|_| "pid out of range")?;
         // SAFETY: kill(2) with a pid we spawned and still own (not yet waited for).
         if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
