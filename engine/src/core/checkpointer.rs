@@ -69,8 +69,7 @@ pub(crate) fn run(
             // missing from the store while the WAL that holds them got truncated.
             continue;
         }
-        let started = Instant::now();
-        let written = match checkpoint_with_retries(&store, &wal, &job) {
+        let (written, took) = match checkpoint_with_retries(&store, &wal, &job) {
             Ok(written) => written,
             Err(error) => {
                 tracing::error!(%error, lsn = job.meta.lsn, "checkpoints keep failing: writes are refused from now on, reads are served, the WAL keeps every record; restart once the cause is fixed");
@@ -78,7 +77,6 @@ pub(crate) fn run(
                 continue;
             }
         };
-        let took = started.elapsed();
         record_written(written, took);
         // Only checkpoints large enough to time well say what the checkpointer can do.
         let transfers = job.changes.transfers.len() as u64;
@@ -98,21 +96,26 @@ pub(crate) fn run(
 
 /// Retries with a doubling pause: a checkpoint is idempotent (the same rows, an atomic
 /// batch, a truncation that only drops what the store holds), so repeating it is safe.
+/// Returns what was written and how long the successful attempt took (the pace the core
+/// slows towards must not count the pauses).
 fn checkpoint_with_retries(
     store: &Store,
     wal: &Wal,
     job: &CheckpointJob,
-) -> Result<CheckpointWritten, EngineError> {
+) -> Result<(CheckpointWritten, Duration), EngineError> {
+    // A WAL that cannot make the checkpoint's records durable has failed for good (it
+    // is poisoned): no retry can help.
+    wal.wait_durable(job.meta.lsn)
+        .map_err(|error| EngineError::Wal(Arc::new(error)))?;
     let mut pause = RETRY_PAUSE_FIRST;
     let mut attempt = 1;
     loop {
+        let started = Instant::now();
         match checkpoint(store, wal, job) {
-            Ok(written) => return Ok(written),
+            Ok(written) => return Ok((written, started.elapsed())),
             Err(error) => {
                 metrics::counter!(m::CHECKPOINT_FAILURES_TOTAL).increment(1);
-                // A failed WAL will not come back: no retry can help.
-                let hopeless = matches!(error, EngineError::Wal(_));
-                if attempt == CHECKPOINT_ATTEMPTS || hopeless {
+                if attempt == CHECKPOINT_ATTEMPTS {
                     return Err(error);
                 }
                 tracing::warn!(%error, lsn = job.meta.lsn, attempt, "checkpoint failed; retrying");
@@ -140,8 +143,8 @@ fn checkpoint(
     wal: &Wal,
     job: &CheckpointJob,
 ) -> Result<CheckpointWritten, EngineError> {
-    wal.wait_durable(job.meta.lsn)
-        .map_err(|error| EngineError::Wal(Arc::new(error)))?;
+    // The caller waited for the WAL to hold the checkpoint's records durably.
+    debug_assert!(wal.durable_lsn() >= job.meta.lsn);
     let written = store
         .write_checkpoint(job.meta, &job.changes)
         .map_err(|error| EngineError::Store(Arc::new(error)))?;

@@ -263,7 +263,14 @@ impl CoreThread {
             .checkpoint_status
             .transfers_per_second
             .load(Ordering::Relaxed);
-        if uncheckpointed <= soft || rate == 0 || self.throttle_off {
+        let checkpoints_failed = self.eviction.checkpoint_status.error.get().is_some();
+        if uncheckpointed <= soft
+            || rate == 0
+            || self.throttle_off
+            || checkpoints_failed
+            || self.failed.is_some()
+        {
+            // Nothing will catch up after a failure: writes are refused, reads must not wait.
             return;
         }
         let fraction = ((uncheckpointed - soft) as f64 / (max - soft).max(1) as f64).min(1.0);
