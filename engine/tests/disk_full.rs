@@ -9,15 +9,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use client::blocking::Client;
 use client::{ClientError, ErrorCode};
-use common::daemon::Daemon;
+use common::daemon::{free_port, http_get, spawn_with_settings, Daemon};
 use protocol::{Account, CreateTransferResult, Transfer};
 
 const LEDGER: u32 = 3;
@@ -54,41 +52,10 @@ impl Drop for Tmpfs {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
-
 fn spawn(dir: &Path, metrics: Option<SocketAddr>) -> (Daemon, SocketAddr) {
-    let config = dir.join("settled.toml");
-    let metrics = metrics.map_or(String::new(), |addr| addr.to_string());
-    let text = format!(
-        "data_dir = {:?}\nmetrics_listen = \"{metrics}\"\ncheckpoint_events = 8192\n\
-         checkpoint_interval_seconds = 1\ntransfers_uncheckpointed_max = 65536\n",
-        dir.join("data")
-    );
-    std::fs::write(&config, text).unwrap();
-    let mut daemon = Daemon::spawn(
-        &["--listen", "127.0.0.1:0"],
-        &[("SETTLED_CONFIG", config.to_str().unwrap())],
-    );
-    let addr = daemon.wait_listening();
-    (daemon, addr)
+    let settings = "checkpoint_events = 8192\ncheckpoint_interval_seconds = 1\n\
+                    transfers_uncheckpointed_max = 65536\n";
+    spawn_with_settings(dir, metrics, settings)
 }
 
 fn transfers(round: u64) -> Vec<Transfer> {
@@ -162,9 +129,9 @@ fn a_full_disk_refuses_writes_serves_reads_and_loses_nothing() {
     let found = client.lookup_transfers(&acknowledged[..100]).unwrap();
     assert_eq!(found.len(), 100);
     assert_eq!(client.lookup_accounts(&[1, 2]).unwrap().len(), 2);
-    let ready = http_get(metrics, "/readyz");
-    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
-    assert!(ready.contains("checkpointer failed"), "{ready}");
+    let (status, body) = http_get(metrics, "/readyz");
+    assert!(status.contains("503"), "{status}");
+    assert!(body.contains("checkpointer failed"), "{body}");
     drop(client);
     // The final checkpoint cannot be written either: the daemon stops and says so.
     let status = daemon.stop_with("TERM");

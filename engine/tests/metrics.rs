@@ -7,22 +7,17 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use client::blocking::Client;
-use common::daemon::Daemon;
+use common::daemon::{free_port, http_get, spawn_with_settings, Daemon};
 use protocol::{Account, CreateTransferResult, Transfer};
 
 const LEDGER: u32 = 7;
-
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap().port()
-}
 
 /// `name` on PATH, or `None` after saying why the test cannot run (a failure when CI
 /// requires it).
@@ -48,18 +43,7 @@ fn prometheus_tool(name: &str) -> Option<PathBuf> {
 
 /// A daemon with metrics on, checkpointing every second so checkpoint metrics move.
 fn start_daemon(dir: &Path, metrics: SocketAddr) -> (Daemon, SocketAddr) {
-    let config = dir.join("settled.toml");
-    let text = format!(
-        "data_dir = {:?}\nmetrics_listen = \"{metrics}\"\ncheckpoint_interval_seconds = 1\n",
-        dir.join("data")
-    );
-    std::fs::write(&config, text).unwrap();
-    let mut daemon = Daemon::spawn(
-        &["--listen", "127.0.0.1:0"],
-        &[("SETTLED_CONFIG", config.to_str().unwrap())],
-    );
-    let addr = daemon.wait_listening();
-    (daemon, addr)
+    spawn_with_settings(dir, Some(metrics), "checkpoint_interval_seconds = 1\n")
 }
 
 /// Accounts 1..=10, then `rounds` requests of 100 transfers each, one of which always
@@ -105,43 +89,6 @@ fn traffic(addr: SocketAddr, round_first: u64, rounds: u64) -> (u64, u64) {
     }
     client.lookup_accounts(&[1, 2]).expect("lookup");
     (created, failed)
-}
-
-/// `GET path` on `addr`: status line and body.
-fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
-    let status = head.lines().next().unwrap_or_default().to_string();
-    // hyper answers with a length, or chunks when it streams: unwrap chunks if any.
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (status, body)
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
-        if size == 0 {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = &rest[size + 2..];
-    }
-    out
 }
 
 /// The value of the sample `series` (name with its labels, as exposed).

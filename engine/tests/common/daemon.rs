@@ -118,3 +118,68 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// A daemon on `dir/data` with a config file holding `settings` (TOML lines) and the
+/// metrics endpoint on `metrics` (or off), listening on a free port.
+pub fn spawn_with_settings(
+    dir: &std::path::Path,
+    metrics: Option<SocketAddr>,
+    settings: &str,
+) -> (Daemon, SocketAddr) {
+    let config = dir.join("settled.toml");
+    let metrics = metrics.map_or(String::new(), |addr| addr.to_string());
+    let text = format!(
+        "data_dir = {:?}\nmetrics_listen = \"{metrics}\"\n{settings}",
+        dir.join("data")
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = Daemon::spawn(
+        &["--listen", "127.0.0.1:0"],
+        &[("SETTLED_CONFIG", config.to_str().unwrap())],
+    );
+    let addr = daemon.wait_listening();
+    (daemon, addr)
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+/// `GET path` on `addr` over HTTP/1.1: the status line and the body (chunks joined).
+pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head.lines().next().unwrap_or_default().to_string();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
