@@ -22,6 +22,9 @@ use super::MetricsError;
 
 const CONNECTIONS_MAX: usize = 64;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest life of one scraper's connection: one that stops reading its response must
+/// not hold a permit for ever.
+const CONNECTION_LIFETIME_MAX: Duration = Duration::from_secs(60);
 /// How often histograms are compacted and `settled_ready` refreshed.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -82,6 +85,11 @@ pub fn serve(
         .enable_all()
         .build()
         .map_err(MetricsError::Runtime)?;
+    // Registered with the runtime here, so that a failure stops the start.
+    let listener = {
+        let _entered = runtime.enter();
+        tokio::net::TcpListener::from_std(listener).map_err(MetricsError::Runtime)?
+    };
     std::thread::Builder::new()
         .name("settled-metrics".into())
         .spawn(move || runtime.block_on(run(listener, handle, readiness)))
@@ -89,14 +97,7 @@ pub fn serve(
     Ok(())
 }
 
-async fn run(listener: std::net::TcpListener, handle: PrometheusHandle, readiness: Readiness) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(listener) => listener,
-        Err(error) => {
-            tracing::error!(%error, "metrics endpoint stopped");
-            return;
-        }
-    };
+async fn run(listener: tokio::net::TcpListener, handle: PrometheusHandle, readiness: Readiness) {
     tokio::spawn(upkeep(handle.clone(), readiness.clone()));
     let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     loop {
@@ -118,11 +119,11 @@ async fn run(listener: std::net::TcpListener, handle: PrometheusHandle, readines
                 let response = respond(&request, &handle, &readiness);
                 async move { Ok::<_, Infallible>(response) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME_MAX, connection).await;
             drop(permit);
         });
     }
