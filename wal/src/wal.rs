@@ -483,11 +483,6 @@ impl Wal {
         self.shared.observer.set(observer)
     }
 
-    /// The error that poisoned the WAL, if one did: nothing more becomes durable.
-    pub fn poisoned(&self) -> bool {
-        self.shared.poison.get().is_some()
-    }
-
     /// Paths of the segment files currently held, oldest first.
     pub fn segment_paths(&self) -> Vec<PathBuf> {
         lock(&self.shared.segments)

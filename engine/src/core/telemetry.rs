@@ -101,7 +101,7 @@ fn sample(store: &Store, health: &Health, rocksdb_error_logged: &mut bool) {
     let lsn_last = wal.lsn_next().saturating_sub(1);
     let checkpoint_lsn = health.checkpoint_status.lsn.load(Ordering::Acquire);
     metrics::gauge!(m::CHECKPOINT_LAG_RECORDS).set(lsn_last.saturating_sub(checkpoint_lsn) as f64);
-    metrics::gauge!(m::WAL_POISONED).set(if wal.poisoned() { 1.0 } else { 0.0 });
+    metrics::gauge!(m::WAL_POISONED).set(if wal.error().is_some() { 1.0 } else { 0.0 });
     match store.rocksdb_stats() {
         Ok(stats) => {
             metrics::gauge!(m::ROCKSDB_PENDING_COMPACTION_BYTES)

@@ -85,7 +85,7 @@ impl Store {
         Ok(())
     }
 
-    fn read_accounts(&self, view: &View) -> Result<Vec<Account>, StoreError> {
+    pub(super) fn read_accounts(&self, view: &View) -> Result<Vec<Account>, StoreError> {
         let mut accounts = Vec::new();
         self.scan(view, CF_ACCOUNTS, |key, value| {
             let account: Account = decode_record(value)?;
@@ -163,7 +163,7 @@ impl Store {
     }
 }
 
-fn check_key_is_id(key_id: u128, record_id: u128) -> Result<(), String> {
+pub(super) fn check_key_is_id(key_id: u128, record_id: u128) -> Result<(), String> {
     if key_id != record_id {
         return Err(format!("key id {key_id}, record id {record_id}"));
     }

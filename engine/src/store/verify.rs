@@ -16,6 +16,7 @@ use protocol::{Account, Transfer, TransferFlags};
 use rocksdb::IteratorMode;
 
 use super::codec::{decode_record, decode_status, key_hex, parse_id_key};
+use super::load::check_key_is_id;
 use super::{rocks, Store, StoreError, CF_ACCOUNTS, CF_TRANSFERS, CF_TRANSFER_STATUS};
 use crate::ledger::PendingStatus;
 
@@ -65,9 +66,7 @@ impl Store {
             };
             let transfer: Transfer = decode_record(&value).map_err(corrupt)?;
             let id = parse_id_key(&key).map_err(corrupt)?;
-            if id != transfer.id {
-                return Err(corrupt(format!("key id {id}, record id {}", transfer.id)));
-            }
+            check_key_is_id(id, transfer.id).map_err(corrupt)?;
             // Status rows are keyed by id too: take the one of this transfer, if any.
             let mut status = None;
             while let Some(row) = statuses.next_if(|row| {
@@ -108,24 +107,21 @@ impl Store {
         })
     }
 
+    /// Every account, each with zero balances to add its transfers into.
     fn tally_accounts(&self, view: &rocksdb::Snapshot) -> Result<HashMap<u128, Tally>, StoreError> {
-        let mut accounts = HashMap::new();
-        for row in view.iterator_cf(self.cf(CF_ACCOUNTS)?, IteratorMode::Start) {
-            let (key, value) = row.map_err(rocks("iterate accounts"))?;
-            let corrupt = |reason: String| StoreError::Corrupt {
-                cf: CF_ACCOUNTS,
-                key: key_hex(&key),
-                reason,
-            };
-            let account: Account = decode_record(&value).map_err(corrupt)?;
-            let id = parse_id_key(&key).map_err(corrupt)?;
-            if id != account.id {
-                return Err(corrupt(format!("key id {id}, record id {}", account.id)));
-            }
-            let computed = [0; 4];
-            accounts.insert(id, Tally { account, computed });
-        }
-        Ok(accounts)
+        let accounts = self.read_accounts(view)?;
+        Ok(accounts
+            .into_iter()
+            .map(|account| {
+                (
+                    account.id,
+                    Tally {
+                        account,
+                        computed: [0; 4],
+                    },
+                )
+            })
+            .collect())
     }
 }
 
