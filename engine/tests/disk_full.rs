@@ -15,10 +15,10 @@ use std::process::Command;
 
 use client::blocking::Client;
 use client::{ClientError, ErrorCode};
-use common::daemon::{free_port, http_get, spawn_with_settings, Daemon};
-use protocol::{Account, CreateTransferResult, Transfer};
+use common::daemon::{free_port, http_get, skip_without, spawn_with_settings, Daemon};
+use common::{account, LEDGER};
+use protocol::{Account, AccountFlags, CreateTransferResult, Transfer};
 
-const LEDGER: u32 = 3;
 const ACCOUNTS: u128 = 10;
 const PER_REQUEST: u64 = 1000;
 
@@ -76,24 +76,14 @@ fn transfers(round: u64) -> Vec<Transfer> {
 fn a_full_disk_refuses_writes_serves_reads_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let Some(store) = Tmpfs::mount(&dir.path().join("data/store"), "12m") else {
-        let message = "cannot mount a tmpfs (needs root): disk-full test not run";
-        assert!(
-            std::env::var("SETTLED_REQUIRE_SYSTEM_TESTS").as_deref() != Ok("1"),
-            "{message}"
-        );
-        eprintln!("SKIPPED: {message}");
+        skip_without("cannot mount a tmpfs (needs root): disk-full test not run");
         return;
     };
     let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let (mut daemon, addr) = spawn(dir.path(), Some(metrics));
     let client = Client::connect(addr).unwrap();
     let accounts: Vec<Account> = (1..=ACCOUNTS)
-        .map(|id| Account {
-            id,
-            ledger: LEDGER,
-            code: 1,
-            ..Account::default()
-        })
+        .map(|id| account(id, AccountFlags::empty()))
         .collect();
     client.create_accounts(&accounts).unwrap();
 

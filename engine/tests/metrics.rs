@@ -14,10 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use client::blocking::Client;
-use common::daemon::{free_port, http_get, spawn_with_settings, Daemon};
-use protocol::{Account, CreateTransferResult, Transfer};
-
-const LEDGER: u32 = 7;
+use common::daemon::{free_port, http_get, skip_without, spawn_with_settings, Daemon};
+use common::{account, LEDGER};
+use protocol::{Account, AccountFlags, CreateTransferResult, Transfer};
 
 /// `name` on PATH, or `None` after saying why the test cannot run (a failure when CI
 /// requires it).
@@ -28,15 +27,10 @@ fn prometheus_tool(name: &str) -> Option<PathBuf> {
             .find(|path| path.is_file())
     });
     if found.is_none() {
-        let message = format!(
+        skip_without(&format!(
             "{name} not found: install Debian's `prometheus` package (make test does) to run \
              this test"
-        );
-        assert!(
-            std::env::var("SETTLED_REQUIRE_SYSTEM_TESTS").as_deref() != Ok("1"),
-            "{message}"
-        );
-        eprintln!("SKIPPED: {message}");
+        ));
     }
     found
 }
@@ -51,12 +45,7 @@ fn start_daemon(dir: &Path, metrics: SocketAddr) -> (Daemon, SocketAddr) {
 fn traffic(addr: SocketAddr, round_first: u64, rounds: u64) -> (u64, u64) {
     let client = Client::connect(addr).expect("connect");
     let accounts: Vec<Account> = (1..=10)
-        .map(|id| Account {
-            id,
-            ledger: LEDGER,
-            code: 1,
-            ..Account::default()
-        })
+        .map(|id| account(id, AccountFlags::empty()))
         .collect();
     client.create_accounts(&accounts).expect("create accounts");
     let (mut created, mut failed) = (0, 0);

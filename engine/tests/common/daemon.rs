@@ -183,3 +183,14 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// A test that needs a part of the system it cannot have here (a package, the right to
+/// mount) says so and passes, unless `SETTLED_REQUIRE_SYSTEM_TESTS=1` (CI), where the
+/// missing part is a failure.
+pub fn skip_without(message: &str) {
+    assert!(
+        std::env::var("SETTLED_REQUIRE_SYSTEM_TESTS").as_deref() != Ok("1"),
+        "{message}"
+    );
+    eprintln!("SKIPPED: {message}");
+}
