@@ -133,7 +133,8 @@ fn a_scrape_after_traffic_shows_it_and_passes_promtool() {
     assert_eq!(value("settled_checkpoint_failures_total"), 0.0);
     assert_eq!(value("settled_checkpoint_lag_records"), 0.0);
     assert_eq!(value("settled_transfers_resident"), 1980.0);
-    assert_eq!(value("settled_failed_ids"), 20.0);
+    // The 20 failed ids are checkpointed, so they left memory (retries read the store).
+    assert_eq!(value("settled_failed_ids"), 0.0);
     assert_eq!(value("settled_wal_poisoned"), 0.0);
     assert_eq!(value("settled_ready"), 1.0);
     assert!(

@@ -348,7 +348,7 @@ struct Recovered {
 }
 
 /// Open the store and the WAL of `config.data_dir` and rebuild the ledger: the
-/// checkpoint (keeping only what stays resident), then every WAL record after it.
+/// checkpoint's accounts and pending transfers, then every WAL record after it.
 fn recover(config: &EngineConfig) -> Result<Recovered, EngineError> {
     let store_dir = config.data_dir.join("store");
     let wal_dir = config.data_dir.join("wal");
@@ -360,9 +360,9 @@ fn recover(config: &EngineConfig) -> Result<Recovered, EngineError> {
         })?;
     }
     let store = Store::open(&store_dir, &config.store).map_err(store_error)?;
+    // Accounts and pending transfers only: the rest of the history stays in the store.
     let (mut ledger, meta) = store.load_ledger().map_err(store_error)?;
     let transfers_checkpointed = ledger.transfers_count();
-    ledger.evict(ledger.checkpoint_mark(), config.transfers_resident_max);
     let checkpoint_lsn = meta.map_or(0, |meta| meta.lsn);
     // A brand-new WAL continues numbering after the checkpoint.
     let wal_config = wal::WalConfig {

@@ -101,11 +101,16 @@ pub(crate) fn read_for_write(
     through: u64,
 ) -> Result<OldTransfers, StoreError> {
     let mut old = OldTransfers::new(through);
-    if through == 0 {
-        return Ok(old);
-    }
     match write {
         Write::CreateTransfers(transfers) => {
+            // Failed ids leave memory once checkpointed, independently of transfers.
+            if store.failed_ids_stored() {
+                let ids = transfers.iter().map(|transfer| transfer.id).collect();
+                store.read_failed_ids(ids, &mut old)?;
+            }
+            if through == 0 {
+                return Ok(old);
+            }
             let ids = transfers
                 .iter()
                 .flat_map(|transfer| [transfer.id, transfer.pending_id])
@@ -113,6 +118,7 @@ pub(crate) fn read_for_write(
                 .collect();
             store.read_transfers_by_id(ids, &mut old)?;
         }
+        Write::CreateAccounts(_) if through == 0 => {}
         Write::CreateAccounts(accounts) => {
             let timestamps: Vec<u64> = accounts
                 .iter()

@@ -29,6 +29,8 @@ mod restore;
 use protocol::{Account, AccountFlags, CreateResult, Transfer, TransferFlags, TIMESTAMP_MAX};
 
 pub use changes::Changes;
+pub use hash::CheckpointTotals;
+pub(crate) use hash::{account_hash, balance_hash, failed_id_hash, transfer_hash};
 pub use query::{
     account_filter_matches, account_filter_valid, query_filter_matches, query_filter_valid,
     QUERY_LIMIT_MAX,
@@ -44,12 +46,13 @@ use resident::{AccountTable, TransferTable};
 /// 16 bytes: four cache lines ahead).
 const WRITE_AHEAD_RESULTS: usize = 16;
 
-/// A point in the ledger's history, for eviction: transfers created and pending
-/// transfers resolved up to it.
+/// A point in the ledger's history, for eviction: transfers created, pending transfers
+/// resolved and transient failures recorded up to it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CheckpointMark {
     pub transfers: u64,
     pub resolutions: u64,
+    pub failures: u64,
 }
 
 /// The state of every account and transfer, and the rules that change it.
@@ -136,7 +139,8 @@ impl Ledger {
         self.transfers.expiry_len()
     }
 
-    /// Transfer ids remembered as transiently failed (kept in memory).
+    /// Transfer ids remembered in memory as transiently failed (until a checkpoint holds
+    /// them).
     pub fn failed_ids_count(&self) -> u64 {
         self.transfers.failed_len()
     }
@@ -154,6 +158,7 @@ impl Ledger {
         CheckpointMark {
             transfers: self.transfers.len(),
             resolutions: self.transfers.resolutions_count(),
+            failures: self.transfers.failures_count() - self.changes.failed.len() as u64,
         }
     }
 
@@ -175,7 +180,13 @@ impl Ledger {
             checkpointed.transfers <= self.changes.transfers_from,
             "checkpoint mark beyond the changes taken"
         );
+        assert!(
+            checkpointed.failures + self.changes.failed.len() as u64
+                <= self.transfers.failures_count(),
+            "checkpoint mark beyond the failures taken"
+        );
         let resident_before = self.transfers.resident_len();
+        self.transfers.release_failed(checkpointed.failures);
         self.transfers
             .release_checkpointed(checkpointed.resolutions);
         let uncheckpointed = self.transfers.uncheckpointed();
@@ -191,9 +202,13 @@ impl Ledger {
             for entry in self.accounts.evict_history_before(end) {
                 let transfer = &chunk[(entry.transfer_slot - first) as usize];
                 let account_id = self.accounts.get(entry.account_slot).id;
-                self.evicted_history_digest = self
-                    .evicted_history_digest
-                    .wrapping_add(hash::history_hash(account_id, transfer.timestamp, &entry));
+                self.evicted_history_digest =
+                    self.evicted_history_digest
+                        .wrapping_add(hash::history_entry_hash(
+                            account_id,
+                            transfer.timestamp,
+                            &entry,
+                        ));
             }
             assert!(
                 self.accounts.history_end() - self.accounts.history_resident() as u64
@@ -321,7 +336,7 @@ impl Ledger {
                 .resolved
                 .drain(..)
                 .filter(|slot| *slot < self.transfers.len())
-                .map(|slot| (self.transfers.get(slot).id, self.transfers.status(slot))),
+                .map(|slot| (*self.transfers.get(slot), self.transfers.status(slot))),
         );
         changes
             .balances

@@ -17,8 +17,8 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::OnceLock;
 
 use protocol::{Account, Transfer};
-use xxhash_rust::xxh3::xxh3_128_with_seed;
 
+use super::hash::{failed_id_hash, transfer_hash};
 use super::index::IdIndex;
 use super::lookahead::LOOKAHEAD_INDEX_EVENTS;
 use super::memory::{prefetch_spare, HugeVec};
@@ -424,6 +424,9 @@ pub struct OldTransfers {
     found: FastMap<u128, (Transfer, PendingStatus)>,
     /// Timestamps of evicted transfers that imported accounts of the batch ask about.
     timestamps: FastSet<u64>,
+    /// Ids of the batch the store holds as transiently failed, once `failed_read`.
+    failed: FastSet<u128>,
+    failed_read: bool,
 }
 
 impl OldTransfers {
@@ -435,6 +438,8 @@ impl OldTransfers {
             through,
             found: FastMap::default(),
             timestamps: FastSet::default(),
+            failed: FastSet::default(),
+            failed_read: false,
         }
     }
 
@@ -453,6 +458,13 @@ impl OldTransfers {
 
     pub fn get(&self, id: u128) -> Option<&(Transfer, PendingStatus)> {
         self.found.get(&id)
+    }
+
+    /// Record that the store's failed ids were read for the batch's ids; `failed` are
+    /// those it holds.
+    pub fn set_failed(&mut self, failed: impl IntoIterator<Item = u128>) {
+        self.failed.extend(failed);
+        self.failed_read = true;
     }
 
     pub fn len(&self) -> usize {
@@ -506,8 +518,18 @@ pub(crate) struct TransferTable {
     /// Transfers whose status is `Pending` (resident or retained: a pending transfer
     /// never leaves memory), for operators.
     pending_count: u64,
-    /// Ids whose creation failed with a transient result.
+    /// Ids whose creation failed with a transient result and that no written checkpoint
+    /// holds yet (older ones are read back with the batch, like evicted transfers).
     failed: FastSet<u128>,
+    /// The ids of `failed` in order of failure; `failed_order[0]` is failure number
+    /// `failed_released` of all time.
+    failed_order: VecDeque<u128>,
+    failed_released: u64,
+    /// Sum of [`failed_id_hash`] over failed ids that left memory.
+    evicted_failed_digest: u128,
+    /// Whether any failed id left memory (or was loaded as stored): from then on every
+    /// batch needs the store's answer.
+    failed_evicted: bool,
     /// The current request's transfers read back from RocksDB.
     pub old: OldTransfers,
     /// Record memory of evicted chunks, for the next chunks: new memory costs page
@@ -550,9 +572,18 @@ impl TransferTable {
         self.expiry.len() as u64
     }
 
-    /// Ids remembered as transiently failed.
+    /// Ids remembered in memory as transiently failed.
     pub fn failed_len(&self) -> u64 {
         self.failed.len() as u64
+    }
+
+    /// Transient failures so far: the number the next one gets.
+    pub fn failures_count(&self) -> u64 {
+        self.failed_released + self.failed_order.len() as u64
+    }
+
+    pub fn evicted_failed_digest(&self) -> u128 {
+        self.evicted_failed_digest
     }
 
     pub fn eviction_generation(&self) -> u64 {
@@ -715,6 +746,47 @@ impl TransferTable {
         slot < self.count && self.get(slot).timestamp == timestamp
     }
 
+    /// Fill an empty table from a checkpoint without its history: `pending` (the stored
+    /// transfers still pending, in timestamp order) are resident from slot 0 as retained
+    /// transfers, and every other stored transfer, up to `timestamp_last`, stays in the
+    /// store as if evicted. `transfers_digest` is the sum of [`transfer_hash`] over all
+    /// stored transfers; `failed` the count and digest of the stored failed ids.
+    pub fn restore(
+        &mut self,
+        pending: &[Transfer],
+        timestamp_last: u64,
+        transfers_digest: u128,
+        failed: (u64, u128),
+    ) {
+        assert_eq!(self.count, 0, "restore into a table in use");
+        let mut digest = transfers_digest;
+        for transfer in pending {
+            assert!(transfer.timestamp <= timestamp_last);
+            let slot = self.count;
+            let tag = self.tag(transfer.id);
+            assert!(
+                self.slot_tagged(transfer.id, tag).is_none(),
+                "pending id twice"
+            );
+            self.slots.insert_tagged(transfer.id, tag, slot);
+            self.retained
+                .insert(slot, (*transfer, PendingStatus::Pending));
+            if let Some(expires_at) = transfer.expires_at() {
+                self.expiry_insert(expires_at, slot);
+            }
+            digest = digest.wrapping_sub(transfer_hash(transfer, PendingStatus::Pending));
+            self.count += 1;
+        }
+        self.base = self.count;
+        self.pending_count = self.count;
+        self.evicted_through = timestamp_last;
+        self.timestamp_last = timestamp_last;
+        self.evicted_digest = digest;
+        let (failed_count, failed_digest) = failed;
+        self.failed_evicted = failed_count > 0;
+        self.evicted_failed_digest = failed_digest;
+    }
+
     /// Store a new transfer between the accounts in slots `parties`; `tag` is the tag of
     /// its id.
     pub fn insert(
@@ -822,12 +894,47 @@ impl TransferTable {
             .filter(|(expires_at, _)| *expires_at <= now)
     }
 
+    /// Whether `id` failed transiently: in memory, or (once failed ids left memory) in
+    /// the batch's [`OldTransfers`].
     pub fn has_failed(&self, id: u128) -> bool {
-        !self.failed.is_empty() && self.failed.contains(&id)
+        if !self.failed.is_empty() && self.failed.contains(&id) {
+            return true;
+        }
+        if !self.failed_evicted {
+            return false;
+        }
+        assert!(
+            self.old.failed_read,
+            "failed ids left memory but the batch did not read the store's"
+        );
+        self.old.failed.contains(&id)
     }
 
+    /// Remember `id` as transiently failed; false if it already was (in memory).
     pub fn mark_failed(&mut self, id: u128) -> bool {
-        self.failed.insert(id)
+        let inserted = self.failed.insert(id);
+        if inserted {
+            self.failed_order.push_back(id);
+        }
+        inserted
+    }
+
+    /// Forget failed ids the store now holds: the first `failures_checkpointed` failures
+    /// ever recorded.
+    pub fn release_failed(&mut self, failures_checkpointed: u64) {
+        assert!(failures_checkpointed <= self.failures_count());
+        while self.failed_released < failures_checkpointed {
+            let id = self.failed_order.pop_front().expect("checked above");
+            assert!(
+                self.failed.remove(&id),
+                "failed id in order but not in the set"
+            );
+            self.failed_released += 1;
+            self.failed_evicted = true;
+            self.eviction_generation += 1;
+            self.evicted_failed_digest =
+                self.evicted_failed_digest.wrapping_add(failed_id_hash(id));
+        }
     }
 
     pub fn failed(&self) -> &FastSet<u128> {
@@ -923,15 +1030,6 @@ impl TransferTable {
         self.evicted_through = newest;
         Some((first, chunk.transfers))
     }
-}
-
-/// A transfer and its status as one summand of the state hash: a sum does not depend on
-/// which transfers are resident, and each transfer's unique timestamp fixes its order.
-pub(crate) fn transfer_hash(transfer: &Transfer, status: PendingStatus) -> u128 {
-    xxh3_128_with_seed(
-        protocol::records::as_bytes(std::slice::from_ref(transfer)),
-        status as u64,
-    )
 }
 
 #[cfg(test)]

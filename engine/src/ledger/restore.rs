@@ -1,36 +1,38 @@
-//! Rebuilding a ledger from a checkpoint: [`Ledger::restore`].
+//! Rebuilding a ledger from a checkpoint without its history: [`Ledger::restore`].
 //!
-//! A checkpoint holds objects keyed by id (that is the order RocksDB iterates in), not in
-//! the order the ledger created them. Restore sorts them back into timestamp order, which
-//! is creation order, and rebuilds every derived structure (id indexes, per-account
-//! transfer lists, the expiry queue, the balance history and its index) the way the live
-//! ledger built it, so that the restored state hashes equal to the checkpointed one and
-//! replaying the WAL from there gives the same results as the ledger that crashed.
+//! A start must not read every transfer ever made, so a checkpoint is loaded as what the
+//! next requests need: every account (with its balances) and every transfer still
+//! pending. Everything else (resolved and plain transfers, balance history, failed ids)
+//! stays in the store, as if evicted, and is read back by the read stage when a request
+//! names it. The ledger's state hash still covers all of it, through the sums the
+//! checkpoints wrote ([`CheckpointTotals`]).
 //!
-//! Everything here comes from disk, so nothing is trusted: the rules the ledger keeps
-//! while running are checked again (unique ids and timestamps, transfers between existing
-//! older accounts, statuses that agree with the flags, balances that add up to the
-//! transfers, balance rules) and a broken one is a [`RestoreError`] naming the object,
-//! never a panic.
+//! Everything here comes from disk, so nothing is trusted: the loaded objects must hash
+//! to the sums the manifest holds, and the rules the ledger keeps while running are
+//! checked again on what is loaded (unique ids and timestamps, pending transfers between
+//! existing older accounts on their ledger, pending balances that are exactly the pending
+//! transfers, posted debits equal to posted credits on every ledger, balance rules). A
+//! broken one is a [`RestoreError`] naming the object, never a panic. The full
+//! recomputation of every balance from every transfer is `settled verify`, offline.
 
-use protocol::{Account, AccountBalance, AccountFlags, Transfer, TransferFlags, TIMESTAMP_MAX};
+use std::collections::BTreeMap;
 
-use super::resident::{HistoryEntry, PendingStatus, Slot, TransferSlot};
+use protocol::{Account, AccountFlags, Transfer, TransferFlags, TIMESTAMP_MAX};
+
+use super::hash::{account_hash, transfer_hash, CheckpointTotals};
+use super::resident::{FastSet, PendingStatus, Slot};
 use super::Ledger;
 
-/// Everything a checkpoint holds, in any order.
+/// What a start loads from a checkpoint, in any order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// The ledger clock ([`Ledger::timestamp_last`]) when the checkpoint was taken.
     pub timestamp_last: u64,
     pub accounts: Vec<Account>,
-    /// Every transfer with its pending status (`NotPending` for non-pending transfers).
-    pub transfers: Vec<(Transfer, PendingStatus)>,
-    /// Transfer ids that failed transiently.
-    pub failed_ids: Vec<u128>,
-    /// Balance snapshots of history accounts, `(account_id, balance)`; a balance's
-    /// timestamp is that of the transfer after which it was taken.
-    pub balances: Vec<(u128, AccountBalance)>,
+    /// The stored transfers whose status is still `Pending`.
+    pub pending: Vec<Transfer>,
+    /// What every checkpoint so far wrote, from the manifest.
+    pub totals: CheckpointTotals,
 }
 
 /// Why a snapshot cannot be the state of a ledger.
@@ -70,84 +72,112 @@ pub enum RestoreError {
     },
     #[error("transfer {transfer_id}: {reason}")]
     Transfer { transfer_id: u128, reason: String },
-    #[error("account {account_id}: {field} is {stored} but its transfers add up to {computed}")]
+    #[error(
+        "account {account_id}: {field} is {stored} but its pending transfers add up to {computed}"
+    )]
     BalanceMismatch {
         account_id: u128,
         field: &'static str,
         stored: u128,
         computed: u128,
     },
-    #[error("account {account_id}: the transfers' {field} overflow u128")]
+    #[error("account {account_id}: the pending transfers' {field} overflow u128")]
     BalanceOverflow {
         account_id: u128,
         field: &'static str,
     },
-    #[error("balance of account {account_id} at {timestamp}: {reason}")]
-    History {
-        account_id: u128,
-        timestamp: u64,
-        reason: &'static str,
+    #[error("ledger {ledger}: accounts hold {debits} posted debits but {credits} posted credits")]
+    LedgerUnbalanced {
+        ledger: u32,
+        debits: u128,
+        credits: u128,
     },
-    #[error("{found} balance snapshots, but the transfers of history accounts made {expected}")]
-    HistoryCount { found: u64, expected: u64 },
-    #[error("failed transfer id {id}: {reason}")]
-    FailedId { id: u128, reason: &'static str },
+    /// The loaded rows are not the ones the checkpoints wrote: a row is missing, extra,
+    /// stale or changed.
+    #[error("{what}: {found_count} rows hashing to {found:#034x}, but the checkpoint manifest says {expected_count} rows hashing to {expected:#034x}")]
+    TotalsMismatch {
+        what: &'static str,
+        found_count: u64,
+        found: u128,
+        expected_count: u64,
+        expected: u128,
+    },
 }
 
-/// The four balances of an account, in the order of [`Account`]'s fields.
-const BALANCE_FIELDS: [&str; 4] = [
-    "debits_pending",
-    "debits_posted",
-    "credits_pending",
-    "credits_posted",
-];
-
-/// Which side of its transfer a history entry is for. The live ledger snapshots the debit
-/// account before the credit account, so `Debit` sorts first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Side {
-    Debit,
-    Credit,
-}
+/// The two pending balances of an account, in the order of [`Account`]'s fields.
+const PENDING_FIELDS: [&str; 2] = ["debits_pending", "credits_pending"];
 
 impl Ledger {
-    /// Rebuild the ledger whose state `snapshot` holds. The result is indistinguishable
-    /// from the ledger that was checkpointed (same [`Ledger::state_hash`], same results
-    /// for every later input), and its next [`Ledger::take_changes`] returns only what
-    /// happens after the restore.
+    /// Rebuild the ledger a checkpoint holds from its accounts, its pending transfers and
+    /// its totals. The result is indistinguishable from the ledger that was checkpointed
+    /// (same [`Ledger::state_hash`], same results for every later input, given the store's
+    /// answers for what it did not load), and its next [`Ledger::take_changes`] returns
+    /// only what happens after the restore.
     pub fn restore(snapshot: Snapshot) -> Result<Ledger, RestoreError> {
         let Snapshot {
             timestamp_last,
             mut accounts,
-            mut transfers,
-            failed_ids,
-            balances,
+            mut pending,
+            totals,
         } = snapshot;
         if timestamp_last > TIMESTAMP_MAX {
             return Err(RestoreError::ClockOutOfRange { timestamp_last });
         }
+        check_totals(
+            "accounts",
+            &accounts,
+            account_hash,
+            totals.accounts_count,
+            totals.accounts,
+        )?;
+        let pending_hash = |transfer: &Transfer| transfer_hash(transfer, PendingStatus::Pending);
+        check_totals(
+            "pending transfers",
+            &pending,
+            pending_hash,
+            totals.pending_count,
+            totals.pending,
+        )?;
         // Timestamp order is creation order, in which the tables must be filled.
         accounts.sort_unstable_by_key(|account| account.timestamp);
-        transfers.sort_unstable_by_key(|(transfer, _)| transfer.timestamp);
+        pending.sort_unstable_by_key(|transfer| transfer.timestamp);
         let account_times = accounts.iter().map(|a| (a.id, a.timestamp));
         check_timestamps("account", account_times, timestamp_last)?;
-        let transfer_times = transfers.iter().map(|(t, _)| (t.id, t.timestamp));
-        check_timestamps("transfer", transfer_times, timestamp_last)?;
-        check_timestamps_disjoint(&accounts, &transfers)?;
+        let transfers_last = totals.transfers_timestamp_last;
+        if transfers_last > timestamp_last {
+            let (kind, id, timestamp) = ("transfer", 0, transfers_last);
+            return Err(RestoreError::TimestampAfterClock {
+                kind,
+                id,
+                timestamp,
+                timestamp_last,
+            });
+        }
+        let pending_times = pending.iter().map(|t| (t.id, t.timestamp));
+        check_timestamps("pending transfer", pending_times, transfers_last)?;
+        check_timestamps_disjoint(&accounts, &pending)?;
 
         let mut ledger = Ledger {
             timestamp_last,
+            evicted_history_digest: totals.history,
             ..Ledger::default()
         };
         for account in accounts {
             ledger.restore_account(account)?;
         }
-        for (transfer, status) in transfers {
-            ledger.restore_transfer(transfer, status)?;
+        let mut pending_ids = FastSet::default();
+        for transfer in &pending {
+            ledger.check_pending(transfer)?;
+            if !pending_ids.insert(transfer.id) {
+                let (kind, id) = ("transfer", transfer.id);
+                return Err(RestoreError::DuplicateId { kind, id });
+            }
         }
-        ledger.check_balances()?;
-        ledger.restore_failed_ids(failed_ids)?;
-        ledger.restore_history(balances)?;
+        ledger.check_balances(&pending)?;
+        let failed = (totals.failed_ids_count, totals.failed_ids);
+        ledger
+            .transfers
+            .restore(&pending, transfers_last, totals.transfers, failed);
         // What was restored is already on disk: the next checkpoint starts after it.
         ledger.changes.transfers_from = ledger.transfers.len();
         ledger.changes.history_from = ledger.accounts.history_end();
@@ -170,37 +200,16 @@ impl Ledger {
         Ok(())
     }
 
-    /// Insert one transfer (all older ones are in) exactly as `insert_transfer` does at
-    /// creation, minus the history entries, which come later from the snapshot.
-    fn restore_transfer(
-        &mut self,
-        transfer: Transfer,
-        status: PendingStatus,
-    ) -> Result<(), RestoreError> {
+    /// A pending transfer as the ledger creates one: a valid id, pending flags, and two
+    /// different older accounts on its ledger.
+    fn check_pending(&self, transfer: &Transfer) -> Result<(), RestoreError> {
         check_id("transfer", transfer.id)?;
-        if self.transfers.slot(transfer.id).is_some() {
-            return Err(RestoreError::DuplicateId {
-                kind: "transfer",
-                id: transfer.id,
-            });
-        }
         let invalid = |reason| RestoreError::Transfer {
             transfer_id: transfer.id,
             reason,
         };
-        check_status(&transfer, status).map_err(invalid)?;
-        let (debit_slot, credit_slot) = self.restored_parties(&transfer).map_err(invalid)?;
-        self.check_resolution(&transfer).map_err(invalid)?;
-
-        let tag = self.transfers.tag(transfer.id);
-        let slot = self
-            .transfers
-            .insert(transfer, status, [debit_slot, credit_slot], tag);
-        if status == PendingStatus::Pending {
-            if let Some(expires_at) = transfer.expires_at() {
-                self.transfers.expiry_insert(expires_at, slot);
-            }
-        }
+        check_pending_flags(transfer).map_err(invalid)?;
+        self.restored_parties(transfer).map_err(invalid)?;
         Ok(())
     }
 
@@ -228,51 +237,40 @@ impl Ledger {
         Ok((party(debit_id)?, party(credit_id)?))
     }
 
-    /// A post or void names an older pending transfer, which it resolved for good.
-    fn check_resolution(&self, transfer: &Transfer) -> Result<(), String> {
-        let expected = if transfer
-            .flags
-            .contains(TransferFlags::POST_PENDING_TRANSFER)
-        {
-            PendingStatus::Posted
-        } else if transfer
-            .flags
-            .contains(TransferFlags::VOID_PENDING_TRANSFER)
-        {
-            PendingStatus::Voided
-        } else {
-            return Ok(());
-        };
-        let pending_id = transfer.pending_id;
-        let slot = self
-            .transfers
-            .slot(pending_id)
-            .ok_or_else(|| format!("resolves {pending_id}, which is not an older transfer"))?;
-        match self.transfers.status(slot) {
-            status if status == expected => Ok(()),
-            status => Err(format!("resolves {pending_id}, whose status is {status:?}")),
+    /// What a start can check of the balances without the history: pending balances are
+    /// exactly the pending transfers, posted debits equal posted credits on every ledger,
+    /// and no account breaks its balance rule. (Posted balances against the transfers
+    /// that make them: `settled verify`.)
+    fn check_balances(&self, pending: &[Transfer]) -> Result<(), RestoreError> {
+        let mut sums = vec![[0u128; 2]; self.accounts.len()];
+        for transfer in pending {
+            for (account_id, field) in [
+                (transfer.debit_account_id, 0),
+                (transfer.credit_account_id, 1),
+            ] {
+                let slot = self
+                    .accounts
+                    .slot(account_id)
+                    .expect("parties were checked");
+                let sum = &mut sums[slot as usize][field];
+                *sum = sum
+                    .checked_add(transfer.amount)
+                    .ok_or(RestoreError::BalanceOverflow {
+                        account_id,
+                        field: PENDING_FIELDS[field],
+                    })?;
+            }
         }
-    }
-
-    /// Account balances are derived from the transfers: recompute them, so a checkpoint
-    /// that lost an account update (or a transfer) cannot come back as a ledger that
-    /// created or destroyed money.
-    fn check_balances(&self) -> Result<(), RestoreError> {
-        let sums = self.balance_sums()?;
+        let mut ledgers: BTreeMap<u32, [u128; 2]> = BTreeMap::new();
         for (account, computed) in self.accounts.records().iter().zip(sums) {
-            let stored = [
-                account.debits_pending,
-                account.debits_posted,
-                account.credits_pending,
-                account.credits_posted,
-            ];
-            for (field, (stored, computed)) in stored.into_iter().zip(computed).enumerate() {
-                if stored != computed {
+            let stored = [account.debits_pending, account.credits_pending];
+            for field in 0..2 {
+                if stored[field] != computed[field] {
                     return Err(RestoreError::BalanceMismatch {
                         account_id: account.id,
-                        field: BALANCE_FIELDS[field],
-                        stored,
-                        computed,
+                        field: PENDING_FIELDS[field],
+                        stored: stored[field],
+                        computed: computed[field],
                     });
                 }
             }
@@ -281,161 +279,47 @@ impl Ledger {
                 let reason = "its balances break its balance rule";
                 return Err(RestoreError::Account { account_id, reason });
             }
+            // Wrapping: the sums are compared, and money created anywhere shows as a
+            // difference whether or not a sum wrapped.
+            let posted = ledgers.entry(account.ledger).or_default();
+            posted[0] = posted[0].wrapping_add(account.debits_posted);
+            posted[1] = posted[1].wrapping_add(account.credits_posted);
         }
-        Ok(())
-    }
-
-    /// Per account slot, the four balances its transfers add up to: a pending transfer
-    /// counts while it is pending, a post counts as posted, a void moves nothing.
-    fn balance_sums(&self) -> Result<Vec<[u128; 4]>, RestoreError> {
-        let mut sums = vec![[0u128; 4]; self.accounts.len()];
-        for slot in 0..self.transfers.len() {
-            let transfer = self.transfers.get(slot);
-            let void = transfer
-                .flags
-                .contains(TransferFlags::VOID_PENDING_TRANSFER);
-            let field_debit = match self.transfers.status(slot) {
-                PendingStatus::Pending => 0,
-                PendingStatus::NotPending if !void => 1,
-                _ => continue,
-            };
-            let parties = [
-                (transfer.debit_account_id, field_debit),
-                (transfer.credit_account_id, field_debit + 2),
-            ];
-            for (account_id, field) in parties {
-                let account_slot = self
-                    .accounts
-                    .slot(account_id)
-                    .expect("parties were checked when the transfer was restored");
-                let sum = &mut sums[account_slot as usize][field];
-                *sum = sum
-                    .checked_add(transfer.amount)
-                    .ok_or(RestoreError::BalanceOverflow {
-                        account_id,
-                        field: BALANCE_FIELDS[field],
-                    })?;
-            }
-        }
-        Ok(sums)
-    }
-
-    fn restore_failed_ids(&mut self, failed_ids: Vec<u128>) -> Result<(), RestoreError> {
-        for id in failed_ids {
-            check_id("failed transfer", id)?;
-            if self.transfers.slot(id).is_some() {
-                let reason = "a transfer with this id exists";
-                return Err(RestoreError::FailedId { id, reason });
-            }
-            if !self.transfers.mark_failed(id) {
-                let kind = "failed transfer";
-                return Err(RestoreError::DuplicateId { kind, id });
+        for (ledger, [debits, credits]) in ledgers {
+            if debits != credits {
+                return Err(RestoreError::LedgerUnbalanced {
+                    ledger,
+                    debits,
+                    credits,
+                });
             }
         }
         Ok(())
     }
+}
 
-    /// Put the balance history back in the live ledger's order: by transfer, the debit
-    /// account's snapshot before the credit account's. Every transfer of a history account
-    /// made exactly one snapshot of it, so the count is checked too.
-    fn restore_history(
-        &mut self,
-        balances: Vec<(u128, AccountBalance)>,
-    ) -> Result<(), RestoreError> {
-        let mut entries = balances
-            .iter()
-            .map(|(account_id, balance)| self.history_entry(*account_id, balance))
-            .collect::<Result<Vec<_>, _>>()?;
-        entries.sort_unstable_by_key(|(order, _)| *order);
-        if let Some(pair) = entries.windows(2).find(|pair| pair[0].0 == pair[1].0) {
-            let entry = pair[1].1;
-            return Err(RestoreError::History {
-                account_id: self.accounts.get(entry.account_slot).id,
-                timestamp: self.transfers.get(entry.transfer_slot).timestamp,
-                reason: "appears more than once",
-            });
-        }
-        let expected = self.history_entries_expected();
-        if entries.len() as u64 != expected {
-            let found = entries.len() as u64;
-            return Err(RestoreError::HistoryCount { found, expected });
-        }
-        for (_, entry) in entries {
-            self.accounts.push_history(entry);
-        }
-        Ok(())
+/// The loaded rows of one kind hash to the manifest's sum.
+fn check_totals<T>(
+    what: &'static str,
+    rows: &[T],
+    hash: impl Fn(&T) -> u128,
+    expected_count: u64,
+    expected: u128,
+) -> Result<(), RestoreError> {
+    let found = rows
+        .iter()
+        .fold(0u128, |sum, row| sum.wrapping_add(hash(row)));
+    let found_count = rows.len() as u64;
+    if (found_count, found) != (expected_count, expected) {
+        return Err(RestoreError::TotalsMismatch {
+            what,
+            found_count,
+            found,
+            expected_count,
+            expected,
+        });
     }
-
-    /// One balance snapshot, with the key that orders it among the others.
-    fn history_entry(
-        &self,
-        account_id: u128,
-        balance: &AccountBalance,
-    ) -> Result<((TransferSlot, Side), HistoryEntry), RestoreError> {
-        let invalid = |reason| RestoreError::History {
-            account_id,
-            timestamp: balance.timestamp,
-            reason,
-        };
-        let account_slot = self
-            .accounts
-            .slot(account_id)
-            .ok_or_else(|| invalid("no account has this id"))?;
-        let flags = self.accounts.get(account_slot).flags;
-        if !flags.contains(AccountFlags::HISTORY) {
-            return Err(invalid("the account has no history flag"));
-        }
-        if balance.reserved != [0; 56] {
-            return Err(invalid("reserved bytes are not zero"));
-        }
-        let transfer_slot = self
-            .transfer_slot_at(balance.timestamp)
-            .ok_or_else(|| invalid("no transfer has this timestamp"))?;
-        let transfer = self.transfers.get(transfer_slot);
-        let side = if transfer.debit_account_id == account_id {
-            Side::Debit
-        } else if transfer.credit_account_id == account_id {
-            Side::Credit
-        } else {
-            return Err(invalid(
-                "the transfer at this timestamp is not the account's",
-            ));
-        };
-        let entry = HistoryEntry {
-            account_slot,
-            transfer_slot,
-            debits_pending: balance.debits_pending,
-            debits_posted: balance.debits_posted,
-            credits_pending: balance.credits_pending,
-            credits_posted: balance.credits_posted,
-        };
-        Ok(((transfer_slot, side), entry))
-    }
-
-    fn transfer_slot_at(&self, timestamp: u64) -> Option<TransferSlot> {
-        let slot = self
-            .transfers
-            .partition_point(|transfer| transfer.timestamp < timestamp);
-        (slot < self.transfers.len() && self.transfers.get(slot).timestamp == timestamp)
-            .then_some(slot)
-    }
-
-    /// One snapshot per transfer and party with the history flag (a flag that never
-    /// changes after the account is created).
-    fn history_entries_expected(&self) -> u64 {
-        let has_history = |account_id| {
-            self.accounts
-                .by_id(account_id)
-                .is_some_and(|account| account.flags.contains(AccountFlags::HISTORY))
-        };
-        (0..self.transfers.len())
-            .map(|slot| self.transfers.get(slot))
-            .map(|transfer| {
-                u64::from(has_history(transfer.debit_account_id))
-                    + u64::from(has_history(transfer.credit_account_id))
-            })
-            .sum()
-    }
+    Ok(())
 }
 
 fn check_id(kind: &'static str, id: u128) -> Result<(), RestoreError> {
@@ -446,7 +330,7 @@ fn check_id(kind: &'static str, id: u128) -> Result<(), RestoreError> {
 }
 
 /// Objects sorted by timestamp must have strictly increasing, positive timestamps, none
-/// after the ledger clock.
+/// after `timestamp_last`.
 fn check_timestamps(
     kind: &'static str,
     objects: impl Iterator<Item = (u128, u64)>,
@@ -479,9 +363,9 @@ fn check_timestamps(
 /// find their transfer by timestamp, and imported objects rely on it.
 fn check_timestamps_disjoint(
     accounts: &[Account],
-    transfers: &[(Transfer, PendingStatus)],
+    transfers: &[Transfer],
 ) -> Result<(), RestoreError> {
-    let mut transfers = transfers.iter().map(|(transfer, _)| transfer).peekable();
+    let mut transfers = transfers.iter().peekable();
     for account in accounts {
         while transfers
             .next_if(|transfer| transfer.timestamp < account.timestamp)
@@ -514,15 +398,17 @@ fn check_account_fields(account: &Account) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Non-pending transfers are `NotPending`; pending transfers are anything else.
-fn check_status(transfer: &Transfer, status: PendingStatus) -> Result<(), String> {
+/// A pending transfer has the pending flag, and neither reserved bits nor the flags of a
+/// post or void.
+fn check_pending_flags(transfer: &Transfer) -> Result<(), String> {
     if transfer.flags.has_reserved_bits() {
         return Err("its flags have reserved bits set".to_owned());
     }
-    let pending = transfer.flags.contains(TransferFlags::PENDING);
-    if pending == (status == PendingStatus::NotPending) {
+    let post_or_void = TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER;
+    if !transfer.flags.contains(TransferFlags::PENDING) || transfer.flags.intersects(post_or_void) {
         return Err(format!(
-            "status {status:?} disagrees with pending flag {pending}"
+            "stored as pending, but its flags are {:?}",
+            transfer.flags
         ));
     }
     Ok(())
@@ -536,7 +422,7 @@ mod tests {
 
     use super::*;
     use crate::ledger::tests::transfer;
-    use crate::ledger::Changes;
+    use crate::ledger::{Changes, OldTransfers};
 
     const START: u64 = 1_700_000_000 * NS_PER_SECOND;
 
@@ -575,46 +461,80 @@ mod tests {
     }
 
     /// What a store holds after writing every `Changes` in turn: the newest value of each
-    /// account and status, every transfer, failed id and balance once.
+    /// account and status, every transfer and failed id, and the manifest's totals.
     #[derive(Default)]
     struct Merged {
         accounts: BTreeMap<u128, Account>,
-        transfers: Vec<Transfer>,
+        transfers: BTreeMap<u128, Transfer>,
         statuses: BTreeMap<u128, PendingStatus>,
         failed_ids: Vec<u128>,
-        balances: Vec<(u128, AccountBalance)>,
+        totals: CheckpointTotals,
     }
 
     impl Merged {
         fn add(&mut self, changes: Changes) {
-            for account in changes.accounts {
-                self.accounts.insert(account.id, account);
+            let before: Vec<_> = changes
+                .accounts
+                .iter()
+                .map(|account| self.accounts.get(&account.id).copied())
+                .collect();
+            self.totals.add(&changes, &before);
+            for account in &changes.accounts {
+                self.accounts.insert(account.id, *account);
             }
-            self.transfers.extend(changes.transfers);
-            self.statuses.extend(changes.pending_statuses);
-            self.failed_ids.extend(changes.failed_ids);
-            self.balances.extend(changes.balances);
+            for transfer in &changes.transfers {
+                self.transfers.insert(transfer.id, *transfer);
+            }
+            for (transfer, status) in changes.final_statuses() {
+                self.statuses.insert(transfer.id, status);
+            }
+            self.failed_ids.extend(&changes.failed_ids);
+        }
+
+        fn status(&self, transfer: &Transfer) -> PendingStatus {
+            let default = if transfer.flags.contains(TransferFlags::PENDING) {
+                PendingStatus::Pending
+            } else {
+                PendingStatus::NotPending
+            };
+            self.statuses.get(&transfer.id).copied().unwrap_or(default)
         }
 
         /// The snapshot, with every list in reverse creation order so that restore must
-        /// sort (a store hands them over in id order, which is no better).
+        /// sort (a store hands them over in key order, which is no better).
         fn snapshot(&self, timestamp_last: u64) -> Snapshot {
-            let transfers = self.transfers.iter().rev().map(|transfer| {
-                let default = if transfer.flags.contains(TransferFlags::PENDING) {
-                    PendingStatus::Pending
-                } else {
-                    PendingStatus::NotPending
-                };
-                let status = self.statuses.get(&transfer.id).copied();
-                (*transfer, status.unwrap_or(default))
-            });
+            let mut pending: Vec<Transfer> = self
+                .transfers
+                .values()
+                .filter(|transfer| self.status(transfer) == PendingStatus::Pending)
+                .copied()
+                .collect();
+            pending.sort_unstable_by_key(|transfer| std::cmp::Reverse(transfer.timestamp));
+            let mut accounts: Vec<Account> = self.accounts.values().copied().collect();
+            accounts.sort_unstable_by_key(|account| std::cmp::Reverse(account.timestamp));
             Snapshot {
                 timestamp_last,
-                accounts: self.accounts.values().rev().copied().collect(),
-                transfers: transfers.collect(),
-                failed_ids: self.failed_ids.iter().rev().copied().collect(),
-                balances: self.balances.iter().rev().copied().collect(),
+                accounts,
+                pending,
+                totals: self.totals,
             }
+        }
+
+        /// What the read stage would read for `events`: the stored transfers they name
+        /// and the stored failed ids among them.
+        fn old_for(&self, events: &[Transfer], through: u64) -> OldTransfers {
+            let mut old = OldTransfers::new(through);
+            for id in events.iter().flat_map(|event| [event.id, event.pending_id]) {
+                if let Some(transfer) = self.transfers.get(&id) {
+                    old.insert(*transfer, self.status(transfer));
+                }
+            }
+            let failed = events
+                .iter()
+                .map(|event| event.id)
+                .filter(|id| self.failed_ids.contains(id));
+            old.set_failed(failed);
+            old
         }
     }
 
@@ -761,8 +681,9 @@ mod tests {
         h
     }
 
-    /// The same requests on two ledgers give the same results and the same state.
-    fn continue_both(original: &mut Ledger, restored: &mut Ledger, now: u64) {
+    /// The same requests on two ledgers give the same results and the same state; the
+    /// restored one gets the store's answers for what it did not load.
+    fn continue_both(original: &mut Ledger, restored: &mut Ledger, merged: &Merged, now: u64) {
         let post = TransferFlags::POST_PENDING_TRANSFER;
         let void = TransferFlags::VOID_PENDING_TRANSFER;
         let events = [
@@ -776,7 +697,11 @@ mod tests {
             pending(transfer(206, 2, 1, 1), 1),
         ];
         let results = original.create_transfers(now, &events);
-        assert_eq!(results, restored.create_transfers(now, &events));
+        let mut old = merged.old_for(&events, restored.evicted_through());
+        assert_eq!(
+            results,
+            restored.create_transfers_with(now, &events, &mut old)
+        );
         let statuses: Vec<_> = results.iter().map(|r| r.transfer_status().ok()).collect();
         assert_eq!(statuses[4], Some(T::IdAlreadyFailed));
         assert_eq!(statuses[5], Some(T::PendingTransferExpired));
@@ -796,7 +721,19 @@ mod tests {
             history.ledger.expiry_timestamp_next()
         );
         assert_eq!(restored.take_changes(), Changes::default());
-        continue_both(&mut history.ledger, &mut restored, history.now);
+        assert_eq!(restored.transfers_pending(), 3, "104, 134 and 140");
+        assert_eq!(
+            restored.transfers_resident(),
+            3,
+            "nothing but the pending ones"
+        );
+        assert_eq!(
+            restored.failed_ids_count(),
+            0,
+            "failed ids stay in the store"
+        );
+        let now = history.now;
+        continue_both(&mut history.ledger, &mut restored, &history.merged, now);
     }
 
     #[test]
@@ -805,85 +742,116 @@ mod tests {
         assert_eq!(restored.state_hash(), Ledger::new().state_hash());
     }
 
-    /// Restore the realistic history with one thing broken; expect `error`.
-    fn restore_broken(break_it: impl FnOnce(&mut Snapshot)) -> Result<Ledger, RestoreError> {
+    /// Restore the realistic history with one thing broken; expect `error`. With
+    /// `rehash`, the manifest's sums are made to fit the broken rows (as a tool that
+    /// rewrote both would), so that the checks behind them are reached.
+    fn restore_broken(
+        rehash: bool,
+        break_it: impl FnOnce(&mut Snapshot),
+    ) -> Result<Ledger, RestoreError> {
         let mut snapshot = realistic_history().snapshot();
         break_it(&mut snapshot);
+        if rehash {
+            let totals = &mut snapshot.totals;
+            totals.accounts_count = snapshot.accounts.len() as u64;
+            totals.accounts = snapshot
+                .accounts
+                .iter()
+                .map(account_hash)
+                .fold(0, u128::wrapping_add);
+            totals.pending_count = snapshot.pending.len() as u64;
+            totals.pending = snapshot
+                .pending
+                .iter()
+                .map(|transfer| transfer_hash(transfer, PendingStatus::Pending))
+                .fold(0, u128::wrapping_add);
+        }
         Ledger::restore(snapshot)
     }
 
-    fn transfer_mut(snapshot: &mut Snapshot, id: u128) -> &mut (Transfer, PendingStatus) {
-        let found = snapshot.transfers.iter_mut().find(|(t, _)| t.id == id);
-        found.expect("transfer in the snapshot")
+    fn account_mut(snapshot: &mut Snapshot, id: u128) -> &mut Account {
+        let found = snapshot.accounts.iter_mut().find(|a| a.id == id);
+        found.expect("account in the snapshot")
+    }
+
+    fn pending_mut(snapshot: &mut Snapshot, id: u128) -> &mut Transfer {
+        let found = snapshot.pending.iter_mut().find(|t| t.id == id);
+        found.expect("pending transfer in the snapshot")
+    }
+
+    #[test]
+    fn rows_that_differ_from_the_manifest_are_refused() {
+        let mismatch = |error: Result<Ledger, RestoreError>| match error {
+            Err(RestoreError::TotalsMismatch { what, .. }) => what,
+            other => panic!("expected a totals mismatch, got {:?}", other.err()),
+        };
+        let error = restore_broken(false, |s| s.accounts.retain(|a| a.id != 3));
+        assert_eq!(mismatch(error), "accounts");
+        let error = restore_broken(false, |s| account_mut(s, 1).credits_posted += 1);
+        assert_eq!(mismatch(error), "accounts");
+        let error = restore_broken(false, |s| pending_mut(s, 104).amount += 1);
+        assert_eq!(mismatch(error), "pending transfers");
+        let error = restore_broken(false, |s| s.pending.retain(|t| t.id != 134));
+        assert_eq!(mismatch(error), "pending transfers");
     }
 
     #[test]
     fn broken_snapshots_are_errors_not_ledgers() {
-        let error = restore_broken(|s| s.accounts.retain(|a| a.id != 3))
+        let error = restore_broken(true, |s| s.accounts.retain(|a| a.id != 4))
             .err()
             .unwrap();
         let RestoreError::Transfer {
-            transfer_id: 103,
+            transfer_id: 140,
             ref reason,
         } = error
         else {
-            panic!("expected transfer 103 to miss account 3: {error}");
+            panic!("expected transfer 140 to miss account 4: {error}");
         };
-        assert!(reason.contains("account 3"), "{reason}");
-        let error = restore_broken(|s| transfer_mut(s, 102).1 = PendingStatus::NotPending);
+        assert!(reason.contains("account 4"), "{reason}");
+        let error = restore_broken(true, |s| pending_mut(s, 104).flags = TransferFlags::empty());
         assert!(matches!(
             error,
             Err(RestoreError::Transfer {
-                transfer_id: 102,
+                transfer_id: 104,
                 ..
             })
         ));
-        let error = restore_broken(|s| transfer_mut(s, 110).0.pending_id = 102);
-        assert!(matches!(
-            error,
-            Err(RestoreError::Transfer {
-                transfer_id: 110,
-                ..
-            })
-        ));
-        let error = restore_broken(|s| {
-            let timestamp = transfer_mut(s, 100).0.timestamp;
-            transfer_mut(s, 101).0.timestamp = timestamp;
+        let error = restore_broken(true, |s| {
+            let timestamp = pending_mut(s, 104).timestamp;
+            pending_mut(s, 134).timestamp = timestamp;
         });
         assert!(matches!(
             error,
             Err(RestoreError::TimestampNotIncreasing { .. })
         ));
-        let error = restore_broken(|s| s.timestamp_last -= NS_PER_SECOND * 3);
+        let error = restore_broken(false, |s| s.timestamp_last -= NS_PER_SECOND * 3);
         assert!(matches!(
             error,
-            Err(RestoreError::TimestampAfterClock { id: 150, .. })
+            Err(RestoreError::TimestampAfterClock { .. })
         ));
-        let error = restore_broken(|s| s.accounts[0].credits_posted += 1);
+        let error = restore_broken(true, |s| account_mut(s, 1).credits_posted += 1);
+        assert!(matches!(
+            error,
+            Err(RestoreError::LedgerUnbalanced { ledger: 1, .. })
+        ));
+        let error = restore_broken(true, |s| s.pending.retain(|t| t.id != 134));
         assert!(matches!(
             error,
             Err(RestoreError::BalanceMismatch {
-                field: "credits_posted",
+                account_id: 1,
+                field: "credits_pending",
                 ..
             })
         ));
-        let error = restore_broken(|s| s.transfers.retain(|(t, _)| t.id != 133));
-        assert!(matches!(
-            error,
-            Err(RestoreError::BalanceMismatch { account_id: 2, .. })
-        ));
-        let error = restore_broken(|s| {
-            s.balances.pop();
+        let error = restore_broken(true, |s| {
+            // 141 was created just after 140: a free transfer timestamp, as 141 expired.
+            let mut twin = *pending_mut(s, 140);
+            twin.timestamp += 1;
+            s.pending.push(twin);
         });
-        assert!(matches!(error, Err(RestoreError::HistoryCount { .. })));
-        let error = restore_broken(|s| s.balances[0].1.timestamp += 1);
-        assert!(matches!(error, Err(RestoreError::History { .. })));
-        let error = restore_broken(|s| s.failed_ids.push(100));
-        assert!(matches!(error, Err(RestoreError::FailedId { id: 100, .. })));
-        let error = restore_broken(|s| s.transfers.push(s.transfers[0]));
         assert!(matches!(
             error,
-            Err(RestoreError::TimestampNotIncreasing { .. })
+            Err(RestoreError::DuplicateId { id: 140, .. })
         ));
     }
 }

@@ -1041,7 +1041,12 @@ fn changes_hold_every_changed_object_once() {
         changes.transfers.iter().map(|t| t.id).collect::<Vec<_>>(),
         [1, 2]
     );
-    assert_eq!(changes.pending_statuses, [(1, PendingStatus::Posted)]);
+    let statuses: Vec<_> = changes
+        .pending_statuses
+        .iter()
+        .map(|(transfer, status)| (transfer.id, *status))
+        .collect();
+    assert_eq!(statuses, [(1, PendingStatus::Posted)]);
     assert_eq!(changes.failed_ids, [3]);
     assert_eq!(s.ledger.take_changes(), super::Changes::default());
 }

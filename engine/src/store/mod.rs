@@ -6,11 +6,12 @@
 //! [`Store::write_checkpoint`]. A checkpoint is one RocksDB `WriteBatch` written with
 //! `sync`: its rows and its manifest are on disk together or not at all, and they are on
 //! disk before the call returns, so the WAL below the checkpoint's LSN may then be
-//! dropped. On restart [`Store::load_ledger`] rebuilds the ledger with
-//! [`Ledger::restore`](crate::ledger::Ledger::restore) and returns the manifest, whose
-//! LSN says where WAL replay starts.
+//! dropped. On restart [`Store::load_ledger`] reads the manifest, every account and every
+//! pending transfer (nothing else: its cost does not grow with history), rebuilds the
+//! ledger with [`Ledger::restore`](crate::ledger::Ledger::restore) and returns the
+//! manifest, whose LSN says where WAL replay starts.
 //!
-//! # On-disk layout, format version 2
+//! # On-disk layout, format version 3
 //!
 //! Keys are big-endian so that RocksDB's bytewise order is numeric order: ids ascending,
 //! and composite keys by account, then time. Record values are the protocol's 128-byte
@@ -26,7 +27,8 @@
 //! | `account_transfers` | 0..16 account id, 16..24 timestamp | 0..16 transfer id       |
 //! | `balances`          | 0..16 account id, 16..24 timestamp | 0..128 `AccountBalance` |
 //! | `failed_ids`        | 0..16 transfer id                  | empty                   |
-//! | `meta`              | 0..10 ASCII `checkpoint`           | 0..20 manifest          |
+//! | `pending_transfers` | 0..8 timestamp                     | 0..128 `Transfer`       |
+//! | `meta`              | 0..10 ASCII `checkpoint`           | 0..148 manifest         |
 //!
 //! Ids are u128 and timestamps u64, big-endian in keys and in the `account_transfers`
 //! value; the timestamps in keys are those of the transfer the row is about.
@@ -41,20 +43,35 @@
 //!   disk). Restore does not read it; the ledger rebuilds its own lists from `transfers`.
 //! - `balances` holds one snapshot per transfer and party with the `history` flag, keyed
 //!   by the transfer's timestamp (which the record repeats at its bytes 64..72).
+//! - `pending_transfers` holds a copy of every transfer whose status is still pending,
+//!   keyed by its timestamp (creation order): what a start loads instead of the history.
+//!   The row is written with the transfer and deleted with its resolution.
 //! - The manifest is bincode 2.0.1 with fixed-width little-endian integers: bytes 0..4
-//!   `format_version` (u32, currently 2; version 1 had no `transfer_times`), 4..12 `lsn` (u64), 12..20 `timestamp_last`
-//!   (u64). The version comes first so that a store written in another layout is
-//!   recognised and refused ([`StoreError::FormatVersion`]) rather than misread.
+//!   `format_version` (u32, currently 3; version 2 had no `pending_transfers` and a 20-byte
+//!   manifest, version 1 no `transfer_times`), 4..12 `lsn` (u64), 12..20 `timestamp_last`
+//!   (u64), then the [`CheckpointTotals`] of everything written so far: 20..28 accounts
+//!   count (u64), 28..44 accounts sum (u128), 44..52 transfers count, 52..60 newest
+//!   transfer timestamp, 60..76 transfers sum, 76..84 pending count, 84..100 pending sum,
+//!   100..108 balance snapshots count, 108..124 their sum, 124..132 failed ids count,
+//!   132..148 their sum. A sum adds (wrapping) one xxh3-128 per row: of the account
+//!   record, of the transfer record seeded with its status, of the account id, timestamp
+//!   and four balances of a snapshot, of a failed id. The version comes first so that a
+//!   store written in another layout is recognised and refused
+//!   ([`StoreError::FormatVersion`]) rather than misread.
 //!
 //! # Integrity
 //!
-//! RocksDB checksums every block and WAL record it writes (XXH3 by default for table
-//! blocks) and verifies them on read (`verify_checksums` and `paranoid_checks` are on by
-//! default), so the store adds no checksum of its own. What it adds is meaning: every
-//! value read back is checked for its exact length, a known status byte and agreement
-//! with its key, and [`Ledger::restore`](crate::ledger::Ledger::restore) re-checks the
-//! ledger's invariants (unique ids and timestamps, balances that add up to the transfers,
-//! ...). Bad data is a [`StoreError`] naming the column family and key, never a panic.
+//! RocksDB checksums every block it writes (XXH3 by default for table blocks) and
+//! verifies them on read (`verify_checksums` and `paranoid_checks` are on by default).
+//! What the store adds is meaning: every value read back is checked for its exact
+//! length, a known status byte and agreement with its key; a start checks that the
+//! accounts and pending transfers it loads add up to the manifest's sums (a missing,
+//! extra, stale or changed row is refused) and [`Ledger::restore`](crate::ledger::Ledger::restore)
+//! re-checks the ledger's invariants on them (pending balances equal to the pending
+//! transfers, posted debits equal to posted credits per ledger, ...). The rows a start
+//! does not read are vouched for by the same sums, which `settled verify` recomputes
+//! from every row, with every balance from every transfer ([`Store::verify`]). Bad data
+//! is a [`StoreError`] naming the column family and key, never a panic.
 
 mod codec;
 mod load;
@@ -71,9 +88,13 @@ use rocksdb::{
     FlushOptions, Options, WriteBatch, WriteOptions, DB,
 };
 
-use crate::ledger::{Changes, RestoreError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use crate::ledger::{Changes, CheckpointTotals, RestoreError};
 
 use codec::{id_key, record_bytes, status_byte, timeline_key};
+use protocol::TransferFlags;
 
 pub const CF_ACCOUNTS: &str = "accounts";
 pub const CF_TRANSFERS: &str = "transfers";
@@ -82,6 +103,7 @@ pub const CF_TRANSFER_STATUS: &str = "transfer_status";
 pub const CF_ACCOUNT_TRANSFERS: &str = "account_transfers";
 pub const CF_BALANCES: &str = "balances";
 pub const CF_FAILED_IDS: &str = "failed_ids";
+pub const CF_PENDING: &str = "pending_transfers";
 pub const CF_META: &str = "meta";
 
 /// The key of the manifest in [`CF_META`].
@@ -100,7 +122,7 @@ enum Reads {
     Range,
 }
 
-const COLUMN_FAMILIES: [(&str, Reads); 8] = [
+const COLUMN_FAMILIES: [(&str, Reads); 9] = [
     (CF_ACCOUNTS, Reads::Point),
     (CF_TRANSFERS, Reads::Point),
     (CF_TRANSFER_TIMES, Reads::Range),
@@ -108,6 +130,7 @@ const COLUMN_FAMILIES: [(&str, Reads); 8] = [
     (CF_ACCOUNT_TRANSFERS, Reads::Range),
     (CF_BALANCES, Reads::Range),
     (CF_FAILED_IDS, Reads::Point),
+    (CF_PENDING, Reads::Range),
     (CF_META, Reads::Point),
 ];
 
@@ -197,6 +220,12 @@ pub struct RocksStats {
 /// checkpointer); reads see a consistent snapshot.
 pub struct Store {
     db: DB,
+    /// Whether `failed_ids` has rows: until it does, no batch needs to read it.
+    failed_ids_stored: AtomicBool,
+    /// A checkpoint whose batch is in the memtables but whose flush failed: a retry of
+    /// it must only flush (writing it again would count its changes twice in the
+    /// manifest's sums, which would read the batch's own rows as the old ones).
+    unflushed: Mutex<Option<CheckpointMeta>>,
 }
 
 impl Store {
@@ -222,12 +251,32 @@ impl Store {
         // in the files.
         options.set_atomic_flush(true);
         let db = DB::open_cf_descriptors(&options, dir, descriptors).map_err(rocks("open"))?;
-        Ok(Store { db })
+        let store = Store {
+            db,
+            failed_ids_stored: AtomicBool::new(false),
+            unflushed: Mutex::new(None),
+        };
+        if let Some((_, totals)) = store.read_manifest(&store.db.snapshot())? {
+            store.note_failed_ids(&totals);
+        }
+        Ok(store)
     }
 
     /// The newest checkpoint written, if any.
     pub fn checkpoint_meta(&self) -> Result<Option<CheckpointMeta>, StoreError> {
         self.read_meta(&self.db.snapshot())
+    }
+
+    /// Whether any transfer id is stored as transiently failed: a batch of new transfers
+    /// must then ask the store about its ids ([`Store::read_failed_ids`]).
+    pub fn failed_ids_stored(&self) -> bool {
+        self.failed_ids_stored.load(Ordering::Acquire)
+    }
+
+    fn note_failed_ids(&self, totals: &CheckpointTotals) {
+        if totals.failed_ids_count > 0 {
+            self.failed_ids_stored.store(true, Ordering::Release);
+        }
     }
 
     /// Writes `changes` and `meta` in ONE atomic WriteBatch, then flushes every column
@@ -241,28 +290,15 @@ impl Store {
         meta: CheckpointMeta,
         changes: &Changes,
     ) -> Result<CheckpointWritten, StoreError> {
-        if let Some(previous) = self.checkpoint_meta()? {
-            if meta.lsn < previous.lsn || meta.timestamp_last < previous.timestamp_last {
-                return Err(StoreError::CheckpointBackwards {
-                    previous,
-                    requested: meta,
-                });
+        let mut unflushed = self.unflushed.lock().expect("only the checkpointer writes");
+        let written = match *unflushed {
+            Some(pending) if pending == meta => CheckpointWritten::default(),
+            _ => {
+                let written = self.write_batch(meta, changes)?;
+                *unflushed = Some(meta);
+                written
             }
-        }
-        assert_changes_before(meta, changes);
-        let mut batch = WriteBatch::default();
-        self.batch_objects(&mut batch, changes)?;
-        self.batch_indexes(&mut batch, changes)?;
-        batch.put_cf(self.cf(CF_META)?, META_KEY, manifest::encode(meta));
-        let written = CheckpointWritten {
-            rows: batch.len() as u64,
-            bytes: batch.size_in_bytes() as u64,
         };
-        let mut options = WriteOptions::default();
-        options.disable_wal(true);
-        self.db
-            .write_opt(batch, &options)
-            .map_err(rocks("write a checkpoint"))?;
         // The caller drops the WAL records up to `meta.lsn` once this returns: the
         // checkpoint must be in synced files by then.
         let families = COLUMN_FAMILIES
@@ -274,7 +310,78 @@ impl Store {
         self.db
             .flush_cfs_opt(&families, &flush)
             .map_err(rocks("flush a checkpoint"))?;
+        *unflushed = None;
         Ok(written)
+    }
+
+    /// The checkpoint's rows and manifest, in one batch into the memtables.
+    fn write_batch(
+        &self,
+        meta: CheckpointMeta,
+        changes: &Changes,
+    ) -> Result<CheckpointWritten, StoreError> {
+        let view = self.db.snapshot();
+        let previous = self.read_manifest(&view)?;
+        let mut totals = CheckpointTotals::default();
+        if let Some((previous, previous_totals)) = previous {
+            if meta.lsn < previous.lsn || meta.timestamp_last < previous.timestamp_last {
+                return Err(StoreError::CheckpointBackwards {
+                    previous,
+                    requested: meta,
+                });
+            }
+            totals = previous_totals;
+        }
+        assert_changes_before(meta, changes);
+        let accounts_before = self.accounts_before(&view, &changes.accounts)?;
+        drop(view);
+        totals.add(changes, &accounts_before);
+        let mut batch = WriteBatch::default();
+        self.batch_objects(&mut batch, changes)?;
+        self.batch_indexes(&mut batch, changes)?;
+        batch.put_cf(self.cf(CF_META)?, META_KEY, manifest::encode(meta, &totals));
+        let written = CheckpointWritten {
+            rows: batch.len() as u64,
+            bytes: batch.size_in_bytes() as u64,
+        };
+        let mut options = WriteOptions::default();
+        options.disable_wal(true);
+        self.db
+            .write_opt(batch, &options)
+            .map_err(rocks("write a checkpoint"))?;
+        self.note_failed_ids(&totals);
+        Ok(written)
+    }
+
+    /// The stored record of each of `accounts` (by id), if any: what the checkpoint
+    /// replaces, for the manifest's sums.
+    fn accounts_before(
+        &self,
+        view: &rocksdb::Snapshot,
+        accounts: &[protocol::Account],
+    ) -> Result<Vec<Option<protocol::Account>>, StoreError> {
+        let keys: Vec<[u8; 16]> = accounts.iter().map(|account| id_key(account.id)).collect();
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_snapshot(view);
+        let sorted = keys.is_sorted();
+        let values =
+            self.db
+                .batched_multi_get_cf_opt(self.cf(CF_ACCOUNTS)?, &keys, sorted, &options);
+        keys.iter()
+            .zip(values)
+            .map(|(key, value)| {
+                let Some(value) = value.map_err(rocks("read accounts"))? else {
+                    return Ok(None);
+                };
+                let account =
+                    codec::decode_record(&value).map_err(|reason| StoreError::Corrupt {
+                        cf: CF_ACCOUNTS,
+                        key: codec::key_hex(key),
+                        reason,
+                    })?;
+                Ok(Some(account))
+            })
+            .collect()
     }
 
     /// The objects themselves: accounts (newest value), transfers, resolved statuses and
@@ -292,14 +399,25 @@ impl Store {
         for transfer in sorted_by_key(&changes.transfers, |transfer| transfer.id) {
             batch.put_cf(transfers, id_key(transfer.id), record_bytes(transfer));
         }
+        // New pending transfers (in timestamp order, which is key order) before the
+        // resolutions below, which may delete the same rows again.
+        let pending = self.cf(CF_PENDING)?;
+        for transfer in &changes.transfers {
+            if transfer.flags.contains(TransferFlags::PENDING) {
+                let key = transfer.timestamp.to_be_bytes();
+                batch.put_cf(pending, key, record_bytes(transfer));
+            }
+        }
         let statuses = self.cf(CF_TRANSFER_STATUS)?;
-        // Stable order: a later status of the same id must still win.
-        for (id, status) in sorted_by_key(&changes.pending_statuses, |(id, _)| *id) {
+        for (transfer, status) in sorted_by_key(&changes.final_statuses(), |(t, _)| t.id) {
             // A status rolled back inside a failed linked chain comes back as `Pending`,
-            // which is stored as the absence of a row.
+            // which is stored as the absence of a status row and a pending row.
             match status_byte(*status) {
-                Some(byte) => batch.put_cf(statuses, id_key(*id), [byte]),
-                None => batch.delete_cf(statuses, id_key(*id)),
+                Some(byte) => {
+                    batch.put_cf(statuses, id_key(transfer.id), [byte]);
+                    batch.delete_cf(pending, transfer.timestamp.to_be_bytes());
+                }
+                None => batch.delete_cf(statuses, id_key(transfer.id)),
             }
         }
         let failed_ids = self.cf(CF_FAILED_IDS)?;

@@ -14,8 +14,8 @@ use super::codec::{
     decode_record, decode_status, id_key, key_hex, parse_id_key, parse_timeline_key, timeline_key,
 };
 use super::{
-    rocks, Store, StoreError, CF_ACCOUNT_TRANSFERS, CF_BALANCES, CF_TRANSFERS, CF_TRANSFER_STATUS,
-    CF_TRANSFER_TIMES,
+    rocks, Store, StoreError, CF_ACCOUNT_TRANSFERS, CF_BALANCES, CF_FAILED_IDS, CF_TRANSFERS,
+    CF_TRANSFER_STATUS, CF_TRANSFER_TIMES,
 };
 use crate::ledger::{
     account_filter_matches, account_filter_valid, query_filter_matches, query_filter_valid,
@@ -94,6 +94,33 @@ impl Store {
             };
             old.insert(transfer, status);
         }
+        Ok(())
+    }
+
+    /// Record in `old` which of `ids` the store holds as transiently failed.
+    pub fn read_failed_ids(
+        &self,
+        mut ids: Vec<u128>,
+        old: &mut OldTransfers,
+    ) -> Result<(), StoreError> {
+        ids.sort_unstable();
+        ids.dedup();
+        let keys: Vec<[u8; 16]> = ids.iter().map(|id| id_key(*id)).collect();
+        let values = self
+            .db
+            .batched_multi_get_cf(self.cf(CF_FAILED_IDS)?, &keys, true);
+        let mut failed = Vec::new();
+        for ((id, key), value) in ids.iter().zip(&keys).zip(values) {
+            let Some(value) = value.map_err(rocks("read failed ids"))? else {
+                continue;
+            };
+            if !value.is_empty() {
+                let reason = format!("value is {} bytes, not empty", value.len());
+                return Err(corrupt(CF_FAILED_IDS, key)(reason));
+            }
+            failed.push(*id);
+        }
+        old.set_failed(failed);
         Ok(())
     }
 

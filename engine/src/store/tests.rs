@@ -13,7 +13,7 @@ use tempfile::TempDir;
 use super::codec::{id_key, timeline_key};
 use super::manifest::FORMAT_VERSION;
 use super::*;
-use crate::ledger::Ledger;
+use crate::ledger::{CheckpointTotals, Ledger, OldTransfers, RestoreError};
 
 const START: u64 = 1_700_000_000 * NS_PER_SECOND;
 /// Accounts 1..=8 exist; 9 does not, so some transfers fail transiently.
@@ -47,6 +47,12 @@ impl RandomHistory {
 
     /// One request or one expiry step, the clock moving by up to 1.5 s.
     fn step(&mut self) -> Vec<CreateResult> {
+        self.step_with(None)
+    }
+
+    /// [`RandomHistory::step`] for a ledger restored from `store`, which answers for
+    /// what the ledger did not load, as the read stage does.
+    fn step_with(&mut self, store: Option<&Store>) -> Vec<CreateResult> {
         self.now += self.rng.random_range(0..1_500) * 1_000_000;
         if self.rng.random_ratio(1, 6) {
             self.ledger.expire(self.now);
@@ -55,7 +61,15 @@ impl RandomHistory {
         let events: Vec<Transfer> = (0..self.rng.random_range(1..12))
             .map(|_| self.event())
             .collect();
-        self.ledger.create_transfers(self.now, &events)
+        let mut old = OldTransfers::new(self.ledger.evicted_through());
+        if let Some(store) = store {
+            let ids: Vec<u128> = events.iter().flat_map(|e| [e.id, e.pending_id]).collect();
+            store.read_transfers_by_id(ids, &mut old).unwrap();
+            let ids = events.iter().map(|e| e.id).collect();
+            store.read_failed_ids(ids, &mut old).unwrap();
+        }
+        self.ledger
+            .create_transfers_with(self.now, &events, &mut old)
     }
 
     fn event(&mut self) -> Transfer {
@@ -231,8 +245,13 @@ fn checkpoints_of_a_random_history_reload_to_the_same_state() {
             transfer_id_next: history.transfer_id_next,
         };
         history.rng = StdRng::seed_from_u64(seed + 100);
+        assert_eq!(
+            twin.ledger.transfers_resident(),
+            twin.ledger.transfers_pending(),
+            "a start loads no transfer but the pending ones"
+        );
         for _ in 0..50 {
-            assert_eq!(history.step(), twin.step());
+            assert_eq!(history.step(), twin.step_with(Some(&store)));
         }
         assert_eq!(history.ledger.state_hash(), twin.ledger.state_hash());
         assert_eq!(twin.ledger.take_changes(), history.ledger.take_changes());
@@ -307,19 +326,45 @@ fn checkpoint_meta_round_trips_and_never_goes_back() {
 }
 
 #[test]
-fn the_manifest_is_twenty_documented_bytes() {
+fn the_manifest_is_its_documented_bytes() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
+    let mut history = RandomHistory::new(5);
+    for _ in 0..40 {
+        history.step();
+    }
     let meta = CheckpointMeta {
         lsn: 0x0102_0304_0506_0708,
-        timestamp_last: 0x1112_1314_1516_1718,
+        timestamp_last: history.ledger.timestamp_last(),
     };
-    store.write_checkpoint(meta, &Changes::default()).unwrap();
+    let changes = history.ledger.take_changes();
+    store.write_checkpoint(meta, &changes).unwrap();
+    let mut totals = CheckpointTotals::default();
+    totals.add(&changes, &vec![None; changes.accounts.len()]);
+    assert!(totals.transfers_count > 20 && totals.history_count > 0 && totals.failed_ids_count > 0);
     let cf = store.cf(CF_META).unwrap();
     let bytes = store.db.get_cf(cf, META_KEY).unwrap().unwrap();
     let mut expected = FORMAT_VERSION.to_le_bytes().to_vec();
-    expected.extend_from_slice(&meta.lsn.to_le_bytes());
-    expected.extend_from_slice(&meta.timestamp_last.to_le_bytes());
+    for field in [meta.lsn, meta.timestamp_last, totals.accounts_count] {
+        expected.extend_from_slice(&field.to_le_bytes());
+    }
+    expected.extend_from_slice(&totals.accounts.to_le_bytes());
+    for field in [totals.transfers_count, totals.transfers_timestamp_last] {
+        expected.extend_from_slice(&field.to_le_bytes());
+    }
+    let sums = [
+        (totals.transfers, None),
+        (totals.pending, Some(totals.pending_count)),
+        (totals.history, Some(totals.history_count)),
+        (totals.failed_ids, Some(totals.failed_ids_count)),
+    ];
+    for (sum, count_before) in sums {
+        if let Some(count) = count_before {
+            expected.extend_from_slice(&count.to_le_bytes());
+        }
+        expected.extend_from_slice(&sum.to_le_bytes());
+    }
+    assert_eq!(bytes.len(), manifest::MANIFEST_BYTES);
     assert_eq!(bytes, expected);
 }
 
@@ -351,29 +396,55 @@ fn assert_corrupt(store: &Store, expected_cf: &str) {
     }
 }
 
+/// `settled verify` refuses the store, naming `expected_cf`.
+fn assert_verify_refuses(store: &Store, expected_cf: &str) {
+    match store.verify(|_| {}) {
+        Err(StoreError::Corrupt { cf, key, reason }) => {
+            assert_eq!(cf, expected_cf, "{key}: {reason}");
+        }
+        other => panic!("expected verify to refuse {expected_cf}, got {other:?}"),
+    }
+}
+
 #[test]
 fn short_and_mismatched_values_are_corruption_not_panics() {
     let account_2 = random_history_account(2);
-    let cases: [(&str, Vec<u8>, Vec<u8>); 7] = [
-        (CF_ACCOUNTS, id_key(1).to_vec(), vec![1, 2, 3, 4, 5]),
+    // (column family, key, value, whether a start reads it)
+    let cases: [(&str, Vec<u8>, Vec<u8>, bool); 8] = [
+        (CF_ACCOUNTS, id_key(1).to_vec(), vec![1, 2, 3, 4, 5], true),
         // The record of account 2 under the key of account 1.
         (
             CF_ACCOUNTS,
             id_key(1).to_vec(),
             record_bytes(&account_2).to_vec(),
+            true,
         ),
-        (CF_TRANSFERS, vec![7; 3], vec![0; 128]),
-        (CF_TRANSFER_STATUS, id_key(1).to_vec(), vec![9]),
+        (CF_PENDING, vec![7; 8], vec![0; 128], true),
+        (CF_TRANSFERS, vec![7; 3], vec![0; 128], false),
+        (CF_TRANSFER_STATUS, id_key(1).to_vec(), vec![9], false),
         // A resolved status of a transfer that does not exist.
-        (CF_TRANSFER_STATUS, id_key(1 << 100).to_vec(), vec![2]),
-        (CF_BALANCES, timeline_key(1, 5).to_vec(), vec![0; 128]),
-        (CF_FAILED_IDS, id_key(123_456).to_vec(), vec![0]),
+        (
+            CF_TRANSFER_STATUS,
+            id_key(1 << 100).to_vec(),
+            vec![2],
+            false,
+        ),
+        (
+            CF_BALANCES,
+            timeline_key(1, 5).to_vec(),
+            vec![0; 128],
+            false,
+        ),
+        (CF_FAILED_IDS, id_key(123_456).to_vec(), vec![0], false),
     ];
-    for (cf, key, value) in cases {
+    for (cf, key, value, start_reads) in cases {
         let fixture = store_with_history();
         assert!(fixture.store.load_ledger().is_ok());
         put_raw(&fixture.store, cf, &key, &value);
-        assert_corrupt(&fixture.store, cf);
+        assert_verify_refuses(&fixture.store, cf);
+        if start_reads {
+            assert_corrupt(&fixture.store, cf);
+        }
     }
 }
 
@@ -406,7 +477,7 @@ fn manifests_of_another_version_or_shape_are_refused() {
             .unwrap_err()
     ));
 
-    for truncated in [&[][..], &[2, 0], &[2, 0, 0, 0, 5]] {
+    for truncated in [&[][..], &[3, 0], &[3, 0, 0, 0, 5]] {
         put_raw(store, CF_META, META_KEY, truncated);
         assert_corrupt(store, CF_META);
     }
@@ -422,14 +493,16 @@ fn rows_that_break_the_ledger_are_restore_errors() {
         .delete_cf(store.cf(CF_ACCOUNTS).unwrap(), id_key(1))
         .unwrap();
     match store.load_ledger() {
-        Err(StoreError::Restore(RestoreError::Transfer { reason, .. })) => {
-            assert!(reason.contains("account 1"), "{reason}");
+        Err(StoreError::Restore(RestoreError::TotalsMismatch { what, .. })) => {
+            assert_eq!(what, "accounts");
         }
         other => panic!(
             "expected a restore error, got {:?}",
             other.map(|(_, meta)| meta)
         ),
     }
+    // Verify meets it as a transfer naming an account that does not exist.
+    assert_verify_refuses(store, CF_TRANSFERS);
 }
 
 #[test]
@@ -481,8 +554,8 @@ fn verify_and_start_refuse_a_balance_that_its_transfers_do_not_add_up_to() {
     assert!(
         matches!(
             store.load_ledger(),
-            Err(StoreError::Restore(RestoreError::BalanceMismatch {
-                account_id: 1,
+            Err(StoreError::Restore(RestoreError::TotalsMismatch {
+                what: "accounts",
                 ..
             }))
         ),
@@ -491,7 +564,7 @@ fn verify_and_start_refuse_a_balance_that_its_transfers_do_not_add_up_to() {
 }
 
 #[test]
-fn verify_and_start_refuse_a_damaged_transfer_row() {
+fn verify_and_the_read_path_refuse_a_damaged_transfer_row() {
     let fixture = store_with_history();
     let store = &fixture.store;
     let view = store.db.snapshot();
@@ -512,5 +585,47 @@ fn verify_and_start_refuse_a_damaged_transfer_row() {
         }
         other => panic!("verify must refuse, got {other:?}"),
     }
-    assert_corrupt(store, CF_TRANSFERS);
+    // A start does not read old transfers; the request that names one gets the error.
+    let (ledger, _) = store.load_ledger().expect("a start reads no transfer row");
+    let id = u128::from_be_bytes(key[..].try_into().unwrap());
+    let mut old = OldTransfers::new(ledger.evicted_through());
+    match store.read_transfers_by_id(vec![id], &mut old) {
+        Err(StoreError::Corrupt { cf, .. }) => assert_eq!(cf, CF_TRANSFERS),
+        other => panic!("the read path must refuse, got {other:?}"),
+    }
+}
+
+#[test]
+fn start_and_verify_refuse_a_damaged_or_missing_pending_row() {
+    let fixture = store_with_history();
+    let store = &fixture.store;
+    let (ledger, _) = store.load_ledger().unwrap();
+    assert!(
+        ledger.transfers_pending() > 0,
+        "the history keeps some pending"
+    );
+    let view = store.db.snapshot();
+    let (key, value) = view
+        .iterator_cf(store.cf(CF_PENDING).unwrap(), rocksdb::IteratorMode::Start)
+        .next()
+        .unwrap()
+        .unwrap();
+    drop(view);
+    let mut transfer: Transfer = bytemuck::pod_read_unaligned(&value);
+    transfer.amount += 1;
+    put_raw(store, CF_PENDING, &key, bytemuck::bytes_of(&transfer));
+    assert!(matches!(
+        store.load_ledger(),
+        Err(StoreError::Restore(RestoreError::TotalsMismatch {
+            what: "pending transfers",
+            ..
+        }))
+    ));
+    assert_verify_refuses(store, CF_PENDING);
+    store
+        .db
+        .delete_cf(store.cf(CF_PENDING).unwrap(), &key)
+        .unwrap();
+    assert!(store.load_ledger().is_err());
+    assert_verify_refuses(store, CF_PENDING);
 }

@@ -7,6 +7,11 @@
 //! balances must equal those sums, and per ledger debits must equal credits. Memory holds
 //! one entry per account, never the history.
 //!
+//! The scans also add up the hash sums of every kind of row (transfers with their
+//! statuses, pending transfers, balance snapshots, failed ids, accounts), which must be
+//! the ones the checkpoint manifest holds: those sums are what a start trusts for the
+//! history it does not read.
+//!
 //! It checks the store as of its newest checkpoint; the WAL written after it is checked
 //! by replay when the daemon starts.
 
@@ -15,10 +20,15 @@ use std::collections::{BTreeMap, HashMap};
 use protocol::{Account, Transfer, TransferFlags};
 use rocksdb::IteratorMode;
 
-use super::codec::{decode_record, decode_status, key_hex, parse_id_key};
+use super::codec::{decode_record, decode_status, key_hex, parse_id_key, parse_timeline_key};
 use super::load::check_key_is_id;
-use super::{rocks, Store, StoreError, CF_ACCOUNTS, CF_TRANSFERS, CF_TRANSFER_STATUS};
-use crate::ledger::PendingStatus;
+use super::{
+    rocks, Store, StoreError, CF_ACCOUNTS, CF_BALANCES, CF_FAILED_IDS, CF_PENDING, CF_TRANSFERS,
+    CF_TRANSFER_STATUS,
+};
+use crate::ledger::{
+    account_hash, balance_hash, failed_id_hash, transfer_hash, CheckpointTotals, PendingStatus,
+};
 
 /// What a successful verification covered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,10 +59,15 @@ impl Store {
     /// number of transfers read so far, now and then.
     pub fn verify(&self, mut progress: impl FnMut(u64)) -> Result<VerifyReport, StoreError> {
         let view = self.db.snapshot();
-        let Some(meta) = self.read_meta(&view)? else {
+        let Some((meta, expected)) = self.read_manifest(&view)? else {
             return Ok(VerifyReport::default());
         };
+        let mut found = CheckpointTotals::default();
         let mut accounts = self.tally_accounts(&view)?;
+        for tally in accounts.values() {
+            found.accounts = found.accounts.wrapping_add(account_hash(&tally.account));
+        }
+        found.accounts_count = accounts.len() as u64;
         let mut statuses = view
             .iterator_cf(self.cf(CF_TRANSFER_STATUS)?, IteratorMode::Start)
             .peekable();
@@ -84,7 +99,15 @@ impl Store {
                 }
                 status = Some(decode_status(&status_value).map_err(status_corrupt)?);
             }
-            add_transfer(&mut accounts, &transfer, status).map_err(corrupt)?;
+            let status = add_transfer(&mut accounts, &transfer, status).map_err(corrupt)?;
+            found.transfers = found
+                .transfers
+                .wrapping_add(transfer_hash(&transfer, status));
+            found.transfers_timestamp_last = found.transfers_timestamp_last.max(transfer.timestamp);
+            if status == PendingStatus::Pending {
+                found.pending_count += 1;
+                found.pending = found.pending.wrapping_add(transfer_hash(&transfer, status));
+            }
             transfers += 1;
             if transfers.is_multiple_of(PROGRESS_EVERY) {
                 progress(transfers);
@@ -99,12 +122,69 @@ impl Store {
             });
         }
         progress(transfers);
+        found.transfers_count = transfers;
         check_balances(&accounts)?;
+        self.tally_other_rows(&view, &mut found)?;
+        check_totals(&found, &expected)?;
         Ok(VerifyReport {
             accounts: accounts.len() as u64,
             transfers,
             checkpoint_lsn: meta.lsn,
         })
+    }
+
+    /// The rows that only the manifest's sums vouch for at a start: pending transfers
+    /// (which must be the pending ones among the transfers, a check made by comparing
+    /// their sum with the transfers' below), balance snapshots and failed ids.
+    fn tally_other_rows(
+        &self,
+        view: &rocksdb::Snapshot,
+        found: &mut CheckpointTotals,
+    ) -> Result<(), StoreError> {
+        let (mut pending_count, mut pending) = (0u64, 0u128);
+        self.scan(view, CF_PENDING, |_, value| {
+            let transfer: Transfer = decode_record(value)?;
+            pending_count += 1;
+            pending = pending.wrapping_add(transfer_hash(&transfer, PendingStatus::Pending));
+            Ok(())
+        })?;
+        if (pending_count, pending) != (found.pending_count, found.pending) {
+            return Err(StoreError::Corrupt {
+                cf: CF_PENDING,
+                key: "(all rows)".to_owned(),
+                reason: format!(
+                    "{pending_count} rows hashing to {pending:#x}, but {} transfers are \
+                     pending, hashing to {:#x}",
+                    found.pending_count, found.pending
+                ),
+            });
+        }
+        self.scan(view, CF_BALANCES, |key, value| {
+            let (account_id, timestamp) = parse_timeline_key(key)?;
+            let balance: protocol::AccountBalance = decode_record(value)?;
+            if balance.timestamp != timestamp {
+                let stored = balance.timestamp;
+                return Err(format!(
+                    "key timestamp {timestamp}, record timestamp {stored}"
+                ));
+            }
+            found.history_count += 1;
+            found.history = found
+                .history
+                .wrapping_add(balance_hash(account_id, &balance));
+            Ok(())
+        })?;
+        self.scan(view, CF_FAILED_IDS, |key, value| {
+            if !value.is_empty() {
+                return Err(format!("value is {} bytes, not empty", value.len()));
+            }
+            found.failed_ids_count += 1;
+            found.failed_ids = found
+                .failed_ids
+                .wrapping_add(failed_id_hash(parse_id_key(key)?));
+            Ok(())
+        })?;
+        Ok(())
     }
 
     /// Every account, each with zero balances to add its transfers into.
@@ -125,12 +205,12 @@ impl Store {
     }
 }
 
-/// Add what `transfer` leaves in its accounts' balances.
+/// Add what `transfer` leaves in its accounts' balances; returns its status.
 fn add_transfer(
     accounts: &mut HashMap<u128, Tally>,
     transfer: &Transfer,
     status: Option<PendingStatus>,
-) -> Result<(), String> {
+) -> Result<PendingStatus, String> {
     let pending = transfer.flags.contains(TransferFlags::PENDING);
     let status = match status {
         Some(status) if !pending => {
@@ -148,7 +228,7 @@ fn add_transfer(
     let field_debit = match status {
         PendingStatus::Pending => 0,
         PendingStatus::NotPending if !void => 1,
-        _ => return Ok(()),
+        _ => return Ok(status),
     };
     for (account_id, field) in [
         (transfer.debit_account_id, field_debit),
@@ -167,6 +247,70 @@ fn add_transfer(
         *sum = sum
             .checked_add(transfer.amount)
             .ok_or_else(|| format!("account {account_id}: {} overflows", BALANCE_FIELDS[field]))?;
+    }
+    Ok(status)
+}
+
+/// What the rows add up to is what the checkpoints wrote, kind by kind.
+fn check_totals(found: &CheckpointTotals, expected: &CheckpointTotals) -> Result<(), StoreError> {
+    let kinds = [
+        (
+            CF_ACCOUNTS,
+            found.accounts_count,
+            found.accounts,
+            expected.accounts_count,
+            expected.accounts,
+        ),
+        (
+            CF_TRANSFERS,
+            found.transfers_count,
+            found.transfers,
+            expected.transfers_count,
+            expected.transfers,
+        ),
+        (
+            CF_PENDING,
+            found.pending_count,
+            found.pending,
+            expected.pending_count,
+            expected.pending,
+        ),
+        (
+            CF_BALANCES,
+            found.history_count,
+            found.history,
+            expected.history_count,
+            expected.history,
+        ),
+        (
+            CF_FAILED_IDS,
+            found.failed_ids_count,
+            found.failed_ids,
+            expected.failed_ids_count,
+            expected.failed_ids,
+        ),
+    ];
+    for (cf, found_count, found_sum, expected_count, expected_sum) in kinds {
+        if (found_count, found_sum) != (expected_count, expected_sum) {
+            return Err(StoreError::Corrupt {
+                cf,
+                key: "(all rows)".to_owned(),
+                reason: format!(
+                    "{found_count} rows hashing to {found_sum:#x}, but the checkpoint manifest \
+                     says {expected_count} rows hashing to {expected_sum:#x}"
+                ),
+            });
+        }
+    }
+    if found.transfers_timestamp_last != expected.transfers_timestamp_last {
+        return Err(StoreError::Corrupt {
+            cf: CF_TRANSFERS,
+            key: "(all rows)".to_owned(),
+            reason: format!(
+                "the newest transfer is at {}, the checkpoint manifest says {}",
+                found.transfers_timestamp_last, expected.transfers_timestamp_last
+            ),
+        });
     }
     Ok(())
 }
