@@ -22,6 +22,18 @@ pub fn timeline_key(account_id: u128, timestamp: u64) -> [u8; TIMELINE_KEY_BYTES
     key
 }
 
+/// A transfer's key in the column families filed by time.
+pub fn timestamp_key(timestamp: u64) -> [u8; 8] {
+    timestamp.to_be_bytes()
+}
+
+pub fn parse_timestamp_key(key: &[u8]) -> Result<u64, String> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| format!("key is {} bytes, a timestamp key 8", key.len()))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
 pub fn parse_id_key(key: &[u8]) -> Result<u128, String> {
     let bytes: [u8; ID_KEY_BYTES] = key
         .try_into()

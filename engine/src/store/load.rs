@@ -6,11 +6,11 @@
 use protocol::{Account, Transfer, TransferFlags};
 use rocksdb::IteratorMode;
 
-use super::codec::{decode_record, key_hex, parse_id_key};
+use super::codec::{decode_record, key_hex, parse_id_key, parse_timestamp_key};
 use super::{
     manifest, rocks, CheckpointMeta, Store, StoreError, CF_ACCOUNTS, CF_ACCOUNT_TRANSFERS,
-    CF_BALANCES, CF_FAILED_IDS, CF_META, CF_PENDING, CF_TRANSFERS, CF_TRANSFER_STATUS,
-    CF_TRANSFER_TIMES, META_KEY,
+    CF_BALANCES, CF_FAILED_IDS, CF_META, CF_PENDING, CF_TRANSFERS, CF_TRANSFER_IDS,
+    CF_TRANSFER_STATUS, META_KEY,
 };
 use crate::ledger::{CheckpointTotals, Ledger, Snapshot};
 
@@ -51,29 +51,29 @@ impl Store {
         value.map(|bytes| manifest::decode(&bytes)).transpose()
     }
 
-    /// The newest row of `transfer_times` is the newest transfer the manifest counts: a
-    /// cheap check that the transfers the start does not read are the ones it stands for.
+    /// The newest row of `transfers` (filed by timestamp) is the newest transfer the
+    /// manifest counts: a cheap check that the transfers the start does not read are the
+    /// ones it stands for.
     fn check_transfers_last(
         &self,
         view: &View,
         totals: &CheckpointTotals,
     ) -> Result<(), StoreError> {
-        let mut rows = view.iterator_cf(self.cf(CF_TRANSFER_TIMES)?, IteratorMode::End);
+        let mut rows = view.iterator_cf(self.cf(CF_TRANSFERS)?, IteratorMode::End);
         let newest = match rows.next() {
             Some(row) => {
                 let (key, _) = row.map_err(rocks("iterate"))?;
-                let timestamp: [u8; 8] = key[..].try_into().map_err(|_| StoreError::Corrupt {
-                    cf: CF_TRANSFER_TIMES,
+                parse_timestamp_key(&key).map_err(|reason| StoreError::Corrupt {
+                    cf: CF_TRANSFERS,
                     key: key_hex(&key),
-                    reason: format!("key is {} bytes, not 8", key.len()),
-                })?;
-                u64::from_be_bytes(timestamp)
+                    reason,
+                })?
             }
             None => 0,
         };
         if newest != totals.transfers_timestamp_last {
             return Err(StoreError::Corrupt {
-                cf: CF_TRANSFER_TIMES,
+                cf: CF_TRANSFERS,
                 key: key_hex(&newest.to_be_bytes()),
                 reason: format!(
                     "the newest transfer is at {newest}, the checkpoint manifest says {}",
@@ -89,7 +89,7 @@ impl Store {
         let data = [
             CF_ACCOUNTS,
             CF_TRANSFERS,
-            CF_TRANSFER_TIMES,
+            CF_TRANSFER_IDS,
             CF_TRANSFER_STATUS,
             CF_ACCOUNT_TRANSFERS,
             CF_BALANCES,
@@ -142,10 +142,7 @@ impl Store {
         let mut pending = Vec::new();
         self.scan(view, CF_PENDING, |key, value| {
             let transfer: Transfer = decode_record(value)?;
-            let timestamp = u64::from_be_bytes(
-                key.try_into()
-                    .map_err(|_| format!("key is {} bytes, not 8", key.len()))?,
-            );
+            let timestamp = parse_timestamp_key(key)?;
             if timestamp != transfer.timestamp {
                 let stored = transfer.timestamp;
                 return Err(format!(

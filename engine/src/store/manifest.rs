@@ -9,7 +9,7 @@ use crate::ledger::CheckpointTotals;
 
 /// The layout this build writes and reads. Bump it on any change to a key or value
 /// layout of any column family.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Encoded size of a [`Manifest`]: fixed-width fields, see the module documentation.
 pub const MANIFEST_BYTES: usize = 148;

@@ -11,44 +11,48 @@
 //! ledger with [`Ledger::restore`](crate::ledger::Ledger::restore) and returns the
 //! manifest, whose LSN says where WAL replay starts.
 //!
-//! # On-disk layout, format version 3
+//! # On-disk layout, format version 4
 //!
 //! Keys are big-endian so that RocksDB's bytewise order is numeric order: ids ascending,
-//! and composite keys by account, then time. Record values are the protocol's 128-byte
-//! little-endian records, byte for byte (field offsets are documented on
-//! [`protocol::Account`], [`protocol::Transfer`] and [`protocol::AccountBalance`]).
+//! timestamps ascending, and composite keys by account, then time. Record values are the
+//! protocol's 128-byte little-endian records, byte for byte (field offsets are documented
+//! on [`protocol::Account`], [`protocol::Transfer`] and [`protocol::AccountBalance`]).
 //!
 //! | column family       | key bytes                          | value bytes             |
 //! |---------------------|------------------------------------|-------------------------|
 //! | `accounts`          | 0..16 account id                   | 0..128 `Account`        |
-//! | `transfers`         | 0..16 transfer id                  | 0..128 `Transfer`       |
-//! | `transfer_times`    | 0..8 timestamp                     | 0..16 transfer id       |
-//! | `transfer_status`   | 0..16 pending transfer id          | 0..1 status             |
-//! | `account_transfers` | 0..16 account id, 16..24 timestamp | 0..16 transfer id       |
+//! | `transfers`         | 0..8 timestamp                     | 0..128 `Transfer`       |
+//! | `transfer_ids`      | 0..16 transfer id                  | 0..8 timestamp          |
+//! | `transfer_status`   | 0..8 pending transfer's timestamp  | 0..1 status             |
+//! | `account_transfers` | 0..16 account id, 16..24 timestamp | empty                   |
 //! | `balances`          | 0..16 account id, 16..24 timestamp | 0..128 `AccountBalance` |
 //! | `failed_ids`        | 0..16 transfer id                  | empty                   |
 //! | `pending_transfers` | 0..8 timestamp                     | 0..128 `Transfer`       |
 //! | `meta`              | 0..10 ASCII `checkpoint`           | 0..148 manifest         |
 //!
-//! Ids are u128 and timestamps u64, big-endian in keys and in the `account_transfers`
-//! value; the timestamps in keys are those of the transfer the row is about.
+//! Ids are u128 and timestamps u64, big-endian in keys and in the `transfer_ids` value;
+//! the timestamps in keys are those of the transfer the row is about.
 //!
+//! - `transfers` holds every transfer keyed by its timestamp (unique, and creation
+//!   order): every checkpoint appends past the end, so RocksDB moves these files down its
+//!   levels without rewriting them. Only the thin `transfer_ids` index (24 bytes a
+//!   transfer) has random keys that compaction must merge (measured at 60M transfers
+//!   before this layout: compaction was half of the daemon's CPU, most of it rewriting
+//!   128-byte transfers filed by random id).
 //! - `transfer_status` has a row only for a pending transfer that was posted (byte 2),
 //!   voided (3) or expired (4): the codes of `PendingStatus`. A pending transfer without
 //!   a row is still pending; a transfer without the pending flag never has one.
-//! - `transfer_times` lists every transfer by timestamp: the index of `query_transfers`
-//!   and of imported accounts' timestamp check once transfers are evicted from memory.
 //! - `account_transfers` lists every transfer twice, under its debit and under its credit
-//!   account, ordered by time: the index of the read path (`get_account_transfers` from
-//!   disk). Restore does not read it; the ledger rebuilds its own lists from `transfers`.
+//!   account, ordered by time: the index of `get_account_transfers` and
+//!   `get_account_balances` from disk; the key's timestamp finds the transfer.
 //! - `balances` holds one snapshot per transfer and party with the `history` flag, keyed
 //!   by the transfer's timestamp (which the record repeats at its bytes 64..72).
 //! - `pending_transfers` holds a copy of every transfer whose status is still pending,
-//!   keyed by its timestamp (creation order): what a start loads instead of the history.
-//!   The row is written with the transfer and deleted with its resolution.
+//!   keyed by its timestamp: what a start loads instead of the history. The row is
+//!   written with the transfer and deleted with its resolution.
 //! - The manifest is bincode 2.0.1 with fixed-width little-endian integers: bytes 0..4
-//!   `format_version` (u32, currently 3; version 2 had no `pending_transfers` and a 20-byte
-//!   manifest, version 1 no `transfer_times`), 4..12 `lsn` (u64), 12..20 `timestamp_last`
+//!   `format_version` (u32, currently 4; version 3 filed transfers by id, version 2 had
+//!   no `pending_transfers` and a 20-byte manifest), 4..12 `lsn` (u64), 12..20 `timestamp_last`
 //!   (u64), then the [`CheckpointTotals`] of everything written so far: 20..28 accounts
 //!   count (u64), 28..44 accounts sum (u128), 44..52 transfers count, 52..60 newest
 //!   transfer timestamp, 60..76 transfers sum, 76..84 pending count, 84..100 pending sum,
@@ -93,12 +97,12 @@ use std::sync::Mutex;
 
 use crate::ledger::{Changes, CheckpointTotals, RestoreError};
 
-use codec::{id_key, record_bytes, status_byte, timeline_key};
+use codec::{id_key, record_bytes, status_byte, timeline_key, timestamp_key};
 use protocol::TransferFlags;
 
 pub const CF_ACCOUNTS: &str = "accounts";
 pub const CF_TRANSFERS: &str = "transfers";
-pub const CF_TRANSFER_TIMES: &str = "transfer_times";
+pub const CF_TRANSFER_IDS: &str = "transfer_ids";
 pub const CF_TRANSFER_STATUS: &str = "transfer_status";
 pub const CF_ACCOUNT_TRANSFERS: &str = "account_transfers";
 pub const CF_BALANCES: &str = "balances";
@@ -124,8 +128,9 @@ enum Reads {
 
 const COLUMN_FAMILIES: [(&str, Reads); 9] = [
     (CF_ACCOUNTS, Reads::Point),
-    (CF_TRANSFERS, Reads::Point),
-    (CF_TRANSFER_TIMES, Reads::Range),
+    // Read by timestamps that `transfer_ids` found: the filter would only cost memory.
+    (CF_TRANSFERS, Reads::Range),
+    (CF_TRANSFER_IDS, Reads::Point),
     (CF_TRANSFER_STATUS, Reads::Point),
     (CF_ACCOUNT_TRANSFERS, Reads::Range),
     (CF_BALANCES, Reads::Range),
@@ -395,29 +400,35 @@ impl Store {
         for account in sorted_by_key(&changes.accounts, |account| account.id) {
             batch.put_cf(accounts, id_key(account.id), record_bytes(account));
         }
+        // Transfers are taken in creation order, which is timestamp order: already
+        // sorted, and after every stored one.
         let transfers = self.cf(CF_TRANSFERS)?;
-        for transfer in sorted_by_key(&changes.transfers, |transfer| transfer.id) {
-            batch.put_cf(transfers, id_key(transfer.id), record_bytes(transfer));
-        }
-        // New pending transfers (in timestamp order, which is key order) before the
-        // resolutions below, which may delete the same rows again.
         let pending = self.cf(CF_PENDING)?;
         for transfer in &changes.transfers {
+            let key = timestamp_key(transfer.timestamp);
+            batch.put_cf(transfers, key, record_bytes(transfer));
+            // New pending transfers before the resolutions below, which may delete the
+            // same rows again.
             if transfer.flags.contains(TransferFlags::PENDING) {
-                let key = transfer.timestamp.to_be_bytes();
                 batch.put_cf(pending, key, record_bytes(transfer));
             }
         }
+        let transfer_ids = self.cf(CF_TRANSFER_IDS)?;
+        for transfer in sorted_by_key(&changes.transfers, |transfer| transfer.id) {
+            let key = id_key(transfer.id);
+            batch.put_cf(transfer_ids, key, timestamp_key(transfer.timestamp));
+        }
         let statuses = self.cf(CF_TRANSFER_STATUS)?;
-        for (transfer, status) in sorted_by_key(&changes.final_statuses(), |(t, _)| t.id) {
+        for (transfer, status) in sorted_by_key(&changes.final_statuses(), |(t, _)| t.timestamp) {
             // A status rolled back inside a failed linked chain comes back as `Pending`,
             // which is stored as the absence of a status row and a pending row.
+            let key = timestamp_key(transfer.timestamp);
             match status_byte(*status) {
                 Some(byte) => {
-                    batch.put_cf(statuses, id_key(transfer.id), [byte]);
-                    batch.delete_cf(pending, transfer.timestamp.to_be_bytes());
+                    batch.put_cf(statuses, key, [byte]);
+                    batch.delete_cf(pending, key);
                 }
-                None => batch.delete_cf(statuses, id_key(transfer.id)),
+                None => batch.delete_cf(statuses, key),
             }
         }
         let failed_ids = self.cf(CF_FAILED_IDS)?;
@@ -435,21 +446,12 @@ impl Store {
             .iter()
             .flat_map(|transfer| {
                 [transfer.debit_account_id, transfer.credit_account_id]
-                    .map(|account_id| (timeline_key(account_id, transfer.timestamp), transfer.id))
+                    .map(|account_id| timeline_key(account_id, transfer.timestamp))
             })
             .collect();
-        rows.sort_unstable_by_key(|(key, _)| *key);
-        for (key, id) in rows {
-            batch.put_cf(account_transfers, key, id_key(id));
-        }
-        // Transfers are taken in creation order, which is timestamp order: already sorted.
-        let transfer_times = self.cf(CF_TRANSFER_TIMES)?;
-        for transfer in &changes.transfers {
-            batch.put_cf(
-                transfer_times,
-                transfer.timestamp.to_be_bytes(),
-                id_key(transfer.id),
-            );
+        rows.sort_unstable();
+        for key in rows {
+            batch.put_cf(account_transfers, key, []);
         }
         let balances = self.cf(CF_BALANCES)?;
         for (account_id, balance) in

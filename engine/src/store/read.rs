@@ -3,19 +3,20 @@
 //! queries), each bounded by the eviction watermark `through` the caller read at.
 //!
 //! Point reads go through `batched_multi_get` on sorted keys: one call per batch, and the
-//! bloom filters of `transfers` and `transfer_status` answer most absent ids (new ones)
-//! without touching a data block.
+//! bloom filter of `transfer_ids` answers most absent ids (new ones) without touching a
+//! data block. A present id gives the timestamp that files the transfer and its status.
 
 use protocol::{AccountBalance, AccountFilter, AccountFilterFlags, QueryFilter, QueryFilterFlags};
 use protocol::{Transfer, TransferFlags};
-use rocksdb::{DBPinnableSlice, IteratorMode, ReadOptions};
+use rocksdb::{IteratorMode, ReadOptions};
 
 use super::codec::{
-    decode_record, decode_status, id_key, key_hex, parse_id_key, parse_timeline_key, timeline_key,
+    decode_record, decode_status, id_key, key_hex, parse_timeline_key, parse_timestamp_key,
+    timeline_key, timestamp_key,
 };
 use super::{
     rocks, Store, StoreError, CF_ACCOUNT_TRANSFERS, CF_BALANCES, CF_FAILED_IDS, CF_TRANSFERS,
-    CF_TRANSFER_STATUS, CF_TRANSFER_TIMES,
+    CF_TRANSFER_IDS, CF_TRANSFER_STATUS,
 };
 use crate::ledger::{
     account_filter_matches, account_filter_valid, query_filter_matches, query_filter_valid,
@@ -69,13 +70,34 @@ impl Store {
         let keys: Vec<[u8; 16]> = ids.iter().map(|id| id_key(*id)).collect();
         let values = self
             .db
-            .batched_multi_get_cf(self.cf(CF_TRANSFERS)?, &keys, true);
-        let mut pending = Vec::new();
-        for (key, value) in keys.iter().zip(values) {
-            let Some(value) = value.map_err(rocks("read transfers"))? else {
+            .batched_multi_get_cf(self.cf(CF_TRANSFER_IDS)?, &keys, true);
+        let mut found: Vec<(u64, u128)> = Vec::new();
+        for ((id, key), value) in ids.iter().zip(&keys).zip(values) {
+            let Some(value) = value.map_err(rocks("read transfer ids"))? else {
                 continue;
             };
-            let transfer = decode_transfer(key, &value)?;
+            let timestamp = parse_timestamp_key(&value).map_err(corrupt(CF_TRANSFER_IDS, key))?;
+            found.push((timestamp, *id));
+        }
+        found.sort_unstable();
+        let keys: Vec<[u8; 8]> = found.iter().map(|(t, _)| timestamp_key(*t)).collect();
+        let values = self
+            .db
+            .batched_multi_get_cf(self.cf(CF_TRANSFERS)?, &keys, true);
+        let mut pending = Vec::new();
+        for ((key, (_, id)), value) in keys.iter().zip(&found).zip(values) {
+            let transfer = match value.map_err(rocks("read transfers"))? {
+                Some(value) => decode_transfer(key, &value)?,
+                None => {
+                    let reason =
+                        format!("names a transfer at {}, which is not stored", key_hex(key));
+                    return Err(corrupt(CF_TRANSFER_IDS, &id_key(*id))(reason));
+                }
+            };
+            if transfer.id != *id {
+                let reason = format!("filed for id {id}, but the record is of id {}", transfer.id);
+                return Err(corrupt(CF_TRANSFERS, key)(reason));
+            }
             if transfer.flags.contains(TransferFlags::PENDING) {
                 pending.push(transfer);
             } else {
@@ -83,7 +105,7 @@ impl Store {
             }
         }
         // Keys of `pending` are a sorted subsequence of `keys`: still sorted.
-        let keys: Vec<[u8; 16]> = pending.iter().map(|t| id_key(t.id)).collect();
+        let keys: Vec<[u8; 8]> = pending.iter().map(|t| timestamp_key(t.timestamp)).collect();
         let statuses = self
             .db
             .batched_multi_get_cf(self.cf(CF_TRANSFER_STATUS)?, &keys, true);
@@ -132,10 +154,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         timestamps.sort_unstable();
         timestamps.dedup();
-        let keys: Vec<[u8; 8]> = timestamps.iter().map(|t| t.to_be_bytes()).collect();
+        let keys: Vec<[u8; 8]> = timestamps.iter().map(|t| timestamp_key(*t)).collect();
         let values = self
             .db
-            .batched_multi_get_cf(self.cf(CF_TRANSFER_TIMES)?, &keys, true);
+            .batched_multi_get_cf(self.cf(CF_TRANSFERS)?, &keys, true);
         for (timestamp, value) in timestamps.into_iter().zip(values) {
             if value.map_err(rocks("read transfer timestamps"))?.is_some() {
                 old.insert_timestamp(timestamp);
@@ -152,9 +174,8 @@ impl Store {
         through: u64,
     ) -> Result<Vec<Transfer>, StoreError> {
         let mut selected = Vec::new();
-        self.scan_account(CF_ACCOUNT_TRANSFERS, filter, through, |key, value| {
-            let id = parse_id_key(value).map_err(corrupt(CF_ACCOUNT_TRANSFERS, key))?;
-            let transfer = self.transfer_of_index(CF_ACCOUNT_TRANSFERS, key, id)?;
+        self.scan_account(CF_ACCOUNT_TRANSFERS, filter, through, |key, _| {
+            let transfer = self.transfer_of_row(CF_ACCOUNT_TRANSFERS, key, filter.account_id)?;
             if account_filter_matches(filter, &transfer) {
                 selected.push(transfer);
             }
@@ -170,21 +191,10 @@ impl Store {
         through: u64,
     ) -> Result<Vec<AccountBalance>, StoreError> {
         let mut selected = Vec::new();
-        let account_transfers = self.cf(CF_ACCOUNT_TRANSFERS)?;
         self.scan_account(CF_BALANCES, filter, through, |key, value| {
             let balance: AccountBalance =
                 decode_record(value).map_err(corrupt(CF_BALANCES, key))?;
-            let row = self
-                .db
-                .get_pinned_cf(account_transfers, key)
-                .map_err(rocks("read account transfers"))?
-                .ok_or_else(|| StoreError::Corrupt {
-                    cf: CF_BALANCES,
-                    key: key_hex(key),
-                    reason: "no transfer of the account at this timestamp".to_owned(),
-                })?;
-            let id = parse_id_key(&row).map_err(corrupt(CF_ACCOUNT_TRANSFERS, key))?;
-            let transfer = self.transfer_of_index(CF_ACCOUNT_TRANSFERS, key, id)?;
+            let transfer = self.transfer_of_row(CF_BALANCES, key, filter.account_id)?;
             if account_filter_matches(filter, &transfer) {
                 selected.push(balance);
             }
@@ -208,15 +218,14 @@ impl Store {
             return Ok(selected);
         }
         let limit = filter.limit.min(QUERY_LIMIT_MAX) as usize;
-        let options = bounded(min.to_be_bytes().to_vec(), (max + 1).to_be_bytes().to_vec());
+        let options = bounded(timestamp_key(min).to_vec(), timestamp_key(max + 1).to_vec());
         let reversed = filter.flags.contains(QueryFilterFlags::REVERSED);
-        let rows =
-            self.db
-                .iterator_cf_opt(self.cf(CF_TRANSFER_TIMES)?, options, direction(reversed));
+        let rows = self
+            .db
+            .iterator_cf_opt(self.cf(CF_TRANSFERS)?, options, direction(reversed));
         for row in rows {
-            let (key, value) = row.map_err(rocks("iterate transfer timestamps"))?;
-            let id = parse_id_key(&value).map_err(corrupt(CF_TRANSFER_TIMES, &key))?;
-            let transfer = self.transfer_of_index(CF_TRANSFER_TIMES, &key, id)?;
+            let (key, value) = row.map_err(rocks("iterate transfers"))?;
+            let transfer = decode_transfer(&key, &value)?;
             if query_filter_matches(filter, &transfer) {
                 selected.push(transfer);
                 if selected.len() == limit {
@@ -260,31 +269,46 @@ impl Store {
         Ok(())
     }
 
-    /// The transfer an index row names; its absence is corruption.
-    fn transfer_of_index(
+    /// The transfer at the timestamp of an account's timeline row, which must be one of
+    /// the account's transfers; its absence is corruption.
+    fn transfer_of_row(
         &self,
         cf: &'static str,
         key: &[u8],
-        id: u128,
+        account_id: u128,
     ) -> Result<Transfer, StoreError> {
+        let (_, timestamp) = parse_timeline_key(key).map_err(corrupt(cf, key))?;
+        let transfer_key = timestamp_key(timestamp);
         let value = self
             .db
-            .get_pinned_cf(self.cf(CF_TRANSFERS)?, id_key(id))
+            .get_pinned_cf(self.cf(CF_TRANSFERS)?, transfer_key)
             .map_err(rocks("read a transfer"))?
             .ok_or_else(|| StoreError::Corrupt {
                 cf,
                 key: key_hex(key),
-                reason: format!("names transfer {id}, which is not stored"),
+                reason: format!("no transfer is stored at {timestamp}"),
             })?;
-        decode_transfer(&id_key(id), &value)
+        let transfer = decode_transfer(&transfer_key, &value)?;
+        if transfer.debit_account_id != account_id && transfer.credit_account_id != account_id {
+            let reason = format!(
+                "transfer {} at {timestamp} is not the account's",
+                transfer.id
+            );
+            return Err(corrupt(cf, key)(reason));
+        }
+        Ok(transfer)
     }
 }
 
-fn decode_transfer(key: &[u8], value: &DBPinnableSlice) -> Result<Transfer, StoreError> {
+/// A stored transfer, which must be filed under its own timestamp.
+fn decode_transfer(key: &[u8], value: &[u8]) -> Result<Transfer, StoreError> {
     let transfer: Transfer = decode_record(value).map_err(corrupt(CF_TRANSFERS, key))?;
-    let key_id = parse_id_key(key).map_err(corrupt(CF_TRANSFERS, key))?;
-    if key_id != transfer.id {
-        let reason = format!("key id {key_id}, record id {}", transfer.id);
+    let timestamp = parse_timestamp_key(key).map_err(corrupt(CF_TRANSFERS, key))?;
+    if timestamp != transfer.timestamp {
+        let reason = format!(
+            "key timestamp {timestamp}, record timestamp {}",
+            transfer.timestamp
+        );
         return Err(corrupt(CF_TRANSFERS, key)(reason));
     }
     Ok(transfer)

@@ -175,9 +175,13 @@ fn indexed_transfer_ids(store: &Store, account_id: u128) -> Vec<u128> {
         cf,
         rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward),
     );
+    let transfers = store.cf(CF_TRANSFERS).unwrap();
     rows.map(|row| row.unwrap())
         .take_while(|(key, _)| key[..16] == id_key(account_id))
-        .map(|(_, value)| u128::from_be_bytes((*value).try_into().unwrap()))
+        .map(|(key, _)| {
+            let value = store.db.get_cf(transfers, &key[16..]).unwrap().unwrap();
+            bytemuck::pod_read_unaligned::<Transfer>(&value).id
+        })
         .collect()
 }
 
@@ -410,7 +414,7 @@ fn assert_verify_refuses(store: &Store, expected_cf: &str) {
 fn short_and_mismatched_values_are_corruption_not_panics() {
     let account_2 = random_history_account(2);
     // (column family, key, value, whether a start reads it)
-    let cases: [(&str, Vec<u8>, Vec<u8>, bool); 8] = [
+    let cases: [(&str, Vec<u8>, Vec<u8>, bool); 9] = [
         (CF_ACCOUNTS, id_key(1).to_vec(), vec![1, 2, 3, 4, 5], true),
         // The record of account 2 under the key of account 1.
         (
@@ -425,8 +429,15 @@ fn short_and_mismatched_values_are_corruption_not_panics() {
         // A resolved status of a transfer that does not exist.
         (
             CF_TRANSFER_STATUS,
-            id_key(1 << 100).to_vec(),
+            (1u64 << 62).to_be_bytes().to_vec(),
             vec![2],
+            false,
+        ),
+        // An id filed at a timestamp where no transfer is.
+        (
+            CF_TRANSFER_IDS,
+            id_key(1 << 100).to_vec(),
+            vec![1; 8],
             false,
         ),
         (
@@ -477,7 +488,7 @@ fn manifests_of_another_version_or_shape_are_refused() {
             .unwrap_err()
     ));
 
-    for truncated in [&[][..], &[3, 0], &[3, 0, 0, 0, 5]] {
+    for truncated in [&[][..], &[4, 0], &[4, 0, 0, 0, 5]] {
         put_raw(store, CF_META, META_KEY, truncated);
         assert_corrupt(store, CF_META);
     }
@@ -568,7 +579,7 @@ fn verify_and_the_read_path_refuse_a_damaged_transfer_row() {
     let fixture = store_with_history();
     let store = &fixture.store;
     let view = store.db.snapshot();
-    let (key, _) = view
+    let (key, value) = view
         .iterator_cf(
             store.cf(CF_TRANSFERS).unwrap(),
             rocksdb::IteratorMode::Start,
@@ -577,6 +588,7 @@ fn verify_and_the_read_path_refuse_a_damaged_transfer_row() {
         .unwrap()
         .unwrap();
     drop(view);
+    let id = bytemuck::pod_read_unaligned::<Transfer>(&value).id;
     put_raw(store, CF_TRANSFERS, &key, &[7; 100]);
     match store.verify(|_| {}) {
         Err(StoreError::Corrupt { cf, key: named, .. }) => {
@@ -587,7 +599,6 @@ fn verify_and_the_read_path_refuse_a_damaged_transfer_row() {
     }
     // A start does not read old transfers; the request that names one gets the error.
     let (ledger, _) = store.load_ledger().expect("a start reads no transfer row");
-    let id = u128::from_be_bytes(key[..].try_into().unwrap());
     let mut old = OldTransfers::new(ledger.evicted_through());
     match store.read_transfers_by_id(vec![id], &mut old) {
         Err(StoreError::Corrupt { cf, .. }) => assert_eq!(cf, CF_TRANSFERS),

@@ -1,7 +1,7 @@
 //! `settled verify`: the full check of a checkpoint store, offline and streaming.
 //!
-//! Every transfer row is read once, in id order, beside the status rows (a merge of two
-//! sorted scans), and added into the balances it implies: a pending transfer counts as
+//! Every transfer row is read once, in timestamp order, beside the status rows (a merge
+//! of two sorted scans), and added into the balances it implies: a pending transfer counts as
 //! pending while its status says so, a plain transfer or a post counts as posted, a void
 //! (and a pending transfer that was resolved) moves nothing. Then every account's stored
 //! balances must equal those sums, and per ledger debits must equal credits. Memory holds
@@ -20,11 +20,15 @@ use std::collections::{BTreeMap, HashMap};
 use protocol::{Account, Transfer, TransferFlags};
 use rocksdb::IteratorMode;
 
-use super::codec::{decode_record, decode_status, key_hex, parse_id_key, parse_timeline_key};
-use super::load::check_key_is_id;
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::codec::{
+    decode_record, decode_status, id_key, key_hex, parse_id_key, parse_timeline_key,
+    parse_timestamp_key, timeline_key, timestamp_key,
+};
 use super::{
-    rocks, Store, StoreError, CF_ACCOUNTS, CF_BALANCES, CF_FAILED_IDS, CF_PENDING, CF_TRANSFERS,
-    CF_TRANSFER_STATUS,
+    rocks, Store, StoreError, CF_ACCOUNTS, CF_ACCOUNT_TRANSFERS, CF_BALANCES, CF_FAILED_IDS,
+    CF_PENDING, CF_TRANSFERS, CF_TRANSFER_IDS, CF_TRANSFER_STATUS,
 };
 use crate::ledger::{
     account_hash, balance_hash, failed_id_hash, transfer_hash, CheckpointTotals, PendingStatus,
@@ -47,6 +51,36 @@ const BALANCE_FIELDS: [&str; 4] = [
     "credits_pending",
     "credits_posted",
 ];
+
+/// Counts and hash sums of index rows, as the transfers imply them or as stored.
+#[derive(Default)]
+struct IndexSums {
+    ids_count: u64,
+    ids: u128,
+    timelines_count: u64,
+    timelines: u128,
+}
+
+impl IndexSums {
+    fn add(&mut self, transfer: &Transfer) {
+        self.ids = self
+            .ids
+            .wrapping_add(id_row_hash(transfer.id, transfer.timestamp));
+        self.ids_count += 1;
+        for account_id in [transfer.debit_account_id, transfer.credit_account_id] {
+            let key = timeline_key(account_id, transfer.timestamp);
+            self.timelines = self.timelines.wrapping_add(xxh3_128(&key));
+            self.timelines_count += 1;
+        }
+    }
+}
+
+fn id_row_hash(id: u128, timestamp: u64) -> u128 {
+    let mut row = [0u8; 24];
+    row[..16].copy_from_slice(&id_key(id));
+    row[16..].copy_from_slice(&timestamp_key(timestamp));
+    xxh3_128(&row)
+}
 
 /// One account: its stored record and the four balances its transfers add up to.
 struct Tally {
@@ -72,6 +106,7 @@ impl Store {
             .iterator_cf(self.cf(CF_TRANSFER_STATUS)?, IteratorMode::Start)
             .peekable();
         let mut transfers = 0u64;
+        let mut indexes = IndexSums::default();
         for row in view.iterator_cf(self.cf(CF_TRANSFERS)?, IteratorMode::Start) {
             let (key, value) = row.map_err(rocks("iterate transfers"))?;
             let corrupt = |reason: String| StoreError::Corrupt {
@@ -80,13 +115,19 @@ impl Store {
                 reason,
             };
             let transfer: Transfer = decode_record(&value).map_err(corrupt)?;
-            let id = parse_id_key(&key).map_err(corrupt)?;
-            check_key_is_id(id, transfer.id).map_err(corrupt)?;
-            // Status rows are keyed by id too: take the one of this transfer, if any.
+            let timestamp = parse_timestamp_key(&key).map_err(corrupt)?;
+            if timestamp != transfer.timestamp {
+                let stored = transfer.timestamp;
+                return Err(corrupt(format!(
+                    "key timestamp {timestamp}, record timestamp {stored}"
+                )));
+            }
+            // Status rows are filed by timestamp too: take the one of this transfer, if any.
             let mut status = None;
             while let Some(row) = statuses.next_if(|row| {
-                row.as_ref()
-                    .map_or(true, |(key, _)| parse_id_key(key).is_ok_and(|k| k <= id))
+                row.as_ref().map_or(true, |(key, _)| {
+                    parse_timestamp_key(key).is_ok_and(|k| k <= timestamp)
+                })
             }) {
                 let (status_key, status_value) = row.map_err(rocks("iterate statuses"))?;
                 let status_corrupt = |reason: String| StoreError::Corrupt {
@@ -94,11 +135,12 @@ impl Store {
                     key: key_hex(&status_key),
                     reason,
                 };
-                if parse_id_key(&status_key).map_err(status_corrupt)? != id {
-                    return Err(status_corrupt("no transfer has this id".into()));
+                if parse_timestamp_key(&status_key).map_err(status_corrupt)? != timestamp {
+                    return Err(status_corrupt("no transfer has this timestamp".into()));
                 }
                 status = Some(decode_status(&status_value).map_err(status_corrupt)?);
             }
+            indexes.add(&transfer);
             let status = add_transfer(&mut accounts, &transfer, status).map_err(corrupt)?;
             found.transfers = found
                 .transfers
@@ -118,7 +160,7 @@ impl Store {
             return Err(StoreError::Corrupt {
                 cf: CF_TRANSFER_STATUS,
                 key: key_hex(&key),
-                reason: "no transfer has this id".into(),
+                reason: "no transfer has this timestamp".into(),
             });
         }
         progress(transfers);
@@ -126,6 +168,7 @@ impl Store {
         check_balances(&accounts)?;
         self.tally_other_rows(&view, &mut found)?;
         check_totals(&found, &expected)?;
+        self.check_indexes(&view, &indexes)?;
         Ok(VerifyReport {
             accounts: accounts.len() as u64,
             transfers,
@@ -184,6 +227,61 @@ impl Store {
                 .wrapping_add(failed_id_hash(parse_id_key(key)?));
             Ok(())
         })?;
+        Ok(())
+    }
+
+    /// The two indexes of the transfers hold exactly one row per transfer (`transfer_ids`)
+    /// and per transfer and party (`account_transfers`), naming it rightly.
+    fn check_indexes(
+        &self,
+        view: &rocksdb::Snapshot,
+        expected: &IndexSums,
+    ) -> Result<(), StoreError> {
+        let mut found = IndexSums::default();
+        self.scan(view, CF_TRANSFER_IDS, |key, value| {
+            let id = parse_id_key(key)?;
+            let timestamp = parse_timestamp_key(value)?;
+            found.ids = found.ids.wrapping_add(id_row_hash(id, timestamp));
+            found.ids_count += 1;
+            Ok(())
+        })?;
+        self.scan(view, CF_ACCOUNT_TRANSFERS, |key, value| {
+            parse_timeline_key(key)?;
+            if !value.is_empty() {
+                return Err(format!("value is {} bytes, not empty", value.len()));
+            }
+            found.timelines = found.timelines.wrapping_add(xxh3_128(key));
+            found.timelines_count += 1;
+            Ok(())
+        })?;
+        let kinds = [
+            (
+                CF_TRANSFER_IDS,
+                found.ids_count,
+                found.ids,
+                expected.ids_count,
+                expected.ids,
+            ),
+            (
+                CF_ACCOUNT_TRANSFERS,
+                found.timelines_count,
+                found.timelines,
+                expected.timelines_count,
+                expected.timelines,
+            ),
+        ];
+        for (cf, found_count, found_sum, expected_count, expected_sum) in kinds {
+            if (found_count, found_sum) != (expected_count, expected_sum) {
+                return Err(StoreError::Corrupt {
+                    cf,
+                    key: "(all rows)".to_owned(),
+                    reason: format!(
+                        "{found_count} rows hashing to {found_sum:#x}, but the transfers make \
+                         {expected_count} rows hashing to {expected_sum:#x}"
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 
