@@ -299,7 +299,16 @@ impl Drop for Engine {
     }
 }
 
+/// WAL records decoded, with their store reads done, ahead of the one being applied.
+const REPLAY_READ_AHEAD_RECORDS: usize = 16;
+
 /// Re-execute the WAL records after the checkpoint, in order, with the same apply code.
+///
+/// The store reads of each record (what it names of the transfers the start did not
+/// load) run on a second thread, ahead of the apply: they depend only on the store and
+/// the eviction watermark, which replay never moves, so a record's reads need nothing
+/// from the records before it. Reads and apply then overlap, as the read stage and the
+/// core do when the engine runs.
 fn replay(
     wal: &Wal,
     store: &Store,
@@ -311,22 +320,64 @@ fn replay(
         records_replayed: 0,
         lsn_last: checkpoint_lsn,
     };
+    let through = ledger.evicted_through();
+    std::thread::scope(|scope| {
+        let (sender, receiver) = crossbeam::channel::bounded(REPLAY_READ_AHEAD_RECORDS);
+        let reader = std::thread::Builder::new()
+            .name("settled-replay".to_owned())
+            .spawn_scoped(scope, move || {
+                read_ahead(wal, store, checkpoint_lsn, through, sender)
+            })
+            .map_err(|source| EngineError::Io {
+                operation: "start the replay reader thread",
+                path: String::new(),
+                source: Arc::new(source),
+            })?;
+        for (lsn, batch, olds) in receiver {
+            assert_eq!(
+                ledger.evicted_through(),
+                through,
+                "replay moved the watermark"
+            );
+            assert_eq!(lsn, report.lsn_last + 1, "WAL records out of sequence");
+            for (entry, mut old) in batch.entries.iter().zip(olds) {
+                record::apply(ledger, batch.now, entry.as_write(), &mut old);
+            }
+            report.records_replayed += 1;
+            report.lsn_last = lsn;
+        }
+        // The reader stops at the end of the WAL or at its first error, reported here.
+        reader.join().expect("the replay reader does not panic")
+    })?;
+    Ok(report)
+}
+
+/// The replay reader: every record after `checkpoint_lsn`, decoded, with the store's
+/// answers for each of its entries, in order.
+fn read_ahead(
+    wal: &Wal,
+    store: &Store,
+    checkpoint_lsn: u64,
+    through: u64,
+    records: crossbeam::channel::Sender<(u64, record::Batch, Vec<crate::ledger::OldTransfers>)>,
+) -> Result<(), EngineError> {
     for record in wal.replay_after(checkpoint_lsn).map_err(wal_error)? {
         let record = record.map_err(wal_error)?;
         let batch = record::decode(&record.payload).map_err(|source| EngineError::Recovery {
             lsn: record.lsn,
             source,
         })?;
-        for entry in &batch.entries {
-            let write = entry.as_write();
-            let mut old = read_stage::read_for_write(store, write, ledger.evicted_through())
-                .map_err(store_error)?;
-            record::apply(ledger, batch.now, write, &mut old);
+        let olds = batch
+            .entries
+            .iter()
+            .map(|entry| read_stage::read_for_write(store, entry.as_write(), through))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(store_error)?;
+        if records.send((record.lsn, batch, olds)).is_err() {
+            break;
         }
-        report.records_replayed += 1;
-        report.lsn_last = record.lsn;
     }
-    Ok(report)
+    Ok(())
 }
 
 fn store_error(error: StoreError) -> EngineError {
