@@ -6,7 +6,7 @@
 use protocol::{Account, Transfer, TransferFlags};
 use rocksdb::IteratorMode;
 
-use super::codec::{decode_record, key_hex, parse_id_key, parse_timestamp_key};
+use super::codec::{decode_record, key_hex, parse_id_key, parse_timestamp_key, timestamp_key};
 use super::{
     manifest, rocks, CheckpointMeta, Store, StoreError, CF_ACCOUNTS, CF_ACCOUNT_TRANSFERS,
     CF_BALANCES, CF_FAILED_IDS, CF_META, CF_PENDING, CF_TRANSFERS, CF_TRANSFER_IDS,
@@ -21,6 +21,7 @@ impl Store {
     /// Rebuilds the ledger from the store: (ledger, meta). An empty store gives
     /// (Ledger::new(), None).
     pub fn load_ledger(&self) -> Result<(Ledger, Option<CheckpointMeta>), StoreError> {
+        self.drop_unmanifested_transfers()?;
         let view = self.db.snapshot();
         let Some((meta, totals)) = self.read_manifest(&view)? else {
             self.check_empty(&view)?;
@@ -49,6 +50,32 @@ impl Store {
             .get_pinned_cf(self.cf(CF_META)?, META_KEY)
             .map_err(rocks("read the manifest"))?;
         value.map(|bytes| manifest::decode(&bytes)).transpose()
+    }
+
+    /// A checkpoint ingests its transfers before it writes its manifest: a crash between
+    /// the two leaves transfers newer than the manifest's newest, which no checkpoint
+    /// holds (WAL replay makes them again), or transfers and no manifest at all after a
+    /// crash in the first checkpoint. They are deleted here.
+    fn drop_unmanifested_transfers(&self) -> Result<(), StoreError> {
+        let manifest = self.read_manifest(&self.db.snapshot())?;
+        let after = manifest.map_or(0, |(_, totals)| totals.transfers_timestamp_last + 1);
+        let transfers = self.cf(CF_TRANSFERS)?;
+        let mut rows = self.db.iterator_cf(transfers, IteratorMode::End);
+        let newest = match rows.next() {
+            Some(row) => row.map_err(rocks("iterate"))?.0,
+            None => return Ok(()),
+        };
+        drop(rows);
+        if parse_timestamp_key(&newest).is_ok_and(|newest| newest >= after) {
+            tracing::warn!(
+                after,
+                "dropping transfers of an interrupted checkpoint (the WAL holds them)"
+            );
+            self.db
+                .delete_range_cf(transfers, timestamp_key(after), timestamp_key(u64::MAX))
+                .map_err(rocks("drop an interrupted checkpoint's transfers"))?;
+        }
+        Ok(())
     }
 
     /// The newest row of `transfers` (filed by timestamp) is the newest transfer the

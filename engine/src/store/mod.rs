@@ -85,7 +85,7 @@ mod verify;
 
 pub use verify::VerifyReport;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
@@ -225,6 +225,10 @@ pub struct RocksStats {
 /// checkpointer); reads see a consistent snapshot.
 pub struct Store {
     db: DB,
+    /// The options of `transfers`, for the files checkpoints build for it.
+    transfers_options: Options,
+    /// Where those files are built before RocksDB takes them in.
+    ingest_dir: PathBuf,
     /// Whether `failed_ids` has rows: until it does, no batch needs to read it.
     failed_ids_stored: AtomicBool,
     /// A checkpoint whose batch is in the memtables but whose flush failed: a retry of
@@ -256,8 +260,16 @@ impl Store {
         // in the files.
         options.set_atomic_flush(true);
         let db = DB::open_cf_descriptors(&options, dir, descriptors).map_err(rocks("open"))?;
+        let ingest_dir = dir.join("ingest");
+        // Files of a checkpoint that a crash interrupted are not part of any checkpoint.
+        let _ = std::fs::remove_dir_all(&ingest_dir);
+        std::fs::create_dir_all(&ingest_dir).map_err(|error| StoreError::Config {
+            reason: format!("create {}: {error}", ingest_dir.display()),
+        })?;
         let store = Store {
             db,
+            transfers_options: column_family_options(&cache, bloom, Reads::Range),
+            ingest_dir,
             failed_ids_stored: AtomicBool::new(false),
             unflushed: Mutex::new(None),
         };
@@ -341,13 +353,17 @@ impl Store {
         let accounts_before = self.accounts_before(&view, &changes.accounts)?;
         drop(view);
         totals.add(changes, &accounts_before);
+        // The transfers go in first, as a file of their own: a crash before the batch
+        // below leaves them past the manifest's newest transfer, where the next start
+        // drops them (`drop_unmanifested_transfers`) and WAL replay makes them again.
+        let ingested = self.ingest_transfers(&changes.transfers)?;
         let mut batch = WriteBatch::default();
         self.batch_objects(&mut batch, changes)?;
         self.batch_indexes(&mut batch, changes)?;
         batch.put_cf(self.cf(CF_META)?, META_KEY, manifest::encode(meta, &totals));
         let written = CheckpointWritten {
-            rows: batch.len() as u64,
-            bytes: batch.size_in_bytes() as u64,
+            rows: batch.len() as u64 + changes.transfers.len() as u64,
+            bytes: batch.size_in_bytes() as u64 + ingested,
         };
         let mut options = WriteOptions::default();
         options.disable_wal(true);
@@ -356,6 +372,43 @@ impl Store {
             .map_err(rocks("write a checkpoint"))?;
         self.note_failed_ids(&totals);
         Ok(written)
+    }
+
+    /// Write `transfers` (in timestamp order, after every stored one) into a sorted file
+    /// and hand it to RocksDB, which files it below everything else without a memtable,
+    /// a flush or a later merge: the keys are new and past all stored ones. Returns the
+    /// file's size.
+    fn ingest_transfers(&self, transfers: &[protocol::Transfer]) -> Result<u64, StoreError> {
+        let Some(first) = transfers.first() else {
+            return Ok(0);
+        };
+        let path = self
+            .ingest_dir
+            .join(format!("transfers-{}.sst", first.timestamp));
+        let writer = rocksdb::SstFileWriter::create(&self.transfers_options);
+        let mut writer = writer;
+        writer
+            .open(&path)
+            .map_err(rocks("create a transfers file"))?;
+        let mut previous = 0;
+        for transfer in transfers {
+            assert!(
+                transfer.timestamp > previous,
+                "transfers out of timestamp order"
+            );
+            previous = transfer.timestamp;
+            writer
+                .put(timestamp_key(transfer.timestamp), record_bytes(transfer))
+                .map_err(rocks("write a transfers file"))?;
+        }
+        writer.finish().map_err(rocks("finish a transfers file"))?;
+        let bytes = writer.file_size();
+        let mut options = rocksdb::IngestExternalFileOptions::default();
+        options.set_move_files(true);
+        self.db
+            .ingest_external_file_cf_opts(self.cf(CF_TRANSFERS)?, &options, vec![&path])
+            .map_err(rocks("ingest a transfers file"))?;
+        Ok(bytes)
     }
 
     /// The stored record of each of `accounts` (by id), if any: what the checkpoint
@@ -400,16 +453,13 @@ impl Store {
         for account in sorted_by_key(&changes.accounts, |account| account.id) {
             batch.put_cf(accounts, id_key(account.id), record_bytes(account));
         }
-        // Transfers are taken in creation order, which is timestamp order: already
-        // sorted, and after every stored one.
-        let transfers = self.cf(CF_TRANSFERS)?;
+        // The transfers themselves were ingested as a file (`ingest_transfers`). New
+        // pending transfers go before the resolutions below, which may delete the same
+        // rows again.
         let pending = self.cf(CF_PENDING)?;
         for transfer in &changes.transfers {
-            let key = timestamp_key(transfer.timestamp);
-            batch.put_cf(transfers, key, record_bytes(transfer));
-            // New pending transfers before the resolutions below, which may delete the
-            // same rows again.
             if transfer.flags.contains(TransferFlags::PENDING) {
+                let key = timestamp_key(transfer.timestamp);
                 batch.put_cf(pending, key, record_bytes(transfer));
             }
         }

@@ -520,8 +520,8 @@ fn rows_that_break_the_ledger_are_restore_errors() {
 fn rows_without_a_manifest_are_corruption() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
-    put_raw(&store, CF_TRANSFERS, &id_key(1), &[0; 128]);
-    assert_corrupt(&store, CF_TRANSFERS);
+    put_raw(&store, CF_ACCOUNTS, &id_key(1), &[0; 128]);
+    assert_corrupt(&store, CF_ACCOUNTS);
 }
 
 #[test]
@@ -639,4 +639,40 @@ fn start_and_verify_refuse_a_damaged_or_missing_pending_row() {
         .unwrap();
     assert!(store.load_ledger().is_err());
     assert_verify_refuses(store, CF_PENDING);
+}
+
+#[test]
+fn transfers_of_an_interrupted_checkpoint_are_dropped_at_start() {
+    let fixture = store_with_history();
+    let store = &fixture.store;
+    let (before, meta) = store.load_ledger().unwrap();
+    // A checkpoint that ingested its transfers and crashed before its manifest.
+    let orphan = Transfer {
+        id: 1 << 90,
+        timestamp: before.timestamp_last() + 10,
+        ..Transfer::default()
+    };
+    store.ingest_transfers(&[orphan]).unwrap();
+    let (after, meta_after) = store
+        .load_ledger()
+        .expect("the orphan is dropped, not refused");
+    assert_eq!(
+        (after.state_hash(), meta_after),
+        (before.state_hash(), meta)
+    );
+    let rows = store
+        .db
+        .iterator_cf(store.cf(CF_TRANSFERS).unwrap(), rocksdb::IteratorMode::End)
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_ne!(rows.0.as_ref(), orphan.timestamp.to_be_bytes());
+    store.verify(|_| {}).expect("nothing of the orphan is left");
+    assert!(
+        std::fs::read_dir(&store.ingest_dir)
+            .unwrap()
+            .next()
+            .is_none(),
+        "ingested files are moved, not copied"
+    );
 }
