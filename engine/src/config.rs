@@ -18,6 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::{EngineConfig, EngineError, WhenFull};
 
+/// The smallest block cache accepted: below it the pinned index and filter blocks of a
+/// few files would fill it.
+const STORE_CACHE_BYTES_MIN: usize = 8 << 20;
+
 /// `settled [--config FILE] [--listen IP:PORT] [--data-dir DIR] [--metrics-listen IP:PORT]`
 #[derive(Clone, Debug, Default, clap::Parser)]
 #[command(
@@ -105,6 +109,9 @@ pub struct Config {
     /// Transfers no checkpoint holds yet, at most; beyond it the core holds requests
     /// until the checkpointer catches up.
     pub transfers_uncheckpointed_max: u64,
+    /// RocksDB's block cache, in bytes: data blocks read back, and the index and filter
+    /// blocks of every file (which grow with history).
+    pub store_cache_bytes: u64,
     /// Largest WAL segment file, in bytes.
     pub wal_segment_bytes: u64,
     /// Bytes the WAL buffers while the previous group is written and synced.
@@ -175,6 +182,7 @@ impl Default for Config {
             checkpoint_interval_seconds: engine.checkpoint_interval.as_secs(),
             transfers_resident_max: engine.transfers_resident_max,
             transfers_uncheckpointed_max: engine.transfers_uncheckpointed_max,
+            store_cache_bytes: engine.store.block_cache_bytes as u64,
             wal_segment_bytes: engine.wal.segment_bytes,
             wal_pending_bytes_max: engine.wal.pending_bytes_max,
             fsync: "always".into(),
@@ -316,6 +324,15 @@ impl Config {
         engine.checkpoint_interval = Duration::from_secs(self.checkpoint_interval_seconds);
         engine.transfers_resident_max = self.transfers_resident_max;
         engine.transfers_uncheckpointed_max = self.transfers_uncheckpointed_max;
+        engine.store.block_cache_bytes = usize::try_from(self.store_cache_bytes)
+            .map_err(|_| invalid("store_cache_bytes", self.store_cache_bytes, "too large"))?;
+        if engine.store.block_cache_bytes < STORE_CACHE_BYTES_MIN {
+            return Err(invalid(
+                "store_cache_bytes",
+                self.store_cache_bytes,
+                &format!("below the minimum {STORE_CACHE_BYTES_MIN}"),
+            ));
+        }
         engine.wal.segment_bytes = self.wal_segment_bytes;
         engine.wal.pending_bytes_max = self.wal_pending_bytes_max;
         engine
@@ -573,6 +590,11 @@ mod tests {
         assert!(
             segment.starts_with("wal_segment_bytes = 1024: "),
             "{segment}"
+        );
+        let cache = error_of("store_cache_bytes = 1000");
+        assert!(
+            cache.starts_with("store_cache_bytes = 1000: below the minimum"),
+            "{cache}"
         );
         let interval = error_of("checkpoint_interval_seconds = 0");
         assert!(

@@ -153,7 +153,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             bloom_bits_per_key: 10.0,
-            block_cache_bytes: 64 << 20,
+            block_cache_bytes: 256 << 20,
         }
     }
 }
@@ -555,6 +555,13 @@ impl Store {
 fn column_family_options(cache: &Cache, bloom_bits_per_key: f64, reads: Reads) -> Options {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
+    // Index and filter blocks live in the block cache too, so that one size bounds what
+    // RocksDB holds of its files, and a start loads them as reads need them rather than
+    // all at once (they grow with history: ~2.5 bytes per transfer). The top level and
+    // the files of L0 stay pinned: every read passes through them.
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    table.set_pin_top_level_index_and_filter(true);
     if reads == Reads::Point {
         table.set_bloom_filter(bloom_bits_per_key, false);
     }
