@@ -27,7 +27,7 @@
 //! | `settled_transfers_checkpointed_resident` | gauge | | per batch: of those, held by a written checkpoint (evictable) |
 //! | `settled_transfers_pending` | gauge | | per batch: pending transfers not yet posted, voided or expired |
 //! | `settled_expirations_pending` | gauge | | per batch: pending transfers with a timeout |
-//! | `settled_failed_ids` | gauge | | per batch: transiently failed ids held in memory |
+//! | `settled_failed_ids` | gauge | | per batch: transiently failed ids held in memory (until a checkpoint holds them) |
 //! | `settled_wal_records_written_total`, `settled_wal_bytes_written_total`, `settled_wal_fsyncs_total` | counter | | WAL writer, per group |
 //! | `settled_wal_fsync_duration_seconds` | histogram | | per group: time in fdatasync |
 //! | `settled_wal_group_records` | histogram | | per group: records it held (group commit) |
