@@ -8,7 +8,7 @@
 
 use protocol::{AccountBalance, AccountFilter, AccountFilterFlags, QueryFilter, QueryFilterFlags};
 use protocol::{Transfer, TransferFlags};
-use rocksdb::{IteratorMode, ReadOptions};
+use rocksdb::{DBPinnableSlice, IteratorMode, ReadOptions};
 
 use super::codec::{
     decode_record, decode_status, id_key, key_hex, parse_timeline_key, parse_timestamp_key,
@@ -59,25 +59,37 @@ fn direction(reversed: bool) -> IteratorMode<'static> {
 }
 
 impl Store {
-    /// Add to `old` every transfer the store has among `ids`, with its status.
-    pub fn read_transfers_by_id(
+    /// `ids`, sorted and without repeats, each with its value in `cf` if it has one: one
+    /// batched read on sorted keys.
+    fn get_by_ids(
         &self,
+        cf: &'static str,
         mut ids: Vec<u128>,
-        old: &mut OldTransfers,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<(u128, Option<DBPinnableSlice<'_>>)>, StoreError> {
         ids.sort_unstable();
         ids.dedup();
         let keys: Vec<[u8; 16]> = ids.iter().map(|id| id_key(*id)).collect();
-        let values = self
-            .db
-            .batched_multi_get_cf(self.cf(CF_TRANSFER_IDS)?, &keys, true);
+        let values = self.db.batched_multi_get_cf(self.cf(cf)?, &keys, true);
+        ids.into_iter()
+            .zip(values)
+            .map(|(id, value)| Ok((id, value.map_err(rocks("read by id"))?)))
+            .collect()
+    }
+
+    /// Add to `old` every transfer the store has among `ids`, with its status.
+    pub fn read_transfers_by_id(
+        &self,
+        ids: Vec<u128>,
+        old: &mut OldTransfers,
+    ) -> Result<(), StoreError> {
         let mut found: Vec<(u64, u128)> = Vec::new();
-        for ((id, key), value) in ids.iter().zip(&keys).zip(values) {
-            let Some(value) = value.map_err(rocks("read transfer ids"))? else {
+        for (id, value) in self.get_by_ids(CF_TRANSFER_IDS, ids)? {
+            let Some(value) = value else {
                 continue;
             };
-            let timestamp = parse_timestamp_key(&value).map_err(corrupt(CF_TRANSFER_IDS, key))?;
-            found.push((timestamp, *id));
+            let timestamp =
+                parse_timestamp_key(&value).map_err(corrupt(CF_TRANSFER_IDS, &id_key(id)))?;
+            found.push((timestamp, id));
         }
         found.sort_unstable();
         let keys: Vec<[u8; 8]> = found.iter().map(|(t, _)| timestamp_key(*t)).collect();
@@ -122,25 +134,19 @@ impl Store {
     /// Record in `old` which of `ids` the store holds as transiently failed.
     pub fn read_failed_ids(
         &self,
-        mut ids: Vec<u128>,
+        ids: Vec<u128>,
         old: &mut OldTransfers,
     ) -> Result<(), StoreError> {
-        ids.sort_unstable();
-        ids.dedup();
-        let keys: Vec<[u8; 16]> = ids.iter().map(|id| id_key(*id)).collect();
-        let values = self
-            .db
-            .batched_multi_get_cf(self.cf(CF_FAILED_IDS)?, &keys, true);
         let mut failed = Vec::new();
-        for ((id, key), value) in ids.iter().zip(&keys).zip(values) {
-            let Some(value) = value.map_err(rocks("read failed ids"))? else {
+        for (id, value) in self.get_by_ids(CF_FAILED_IDS, ids)? {
+            let Some(value) = value else {
                 continue;
             };
             if !value.is_empty() {
                 let reason = format!("value is {} bytes, not empty", value.len());
-                return Err(corrupt(CF_FAILED_IDS, key)(reason));
+                return Err(corrupt(CF_FAILED_IDS, &id_key(id))(reason));
             }
-            failed.push(*id);
+            failed.push(id);
         }
         old.set_failed(failed);
         Ok(())

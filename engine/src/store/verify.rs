@@ -271,16 +271,8 @@ impl Store {
             ),
         ];
         for (cf, found_count, found_sum, expected_count, expected_sum) in kinds {
-            if (found_count, found_sum) != (expected_count, expected_sum) {
-                return Err(StoreError::Corrupt {
-                    cf,
-                    key: "(all rows)".to_owned(),
-                    reason: format!(
-                        "{found_count} rows hashing to {found_sum:#x}, but the transfers make \
-                         {expected_count} rows hashing to {expected_sum:#x}"
-                    ),
-                });
-            }
+            let (found, expected) = ((found_count, found_sum), (expected_count, expected_sum));
+            check_sums(cf, found, expected, "the transfers make")?;
         }
         Ok(())
     }
@@ -349,6 +341,26 @@ fn add_transfer(
     Ok(status)
 }
 
+/// The rows of `cf` add up to `(count, sum)` as `expected` says (`whose`: who says so).
+fn check_sums(
+    cf: &'static str,
+    (found_count, found_sum): (u64, u128),
+    (expected_count, expected_sum): (u64, u128),
+    whose: &str,
+) -> Result<(), StoreError> {
+    if (found_count, found_sum) == (expected_count, expected_sum) {
+        return Ok(());
+    }
+    Err(StoreError::Corrupt {
+        cf,
+        key: "(all rows)".to_owned(),
+        reason: format!(
+            "{found_count} rows hashing to {found_sum:#x}, but {whose} {expected_count} rows \
+             hashing to {expected_sum:#x}"
+        ),
+    })
+}
+
 /// What the rows add up to is what the checkpoints wrote, kind by kind.
 fn check_totals(found: &CheckpointTotals, expected: &CheckpointTotals) -> Result<(), StoreError> {
     let kinds = [
@@ -389,16 +401,8 @@ fn check_totals(found: &CheckpointTotals, expected: &CheckpointTotals) -> Result
         ),
     ];
     for (cf, found_count, found_sum, expected_count, expected_sum) in kinds {
-        if (found_count, found_sum) != (expected_count, expected_sum) {
-            return Err(StoreError::Corrupt {
-                cf,
-                key: "(all rows)".to_owned(),
-                reason: format!(
-                    "{found_count} rows hashing to {found_sum:#x}, but the checkpoint manifest \
-                     says {expected_count} rows hashing to {expected_sum:#x}"
-                ),
-            });
-        }
+        let (found, expected) = ((found_count, found_sum), (expected_count, expected_sum));
+        check_sums(cf, found, expected, "the checkpoint manifest says")?;
     }
     if found.transfers_timestamp_last != expected.transfers_timestamp_last {
         return Err(StoreError::Corrupt {
