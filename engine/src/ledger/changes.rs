@@ -136,6 +136,10 @@ pub(crate) struct ChangeTracker {
     pub transfers_from: TransferSlot,
     pub history_from: u64,
     pub resolved: Vec<TransferSlot>,
+    /// Length of `resolved` when the open linked chain began: a rollback drops the
+    /// resolutions after it (the chain's transfers are gone, and their slots may be
+    /// taken again by other transfers before the changes are taken).
+    pub chain_resolved_from: usize,
     pub failed: Vec<u128>,
     /// Emptied vectors for the next [`Changes`] (see `Ledger::recycle_changes`).
     pub spare: Changes,

@@ -172,6 +172,11 @@ impl CheckpointTotals {
             if status == PendingStatus::Pending {
                 continue;
             }
+            assert!(
+                transfer.flags.contains(TransferFlags::PENDING),
+                "a resolution of transfer {}, which is not pending",
+                transfer.id
+            );
             let pending = transfer_hash(transfer, PendingStatus::Pending);
             self.transfers = self
                 .transfers

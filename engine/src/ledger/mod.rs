@@ -381,6 +381,7 @@ impl Ledger {
             if event.linked() && chain_start.is_none() {
                 chain_start = Some(index);
                 self.undo.begin();
+                self.changes.chain_resolved_from = self.changes.resolved.len();
             }
             // A chain still open at the request's last event is reported on that event
             // even when an earlier event already broke the chain (the reference checks
@@ -438,6 +439,9 @@ impl Ledger {
 
     /// Undo every step of the open linked chain, newest first.
     fn rollback(&mut self) {
+        self.changes
+            .resolved
+            .truncate(self.changes.chain_resolved_from);
         while let Some(undo) = self.undo.pop() {
             match undo {
                 Undo::AccountCreated { id } => self.accounts.remove_last(id),

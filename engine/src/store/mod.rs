@@ -347,6 +347,12 @@ impl Store {
                     requested: meta,
                 });
             }
+            // The same position holds the same changes: this checkpoint is stored already
+            // (a retry after a failed WAL truncation, or nothing new since). Adding its
+            // changes again would count them twice.
+            if previous == meta {
+                return Ok(CheckpointWritten::default());
+            }
             totals = previous_totals;
         }
         assert_changes_before(meta, changes);
@@ -431,12 +437,15 @@ impl Store {
                 let Some(value) = value.map_err(rocks("read accounts"))? else {
                     return Ok(None);
                 };
-                let account =
-                    codec::decode_record(&value).map_err(|reason| StoreError::Corrupt {
-                        cf: CF_ACCOUNTS,
-                        key: codec::key_hex(key),
-                        reason,
-                    })?;
+                let corrupt = |reason| StoreError::Corrupt {
+                    cf: CF_ACCOUNTS,
+                    key: codec::key_hex(key),
+                    reason,
+                };
+                let account: protocol::Account = codec::decode_record(&value).map_err(corrupt)?;
+                // The sums assume a row holds the account its key names.
+                load::check_key_is_id(codec::parse_id_key(key).map_err(corrupt)?, account.id)
+                    .map_err(corrupt)?;
                 Ok(Some(account))
             })
             .collect()

@@ -15,8 +15,8 @@ use super::codec::{
     timeline_key, timestamp_key,
 };
 use super::{
-    rocks, Store, StoreError, CF_ACCOUNT_TRANSFERS, CF_BALANCES, CF_FAILED_IDS, CF_TRANSFERS,
-    CF_TRANSFER_IDS, CF_TRANSFER_STATUS,
+    rocks, Store, StoreError, CF_ACCOUNT_TRANSFERS, CF_BALANCES, CF_FAILED_IDS, CF_PENDING,
+    CF_TRANSFERS, CF_TRANSFER_IDS, CF_TRANSFER_STATUS,
 };
 use crate::ledger::{
     account_filter_matches, account_filter_valid, query_filter_matches, query_filter_valid,
@@ -121,12 +121,34 @@ impl Store {
         let statuses = self
             .db
             .batched_multi_get_cf(self.cf(CF_TRANSFER_STATUS)?, &keys, true);
+        let mut unresolved = Vec::new();
         for ((key, transfer), status) in keys.iter().zip(pending).zip(statuses) {
-            let status = match status.map_err(rocks("read transfer statuses"))? {
-                Some(value) => decode_status(&value).map_err(corrupt(CF_TRANSFER_STATUS, key))?,
-                None => PendingStatus::Pending,
-            };
-            old.insert(transfer, status);
+            match status.map_err(rocks("read transfer statuses"))? {
+                Some(value) => {
+                    let status = decode_status(&value).map_err(corrupt(CF_TRANSFER_STATUS, key))?;
+                    old.insert(transfer, status);
+                }
+                None => unresolved.push(transfer),
+            }
+        }
+        // Without a status row a transfer is still pending, which the store must say too:
+        // the ledger holds every pending transfer in memory and trusts that.
+        let keys: Vec<[u8; 8]> = unresolved
+            .iter()
+            .map(|t| timestamp_key(t.timestamp))
+            .collect();
+        let rows = self
+            .db
+            .batched_multi_get_cf(self.cf(CF_PENDING)?, &keys, true);
+        for ((key, transfer), row) in keys.iter().zip(unresolved).zip(rows) {
+            if row.map_err(rocks("read pending transfers"))?.is_none() {
+                let reason = format!(
+                    "pending transfer {} has no status row and no pending row",
+                    transfer.id
+                );
+                return Err(corrupt(CF_TRANSFER_STATUS, key)(reason));
+            }
+            old.insert(transfer, PendingStatus::Pending);
         }
         Ok(())
     }

@@ -653,6 +653,9 @@ fn transfers_of_an_interrupted_checkpoint_are_dropped_at_start() {
         ..Transfer::default()
     };
     store.ingest_transfers(&[orphan]).unwrap();
+    store
+        .verify(|_| {})
+        .expect("verify checks the checkpoint, not the orphan");
     let (after, meta_after) = store
         .load_ledger()
         .expect("the orphan is dropped, not refused");
@@ -675,4 +678,99 @@ fn transfers_of_an_interrupted_checkpoint_are_dropped_at_start() {
             .is_none(),
         "ingested files are moved, not copied"
     );
+}
+
+#[test]
+fn a_checkpoint_written_again_at_its_position_counts_once() {
+    // A retry after the WAL truncation failed writes the same checkpoint again.
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut history = RandomHistory::new(9);
+    for _ in 0..30 {
+        history.step();
+    }
+    let meta = CheckpointMeta {
+        lsn: 1,
+        timestamp_last: history.ledger.timestamp_last(),
+    };
+    let changes = history.ledger.take_changes();
+    assert!(!changes.transfers.is_empty() && !changes.pending_statuses.is_empty());
+    store.write_checkpoint(meta, &changes).unwrap();
+    store.write_checkpoint(meta, &changes).unwrap();
+    let (restored, _) = store.load_ledger().expect("counted once");
+    assert_eq!(restored.state_hash(), history.ledger.state_hash());
+    store.verify(|_| {}).unwrap();
+}
+
+#[test]
+fn a_slot_freed_by_a_failed_chain_is_not_taken_for_a_resolution() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut ledger = Ledger::new();
+    let accounts: Vec<Account> = (1..=2).map(random_history_account).collect();
+    ledger.create_accounts(START, &accounts);
+    let plain = |id, flags| Transfer {
+        id,
+        debit_account_id: 1,
+        credit_account_id: 2,
+        amount: 5,
+        ledger: 1,
+        code: 1,
+        flags,
+        ..Transfer::default()
+    };
+    let linked = TransferFlags::LINKED;
+    let post = Transfer {
+        pending_id: 10,
+        amount: u128::MAX,
+        ..plain(11, linked | TransferFlags::POST_PENDING_TRANSFER)
+    };
+    // Pending 10 and its post, then an event that fails: the chain rolls back.
+    let chain = [
+        plain(10, linked | TransferFlags::PENDING),
+        post,
+        Transfer {
+            credit_account_id: 9,
+            ..plain(12, TransferFlags::empty())
+        },
+    ];
+    ledger.create_transfers(START + 1, &chain);
+    // A plain transfer takes the slot pending 10 had.
+    ledger.create_transfers(START + 2, &[plain(20, TransferFlags::empty())]);
+    let changes = ledger.take_changes();
+    assert!(
+        changes.pending_statuses.is_empty(),
+        "{:?}",
+        changes.pending_statuses
+    );
+    let meta = CheckpointMeta {
+        lsn: 1,
+        timestamp_last: ledger.timestamp_last(),
+    };
+    store.write_checkpoint(meta, &changes).unwrap();
+    let (restored, _) = store.load_ledger().unwrap();
+    assert_eq!(restored.state_hash(), ledger.state_hash());
+}
+
+#[test]
+fn a_stored_pending_transfer_without_a_pending_row_is_corruption_when_read() {
+    let fixture = store_with_history();
+    let store = &fixture.store;
+    let view = store.db.snapshot();
+    let (key, value) = view
+        .iterator_cf(store.cf(CF_PENDING).unwrap(), rocksdb::IteratorMode::Start)
+        .next()
+        .unwrap()
+        .unwrap();
+    drop(view);
+    let transfer = bytemuck::pod_read_unaligned::<Transfer>(&value);
+    store
+        .db
+        .delete_cf(store.cf(CF_PENDING).unwrap(), &key)
+        .unwrap();
+    let mut old = OldTransfers::new(u64::MAX);
+    match store.read_transfers_by_id(vec![transfer.id], &mut old) {
+        Err(StoreError::Corrupt { cf, .. }) => assert_eq!(cf, CF_TRANSFER_STATUS),
+        other => panic!("expected corruption, got {other:?}"),
+    }
 }

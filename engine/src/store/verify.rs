@@ -107,7 +107,15 @@ impl Store {
             .peekable();
         let mut transfers = 0u64;
         let mut indexes = IndexSums::default();
-        for row in view.iterator_cf(self.cf(CF_TRANSFERS)?, IteratorMode::Start) {
+        // Transfers past the manifest's newest are an interrupted checkpoint's (a start
+        // drops them): not part of the checkpoint verified.
+        let mut bounded = rocksdb::ReadOptions::default();
+        bounded.set_snapshot(&view);
+        bounded.set_iterate_upper_bound(timestamp_key(expected.transfers_timestamp_last + 1));
+        for row in self
+            .db
+            .iterator_cf_opt(self.cf(CF_TRANSFERS)?, bounded, IteratorMode::Start)
+        {
             let (key, value) = row.map_err(rocks("iterate transfers"))?;
             let corrupt = |reason: String| StoreError::Corrupt {
                 cf: CF_TRANSFERS,
