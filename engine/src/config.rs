@@ -52,6 +52,11 @@ pub struct Flags {
     /// [default: 127.0.0.1:9100].
     #[arg(long, value_name = "IP:PORT", env = "SETTLED_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Start even if the WAL does not go on from the last checkpoint (its directory was
+    /// lost, emptied, or replaced by an older copy): the acknowledged requests it held are
+    /// lost. Without this flag such a start is refused.
+    #[arg(long)]
+    pub accept_wal_loss: bool,
     /// Instead of serving, run a tool on a data directory.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -112,6 +117,9 @@ pub struct Config {
     /// RocksDB's block cache, in bytes: data blocks read back, and the index and filter
     /// blocks of every file (which grow with history).
     pub store_cache_bytes: u64,
+    /// `--accept-wal-loss`: a flag only, never in the file.
+    #[serde(skip)]
+    pub accept_wal_loss: bool,
     /// Largest WAL segment file, in bytes.
     pub wal_segment_bytes: u64,
     /// Bytes the WAL buffers while the previous group is written and synced.
@@ -183,6 +191,7 @@ impl Default for Config {
             transfers_resident_max: engine.transfers_resident_max,
             transfers_uncheckpointed_max: engine.transfers_uncheckpointed_max,
             store_cache_bytes: engine.store.block_cache_bytes as u64,
+            accept_wal_loss: false,
             wal_segment_bytes: engine.wal.segment_bytes,
             wal_pending_bytes_max: engine.wal.pending_bytes_max,
             fsync: "always".into(),
@@ -238,6 +247,7 @@ impl Config {
         if let Some(metrics_listen) = &flags.metrics_listen {
             self.metrics_listen.clone_from(metrics_listen);
         }
+        self.accept_wal_loss = flags.accept_wal_loss;
     }
 
     /// Every check that does not need the network or the disk; the engine's own limits
@@ -324,6 +334,7 @@ impl Config {
         engine.checkpoint_interval = Duration::from_secs(self.checkpoint_interval_seconds);
         engine.transfers_resident_max = self.transfers_resident_max;
         engine.transfers_uncheckpointed_max = self.transfers_uncheckpointed_max;
+        engine.accept_wal_loss = self.accept_wal_loss;
         engine.store.block_cache_bytes = usize::try_from(self.store_cache_bytes)
             .map_err(|_| invalid("store_cache_bytes", self.store_cache_bytes, "too large"))?;
         if engine.store.block_cache_bytes < STORE_CACHE_BYTES_MIN {

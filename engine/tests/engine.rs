@@ -348,3 +348,38 @@ fn a_checkpoint_is_due_after_checkpoint_events_whatever_the_batch_count() {
     );
     engine.shutdown().unwrap();
 }
+
+#[test]
+fn a_lost_wal_after_a_checkpoint_is_refused_unless_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let engine = Engine::open(config.clone()).unwrap();
+    let mut workload = Workload::new(21, 10);
+    for _ in 0..5 {
+        engine
+            .handle()
+            .submit_wait(workload.next_request())
+            .unwrap();
+    }
+    let report = engine.shutdown().unwrap();
+    assert!(report.checkpoint_lsn > 0);
+
+    // The WAL directory is lost (a wrong mount, an operator's rm): starting on the store
+    // alone would silently drop what the WAL held after the checkpoint.
+    std::fs::remove_dir_all(dir.path().join("wal")).unwrap();
+    match Engine::open(config.clone()) {
+        Err(EngineError::WalLost { what }) => {
+            assert!(what.contains("checkpoint at LSN"), "{what}");
+        }
+        Err(other) => panic!("expected WalLost, got {other}"),
+        Ok(_) => panic!("a start without the WAL must be refused"),
+    }
+    let accepting = settled_engine::core::EngineConfig {
+        accept_wal_loss: true,
+        ..config.clone()
+    };
+    let engine = Engine::open(accepting).expect("the operator accepted the loss");
+    assert_eq!(engine.shutdown().unwrap().state_hash, report.state_hash);
+    // From then on the WAL goes on from the checkpoint: a plain start works again.
+    Engine::open(config).unwrap().shutdown().unwrap();
+}

@@ -56,6 +56,10 @@ pub struct EngineConfig {
     /// taking requests until the checkpointer catches up (the queue then fills and
     /// `submit` waits or answers busy). With `transfers_resident_max` it bounds memory.
     pub transfers_uncheckpointed_max: u64,
+    /// Start even when the WAL does not go on from the store's checkpoint (missing,
+    /// empty, or starting after it): the operator accepts losing the acknowledged
+    /// requests it held. Off by default: such a start is refused.
+    pub accept_wal_loss: bool,
     pub wal: WalConfig,
     pub store: StoreConfig,
     /// Where the core reads time from (once per batch).
@@ -75,6 +79,7 @@ impl EngineConfig {
             checkpoint_interval: Duration::from_secs(30),
             transfers_resident_max: 1 << 20,
             transfers_uncheckpointed_max: 2 << 20,
+            accept_wal_loss: false,
             wal: WalConfig::default(),
             store: StoreConfig::default(),
             clock: system_clock_ns,

@@ -82,6 +82,9 @@ pub enum EngineError {
     },
     #[error("recovery: WAL record {lsn}: {source}")]
     Recovery { lsn: u64, source: RecordError },
+    /// The WAL does not go on from the store's checkpoint.
+    #[error("{what}: acknowledged requests may be lost; restore the WAL, or start with --accept-wal-loss to go on without them")]
+    WalLost { what: String },
     #[error("{operation} {path}: {source}")]
     Io {
         operation: &'static str,
@@ -339,7 +342,16 @@ fn replay(
                 through,
                 "replay moved the watermark"
             );
-            assert_eq!(lsn, report.lsn_last + 1, "WAL records out of sequence");
+            // Dense after the first record; the first follows the checkpoint unless the
+            // operator accepted a WAL that starts later (`check_wal_follows`).
+            if report.records_replayed > 0 {
+                assert_eq!(lsn, report.lsn_last + 1, "WAL records out of sequence");
+            } else {
+                assert!(
+                    lsn > report.lsn_last,
+                    "WAL record {lsn} at or before the checkpoint"
+                );
+            }
             for (entry, mut old) in batch.entries.iter().zip(olds) {
                 record::apply(ledger, batch.now, entry.as_write(), &mut old);
             }
@@ -421,6 +433,7 @@ fn recover(config: &EngineConfig) -> Result<Recovered, EngineError> {
         ..config.wal.clone()
     };
     let wal = Wal::open(&wal_dir, wal_config).map_err(wal_error)?;
+    check_wal_follows(&wal, checkpoint_lsn, config.accept_wal_loss)?;
     let report = replay(&wal, &store, &mut ledger, checkpoint_lsn)?;
     Ok(Recovered {
         store,
@@ -429,6 +442,33 @@ fn recover(config: &EngineConfig) -> Result<Recovered, EngineError> {
         report,
         transfers_checkpointed,
     })
+}
+
+/// The WAL must go on from the checkpoint: a WAL is never empty once used (its active
+/// segment is never deleted), and its oldest record is at or before the one after the
+/// checkpoint. Otherwise acknowledged requests written after the checkpoint are gone:
+/// refused, unless the operator said they accept it.
+fn check_wal_follows(wal: &Wal, checkpoint_lsn: u64, accept_loss: bool) -> Result<(), EngineError> {
+    let found = wal.recovery_report();
+    let follows = checkpoint_lsn == 0
+        || (found.segments_verified > 0
+            && found.lsn_first_retained <= checkpoint_lsn + 1
+            && found.lsn_next > checkpoint_lsn);
+    if follows {
+        return Ok(());
+    }
+    let what = format!(
+        "the store holds a checkpoint at LSN {checkpoint_lsn}, but the WAL has {} segment(s) \
+         holding LSN {} to {}",
+        found.segments_verified,
+        found.lsn_first_retained,
+        found.lsn_next.saturating_sub(1)
+    );
+    if accept_loss {
+        tracing::warn!("{what}; starting anyway (--accept-wal-loss): requests acknowledged after the checkpoint may be lost");
+        return Ok(());
+    }
+    Err(EngineError::WalLost { what })
 }
 
 /// The state a data directory recovers to, without starting anything: for tests and
