@@ -337,6 +337,10 @@ fn replay(
                 source: Arc::new(source),
             })?;
         for (lsn, batch, olds) in receiver {
+            // A CRC-valid record may still carry a clock the ledger cannot take.
+            batch
+                .check_clock(ledger.timestamp_last())
+                .map_err(|source| EngineError::Recovery { lsn, source })?;
             assert_eq!(
                 ledger.evicted_through(),
                 through,

@@ -141,6 +141,17 @@ pub enum RecordError {
     Trailing { bytes: usize },
     #[error("reserved bytes are not zero")]
     Reserved,
+    /// The clock reading plus the events stamped after it would pass the timestamp
+    /// range: the engine never writes such a record (a CRC-valid record from elsewhere,
+    /// or a ledger clock already near the end of the range).
+    #[error(
+        "clock {now} with {events} events passes the timestamp range (after {timestamp_last})"
+    )]
+    ClockOutOfRange {
+        now: u64,
+        events: u64,
+        timestamp_last: u64,
+    },
 }
 
 /// A decoded batch: its clock reading and its entries, borrowed or copied from the payload.
@@ -198,7 +209,38 @@ pub fn decode(payload: &[u8]) -> Result<Batch, RecordError> {
     if !rest.is_empty() {
         return Err(RecordError::Trailing { bytes: rest.len() });
     }
-    Ok(Batch { now, entries })
+    let batch = Batch { now, entries };
+    batch.check_clock(0)?;
+    Ok(batch)
+}
+
+impl Batch {
+    /// Events the batch stamps with timestamps.
+    fn events(&self) -> u64 {
+        self.entries
+            .iter()
+            .map(|entry| match entry {
+                Entry::CreateAccounts(accounts) => accounts.len() as u64,
+                Entry::CreateTransfers(transfers) => transfers.len() as u64,
+                Entry::Expire => 0,
+            })
+            .sum()
+    }
+
+    /// Applying the batch to a ledger whose clock stands at `timestamp_last` keeps every
+    /// timestamp in range (the ledger asserts it does).
+    pub fn check_clock(&self, timestamp_last: u64) -> Result<(), RecordError> {
+        let events = self.events();
+        let first = self.now.max(timestamp_last.saturating_add(1));
+        if first.saturating_add(events) > protocol::TIMESTAMP_MAX {
+            return Err(RecordError::ClockOutOfRange {
+                now: self.now,
+                events,
+                timestamp_last,
+            });
+        }
+        Ok(())
+    }
 }
 
 fn decode_entry(entry: u32, bytes: &[u8]) -> Result<(Entry, &[u8]), RecordError> {
@@ -318,6 +360,22 @@ mod tests {
         huge[HEADER_BYTES + ENTRY_HEADER_BYTES + 4..HEADER_BYTES + ENTRY_HEADER_BYTES + 8]
             .copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(decode(&huge), Err(RecordError::Truncated { .. })));
+    }
+
+    #[test]
+    fn a_clock_past_the_timestamp_range_is_an_error() {
+        let mut builder = RecordBuilder::default();
+        builder.begin(protocol::TIMESTAMP_MAX - 1);
+        builder.push(Write::CreateTransfers(&[transfer(7), transfer(8)]));
+        let payload = builder.finish().to_vec();
+        assert!(matches!(
+            decode(&payload),
+            Err(RecordError::ClockOutOfRange { events: 2, .. })
+        ));
+        // In range alone, but not after a ledger clock near the end of the range.
+        let batch = decode(&sample()).unwrap();
+        assert!(batch.check_clock(protocol::TIMESTAMP_MAX - 1).is_err());
+        assert!(batch.check_clock(1_000).is_ok());
     }
 
     #[test]
