@@ -312,6 +312,11 @@ impl CoreThread {
     }
 
     fn idle_timeout(&self) -> Duration {
+        // A failed engine applies nothing more, expiries included: a due expiry must not
+        // make every wait return at once (the core would spin).
+        if self.failed.is_some() {
+            return IDLE_WAKE_MAX;
+        }
         let now = (self.config.clock)();
         let expiry = self
             .ledger
