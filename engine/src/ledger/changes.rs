@@ -3,7 +3,7 @@
 
 use protocol::{Account, AccountBalance, Transfer};
 
-use super::resident::{FastMap, PendingStatus, Slot, TransferSlot};
+use super::resident::{PendingStatus, Slot, TransferSlot};
 
 /// One reversible step taken inside an open linked chain. Rolled back in LIFO order.
 #[derive(Clone, Copy, Debug)]
@@ -74,9 +74,9 @@ pub struct Changes {
     pub accounts: Vec<Account>,
     /// Transfers created, oldest first.
     pub transfers: Vec<Transfer>,
-    /// Pending transfers whose status changed (posted, voided, expired), with that status,
-    /// in the order of the changes: a transfer may appear twice, the later entry wins (a
-    /// resolution rolled back inside a failed chain appears as `Pending`).
+    /// Pending transfers resolved (posted, voided, expired), each once, with that status,
+    /// in the order of the resolutions (a resolution a failed chain rolled back is not
+    /// here: see `ChangeTracker::chain_resolved_from`).
     pub pending_statuses: Vec<(Transfer, PendingStatus)>,
     /// Transfer ids that failed transiently (retries get `id_already_failed`).
     pub failed_ids: Vec<u128>,
@@ -85,20 +85,6 @@ pub struct Changes {
 }
 
 impl Changes {
-    /// The last status of each transfer in `pending_statuses`, in the order of their last change.
-    pub fn final_statuses(&self) -> Vec<(&Transfer, PendingStatus)> {
-        let mut last: FastMap<u128, usize> = FastMap::default();
-        for (index, (transfer, _)) in self.pending_statuses.iter().enumerate() {
-            last.insert(transfer.id, index);
-        }
-        self.pending_statuses
-            .iter()
-            .enumerate()
-            .filter(|(index, (transfer, _))| last[&transfer.id] == *index)
-            .map(|(_, (transfer, status))| (transfer, *status))
-            .collect()
-    }
-
     /// Empty every vector for reuse, keeping its memory unless it is far larger than
     /// this use needed (after a burst): what is kept stays within twice the last size.
     pub(crate) fn clear_for_reuse(&mut self) {

@@ -166,12 +166,11 @@ impl CheckpointTotals {
             self.transfers = self.transfers.wrapping_add(transfer_hash(transfer, status));
         }
         self.transfers_count += changes.transfers.len() as u64;
-        for (transfer, status) in changes.final_statuses() {
+        for (transfer, status) in &changes.pending_statuses {
             // Every resolution ends a pending transfer that is stored (above, or earlier)
-            // as pending; one rolled back inside a failed chain left it pending.
-            if status == PendingStatus::Pending {
-                continue;
-            }
+            // as pending.
+            let status = *status;
+            assert_ne!(status, PendingStatus::Pending, "a resolution to pending");
             assert!(
                 transfer.flags.contains(TransferFlags::PENDING),
                 "a resolution of transfer {}, which is not pending",

@@ -331,13 +331,18 @@ impl Ledger {
             changes.transfers.extend_from_slice(chunk);
         }
         self.changes.transfers_from = self.transfers.len();
-        changes.pending_statuses.extend(
-            self.changes
-                .resolved
-                .drain(..)
-                .filter(|slot| *slot < self.transfers.len())
-                .map(|slot| (*self.transfers.get(slot), self.transfers.status(slot))),
-        );
+        changes
+            .pending_statuses
+            .extend(self.changes.resolved.drain(..).map(|slot| {
+                // A rollback drops its chain's resolutions: every slot left here
+                // holds a transfer it resolved for good.
+                let status = self.transfers.status(slot);
+                assert!(
+                    !matches!(status, PendingStatus::Pending | PendingStatus::NotPending),
+                    "resolution of slot {slot} left as {status:?}"
+                );
+                (*self.transfers.get(slot), status)
+            }));
         changes
             .balances
             .extend(

@@ -485,8 +485,8 @@ mod tests {
             for transfer in &changes.transfers {
                 self.transfers.insert(transfer.id, *transfer);
             }
-            for (transfer, status) in changes.final_statuses() {
-                self.statuses.insert(transfer.id, status);
+            for (transfer, status) in &changes.pending_statuses {
+                self.statuses.insert(transfer.id, *status);
             }
             self.failed_ids.extend(&changes.failed_ids);
         }

@@ -3,10 +3,11 @@
 //!
 //! Every few batches the core thread takes [`Changes`] from the ledger and hands them,
 //! with the WAL position (LSN) they correspond to, to the checkpointer thread, which calls
-//! [`Store::write_checkpoint`]. A checkpoint is one RocksDB `WriteBatch` written with
-//! `sync`: its rows and its manifest are on disk together or not at all, and they are on
-//! disk before the call returns, so the WAL below the checkpoint's LSN may then be
-//! dropped. On restart [`Store::load_ledger`] reads the manifest, every account and every
+//! [`Store::write_checkpoint`]. A checkpoint is its transfers, ingested as one sorted
+//! file, then one `WriteBatch` with every other row and the manifest, then an atomic
+//! flush of every column family: the manifest is the commit point (transfers past its
+//! newest are dropped at the next start), and everything is in synced files before the
+//! call returns, so the WAL below the checkpoint's LSN may then be dropped. On restart [`Store::load_ledger`] reads the manifest, every account and every
 //! pending transfer (nothing else: its cost does not grow with history), rebuilds the
 //! ledger with [`Ledger::restore`](crate::ledger::Ledger::restore) and returns the
 //! manifest, whose LSN says where WAL replay starts.
@@ -87,13 +88,12 @@ pub use verify::VerifyReport;
 
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
     FlushOptions, Options, WriteBatch, WriteOptions, DB,
 };
-
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 
 use crate::ledger::{Changes, CheckpointTotals, RestoreError};
 
@@ -231,10 +231,6 @@ pub struct Store {
     ingest_dir: PathBuf,
     /// Whether `failed_ids` has rows: until it does, no batch needs to read it.
     failed_ids_stored: AtomicBool,
-    /// A checkpoint whose batch is in the memtables but whose flush failed: a retry of
-    /// it must only flush (writing it again would count its changes twice in the
-    /// manifest's sums, which would read the batch's own rows as the old ones).
-    unflushed: Mutex<Option<CheckpointMeta>>,
 }
 
 impl Store {
@@ -271,7 +267,6 @@ impl Store {
             transfers_options: column_family_options(&cache, bloom, Reads::Range),
             ingest_dir,
             failed_ids_stored: AtomicBool::new(false),
-            unflushed: Mutex::new(None),
         };
         if let Some((_, totals)) = store.read_manifest(&store.db.snapshot())? {
             store.note_failed_ids(&totals);
@@ -296,10 +291,11 @@ impl Store {
         }
     }
 
-    /// Writes `changes` and `meta` in ONE atomic WriteBatch, then flushes every column
-    /// family at once (RocksDB's atomic flush) to synced SST files: durable before return.
-    /// The batch skips RocksDB's own log, which would only write the same bytes twice:
-    /// until the flush returns, the engine's WAL (not yet truncated) holds them. `meta.lsn` and `meta.timestamp_last` must not be below the previous
+    /// Writes `changes` and `meta` (the transfers as an ingested file, the rest in one
+    /// atomic WriteBatch), then flushes every column family at once (RocksDB's atomic
+    /// flush) to synced SST files: durable before return. The batch skips RocksDB's own
+    /// log, which would only write the same bytes twice: until the flush returns, the
+    /// engine's WAL (not yet truncated) holds them. `meta.lsn` and `meta.timestamp_last` must not be below the previous
     /// checkpoint's, and `meta.timestamp_last` must be the ledger's clock when `changes`
     /// were taken.
     pub fn write_checkpoint(
@@ -307,15 +303,7 @@ impl Store {
         meta: CheckpointMeta,
         changes: &Changes,
     ) -> Result<CheckpointWritten, StoreError> {
-        let mut unflushed = self.unflushed.lock().expect("only the checkpointer writes");
-        let written = match *unflushed {
-            Some(pending) if pending == meta => CheckpointWritten::default(),
-            _ => {
-                let written = self.write_batch(meta, changes)?;
-                *unflushed = Some(meta);
-                written
-            }
-        };
+        let written = self.write_batch(meta, changes)?;
         // The caller drops the WAL records up to `meta.lsn` once this returns: the
         // checkpoint must be in synced files by then.
         let families = COLUMN_FAMILIES
@@ -327,7 +315,6 @@ impl Store {
         self.db
             .flush_cfs_opt(&families, &flush)
             .map_err(rocks("flush a checkpoint"))?;
-        *unflushed = None;
         Ok(written)
     }
 
@@ -348,8 +335,9 @@ impl Store {
                 });
             }
             // The same position holds the same changes: this checkpoint is stored already
-            // (a retry after a failed WAL truncation, or nothing new since). Adding its
-            // changes again would count them twice.
+            // (a retry after a failed flush, whose batch the memtables hold, or after a
+            // failed WAL truncation; or nothing new since). Adding its changes again
+            // would count them twice.
             if previous == meta {
                 return Ok(CheckpointWritten::default());
             }
@@ -391,8 +379,7 @@ impl Store {
         let path = self
             .ingest_dir
             .join(format!("transfers-{}.sst", first.timestamp));
-        let writer = rocksdb::SstFileWriter::create(&self.transfers_options);
-        let mut writer = writer;
+        let mut writer = rocksdb::SstFileWriter::create(&self.transfers_options);
         writer
             .open(&path)
             .map_err(rocks("create a transfers file"))?;
@@ -478,17 +465,11 @@ impl Store {
             batch.put_cf(transfer_ids, key, timestamp_key(transfer.timestamp));
         }
         let statuses = self.cf(CF_TRANSFER_STATUS)?;
-        for (transfer, status) in sorted_by_key(&changes.final_statuses(), |(t, _)| t.timestamp) {
-            // A status rolled back inside a failed linked chain comes back as `Pending`,
-            // which is stored as the absence of a status row and a pending row.
+        for (transfer, status) in sorted_by_key(&changes.pending_statuses, |(t, _)| t.timestamp) {
             let key = timestamp_key(transfer.timestamp);
-            match status_byte(*status) {
-                Some(byte) => {
-                    batch.put_cf(statuses, key, [byte]);
-                    batch.delete_cf(pending, key);
-                }
-                None => batch.delete_cf(statuses, key),
-            }
+            let byte = status_byte(*status).expect("a resolution is posted, voided or expired");
+            batch.put_cf(statuses, key, [byte]);
+            batch.delete_cf(pending, key);
         }
         let failed_ids = self.cf(CF_FAILED_IDS)?;
         for id in sorted_by_key(&changes.failed_ids, |id| *id) {
