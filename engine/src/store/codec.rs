@@ -34,6 +34,20 @@ pub fn parse_timestamp_key(key: &[u8]) -> Result<u64, String> {
     Ok(u64::from_be_bytes(bytes))
 }
 
+/// A transfer filed under its timestamp (`transfers`, `pending_transfers`): exactly one
+/// record, and the key's timestamp is the record's.
+pub fn decode_filed_transfer(key: &[u8], value: &[u8]) -> Result<protocol::Transfer, String> {
+    let transfer: protocol::Transfer = decode_record(value)?;
+    let timestamp = parse_timestamp_key(key)?;
+    if timestamp != transfer.timestamp {
+        let stored = transfer.timestamp;
+        return Err(format!(
+            "key timestamp {timestamp}, record timestamp {stored}"
+        ));
+    }
+    Ok(transfer)
+}
+
 pub fn parse_id_key(key: &[u8]) -> Result<u128, String> {
     let bytes: [u8; ID_KEY_BYTES] = key
         .try_into()

@@ -6,7 +6,9 @@
 use protocol::{Account, Transfer, TransferFlags};
 use rocksdb::IteratorMode;
 
-use super::codec::{decode_record, key_hex, parse_id_key, parse_timestamp_key, timestamp_key};
+use super::codec::{
+    decode_filed_transfer, decode_record, key_hex, parse_id_key, parse_timestamp_key, timestamp_key,
+};
 use super::{
     manifest, rocks, CheckpointMeta, Store, StoreError, CF_ACCOUNTS, CF_ACCOUNT_TRANSFERS,
     CF_BALANCES, CF_FAILED_IDS, CF_META, CF_PENDING, CF_TRANSFERS, CF_TRANSFER_IDS,
@@ -57,16 +59,14 @@ impl Store {
     /// holds (WAL replay makes them again), or transfers and no manifest at all after a
     /// crash in the first checkpoint. They are deleted here.
     fn drop_unmanifested_transfers(&self) -> Result<(), StoreError> {
-        let manifest = self.read_manifest(&self.db.snapshot())?;
+        let view = self.db.snapshot();
+        let manifest = self.read_manifest(&view)?;
         let after = manifest.map_or(0, |(_, totals)| totals.transfers_timestamp_last + 1);
-        let transfers = self.cf(CF_TRANSFERS)?;
-        let mut rows = self.db.iterator_cf(transfers, IteratorMode::End);
-        let newest = match rows.next() {
-            Some(row) => row.map_err(rocks("iterate"))?.0,
-            None => return Ok(()),
-        };
-        drop(rows);
-        if parse_timestamp_key(&newest).is_ok_and(|newest| newest >= after) {
+        let newest = self.newest_transfer(&view)?;
+        drop(view);
+        // A key that is no timestamp is left for `check_transfers_last` to report.
+        if newest.is_some_and(|newest| newest.is_ok_and(|newest| newest >= after)) {
+            let transfers = self.cf(CF_TRANSFERS)?;
             tracing::warn!(
                 after,
                 "dropping transfers of an interrupted checkpoint (the WAL holds them)"
@@ -78,6 +78,22 @@ impl Store {
         Ok(())
     }
 
+    /// The timestamp of the newest row of `transfers`, if any; a key that is no timestamp
+    /// is the inner error.
+    fn newest_transfer(&self, view: &View) -> Result<Option<Result<u64, StoreError>>, StoreError> {
+        let mut rows = view.iterator_cf(self.cf(CF_TRANSFERS)?, IteratorMode::End);
+        let Some(row) = rows.next() else {
+            return Ok(None);
+        };
+        let (key, _) = row.map_err(rocks("iterate"))?;
+        let timestamp = parse_timestamp_key(&key).map_err(|reason| StoreError::Corrupt {
+            cf: CF_TRANSFERS,
+            key: key_hex(&key),
+            reason,
+        });
+        Ok(Some(timestamp))
+    }
+
     /// The newest row of `transfers` (filed by timestamp) is the newest transfer the
     /// manifest counts: a cheap check that the transfers the start does not read are the
     /// ones it stands for.
@@ -86,16 +102,8 @@ impl Store {
         view: &View,
         totals: &CheckpointTotals,
     ) -> Result<(), StoreError> {
-        let mut rows = view.iterator_cf(self.cf(CF_TRANSFERS)?, IteratorMode::End);
-        let newest = match rows.next() {
-            Some(row) => {
-                let (key, _) = row.map_err(rocks("iterate"))?;
-                parse_timestamp_key(&key).map_err(|reason| StoreError::Corrupt {
-                    cf: CF_TRANSFERS,
-                    key: key_hex(&key),
-                    reason,
-                })?
-            }
+        let newest = match self.newest_transfer(view)? {
+            Some(newest) => newest?,
             None => 0,
         };
         if newest != totals.transfers_timestamp_last {
@@ -168,14 +176,7 @@ impl Store {
     fn read_pending(&self, view: &View) -> Result<Vec<Transfer>, StoreError> {
         let mut pending = Vec::new();
         self.scan(view, CF_PENDING, |key, value| {
-            let transfer: Transfer = decode_record(value)?;
-            let timestamp = parse_timestamp_key(key)?;
-            if timestamp != transfer.timestamp {
-                let stored = transfer.timestamp;
-                return Err(format!(
-                    "key timestamp {timestamp}, record timestamp {stored}"
-                ));
-            }
+            let transfer = decode_filed_transfer(key, value)?;
             if !transfer.flags.contains(TransferFlags::PENDING) {
                 return Err(format!(
                     "transfer {} is not a pending transfer",

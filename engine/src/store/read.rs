@@ -11,8 +11,8 @@ use protocol::{Transfer, TransferFlags};
 use rocksdb::{DBPinnableSlice, IteratorMode, ReadOptions};
 
 use super::codec::{
-    decode_record, decode_status, id_key, key_hex, parse_timeline_key, parse_timestamp_key,
-    timeline_key, timestamp_key,
+    decode_filed_transfer, decode_record, decode_status, id_key, key_hex, parse_timeline_key,
+    parse_timestamp_key, timeline_key, timestamp_key,
 };
 use super::{
     rocks, Store, StoreError, CF_ACCOUNT_TRANSFERS, CF_BALANCES, CF_FAILED_IDS, CF_PENDING,
@@ -76,6 +76,21 @@ impl Store {
             .collect()
     }
 
+    /// The value in `cf` of each of `timestamps` (sorted), if it has one: one batched read.
+    fn get_by_timestamps(
+        &self,
+        cf: &'static str,
+        timestamps: impl Iterator<Item = u64>,
+    ) -> Result<Vec<Option<DBPinnableSlice<'_>>>, StoreError> {
+        let keys: Vec<[u8; 8]> = timestamps.map(timestamp_key).collect();
+        debug_assert!(keys.is_sorted());
+        self.db
+            .batched_multi_get_cf(self.cf(cf)?, &keys, true)
+            .into_iter()
+            .map(|value| value.map_err(rocks("read by timestamp")))
+            .collect()
+    }
+
     /// Add to `old` every transfer the store has among `ids`, with its status.
     pub fn read_transfers_by_id(
         &self,
@@ -92,13 +107,11 @@ impl Store {
             found.push((timestamp, id));
         }
         found.sort_unstable();
-        let keys: Vec<[u8; 8]> = found.iter().map(|(t, _)| timestamp_key(*t)).collect();
-        let values = self
-            .db
-            .batched_multi_get_cf(self.cf(CF_TRANSFERS)?, &keys, true);
+        let values = self.get_by_timestamps(CF_TRANSFERS, found.iter().map(|(t, _)| *t))?;
         let mut pending = Vec::new();
-        for ((key, (_, id)), value) in keys.iter().zip(&found).zip(values) {
-            let transfer = match value.map_err(rocks("read transfers"))? {
+        for ((timestamp, id), value) in found.iter().zip(values) {
+            let key = &timestamp_key(*timestamp);
+            let transfer = match value {
                 Some(value) => decode_transfer(key, &value)?,
                 None => {
                     let reason =
@@ -116,15 +129,14 @@ impl Store {
                 old.insert(transfer, PendingStatus::NotPending);
             }
         }
-        // Keys of `pending` are a sorted subsequence of `keys`: still sorted.
-        let keys: Vec<[u8; 8]> = pending.iter().map(|t| timestamp_key(t.timestamp)).collect();
-        let statuses = self
-            .db
-            .batched_multi_get_cf(self.cf(CF_TRANSFER_STATUS)?, &keys, true);
+        // `pending` is a subsequence of `found`: still in timestamp order.
+        let timestamps = pending.iter().map(|t| t.timestamp);
+        let statuses = self.get_by_timestamps(CF_TRANSFER_STATUS, timestamps)?;
         let mut unresolved = Vec::new();
-        for ((key, transfer), status) in keys.iter().zip(pending).zip(statuses) {
-            match status.map_err(rocks("read transfer statuses"))? {
+        for (transfer, status) in pending.into_iter().zip(statuses) {
+            match status {
                 Some(value) => {
+                    let key = &timestamp_key(transfer.timestamp);
                     let status = decode_status(&value).map_err(corrupt(CF_TRANSFER_STATUS, key))?;
                     old.insert(transfer, status);
                 }
@@ -133,15 +145,11 @@ impl Store {
         }
         // Without a status row a transfer is still pending, which the store must say too:
         // the ledger holds every pending transfer in memory and trusts that.
-        let keys: Vec<[u8; 8]> = unresolved
-            .iter()
-            .map(|t| timestamp_key(t.timestamp))
-            .collect();
-        let rows = self
-            .db
-            .batched_multi_get_cf(self.cf(CF_PENDING)?, &keys, true);
-        for ((key, transfer), row) in keys.iter().zip(unresolved).zip(rows) {
-            if row.map_err(rocks("read pending transfers"))?.is_none() {
+        let timestamps = unresolved.iter().map(|t| t.timestamp);
+        let rows = self.get_by_timestamps(CF_PENDING, timestamps)?;
+        for (transfer, row) in unresolved.into_iter().zip(rows) {
+            if row.is_none() {
+                let key = &timestamp_key(transfer.timestamp);
                 let reason = format!(
                     "pending transfer {} has no status row and no pending row",
                     transfer.id
@@ -182,12 +190,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         timestamps.sort_unstable();
         timestamps.dedup();
-        let keys: Vec<[u8; 8]> = timestamps.iter().map(|t| timestamp_key(*t)).collect();
-        let values = self
-            .db
-            .batched_multi_get_cf(self.cf(CF_TRANSFERS)?, &keys, true);
+        let values = self.get_by_timestamps(CF_TRANSFERS, timestamps.iter().copied())?;
         for (timestamp, value) in timestamps.into_iter().zip(values) {
-            if value.map_err(rocks("read transfer timestamps"))?.is_some() {
+            if value.is_some() {
                 old.insert_timestamp(timestamp);
             }
         }
@@ -330,14 +335,5 @@ impl Store {
 
 /// A stored transfer, which must be filed under its own timestamp.
 fn decode_transfer(key: &[u8], value: &[u8]) -> Result<Transfer, StoreError> {
-    let transfer: Transfer = decode_record(value).map_err(corrupt(CF_TRANSFERS, key))?;
-    let timestamp = parse_timestamp_key(key).map_err(corrupt(CF_TRANSFERS, key))?;
-    if timestamp != transfer.timestamp {
-        let reason = format!(
-            "key timestamp {timestamp}, record timestamp {}",
-            transfer.timestamp
-        );
-        return Err(corrupt(CF_TRANSFERS, key)(reason));
-    }
-    Ok(transfer)
+    decode_filed_transfer(key, value).map_err(corrupt(CF_TRANSFERS, key))
 }

@@ -23,8 +23,8 @@ use rocksdb::IteratorMode;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::codec::{
-    decode_record, decode_status, id_key, key_hex, parse_id_key, parse_timeline_key,
-    parse_timestamp_key, timeline_key, timestamp_key,
+    decode_filed_transfer, decode_record, decode_status, id_key, key_hex, parse_id_key,
+    parse_timeline_key, parse_timestamp_key, timeline_key, timestamp_key,
 };
 use super::{
     rocks, Store, StoreError, CF_ACCOUNTS, CF_ACCOUNT_TRANSFERS, CF_BALANCES, CF_FAILED_IDS,
@@ -62,6 +62,14 @@ struct IndexSums {
 }
 
 impl IndexSums {
+    /// `(count, sum)` per index column family.
+    fn by_family(&self) -> [(&'static str, (u64, u128)); 2] {
+        [
+            (CF_TRANSFER_IDS, (self.ids_count, self.ids)),
+            (CF_ACCOUNT_TRANSFERS, (self.timelines_count, self.timelines)),
+        ]
+    }
+
     fn add(&mut self, transfer: &Transfer) {
         self.ids = self
             .ids
@@ -122,14 +130,8 @@ impl Store {
                 key: key_hex(&key),
                 reason,
             };
-            let transfer: Transfer = decode_record(&value).map_err(corrupt)?;
-            let timestamp = parse_timestamp_key(&key).map_err(corrupt)?;
-            if timestamp != transfer.timestamp {
-                let stored = transfer.timestamp;
-                return Err(corrupt(format!(
-                    "key timestamp {timestamp}, record timestamp {stored}"
-                )));
-            }
+            let transfer = decode_filed_transfer(&key, &value).map_err(corrupt)?;
+            let timestamp = transfer.timestamp;
             // Status rows are filed by timestamp too: take the one of this transfer, if any.
             let mut status = None;
             while let Some(row) = statuses.next_if(|row| {
@@ -199,17 +201,12 @@ impl Store {
             pending = pending.wrapping_add(transfer_hash(&transfer, PendingStatus::Pending));
             Ok(())
         })?;
-        if (pending_count, pending) != (found.pending_count, found.pending) {
-            return Err(StoreError::Corrupt {
-                cf: CF_PENDING,
-                key: "(all rows)".to_owned(),
-                reason: format!(
-                    "{pending_count} rows hashing to {pending:#x}, but {} transfers are \
-                     pending, hashing to {:#x}",
-                    found.pending_count, found.pending
-                ),
-            });
-        }
+        check_sums(
+            CF_PENDING,
+            (pending_count, pending),
+            (found.pending_count, found.pending),
+            "the transfers' statuses make pending",
+        )?;
         self.scan(view, CF_BALANCES, |key, value| {
             let (account_id, timestamp) = parse_timeline_key(key)?;
             let balance: protocol::AccountBalance = decode_record(value)?;
@@ -262,26 +259,11 @@ impl Store {
             found.timelines_count += 1;
             Ok(())
         })?;
-        let kinds = [
-            (
-                CF_TRANSFER_IDS,
-                found.ids_count,
-                found.ids,
-                expected.ids_count,
-                expected.ids,
-            ),
-            (
-                CF_ACCOUNT_TRANSFERS,
-                found.timelines_count,
-                found.timelines,
-                expected.timelines_count,
-                expected.timelines,
-            ),
-        ];
-        for (cf, found_count, found_sum, expected_count, expected_sum) in kinds {
-            let (found, expected) = ((found_count, found_sum), (expected_count, expected_sum));
-            check_sums(cf, found, expected, "the transfers make")?;
-        }
+        check_all(
+            &found.by_family(),
+            &expected.by_family(),
+            "the transfers make",
+        )?;
         Ok(())
     }
 
@@ -369,49 +351,33 @@ fn check_sums(
     })
 }
 
+/// Each column family's `(count, sum)` as `found` and as `expected` (same order).
+fn check_all<const N: usize>(
+    found: &[(&'static str, (u64, u128)); N],
+    expected: &[(&'static str, (u64, u128)); N],
+    whose: &str,
+) -> Result<(), StoreError> {
+    for ((cf, found), (_, expected)) in found.iter().zip(expected) {
+        check_sums(cf, *found, *expected, whose)?;
+    }
+    Ok(())
+}
+
+/// The manifest's `(count, sum)` per column family.
+fn totals_by_family(totals: &CheckpointTotals) -> [(&'static str, (u64, u128)); 5] {
+    [
+        (CF_ACCOUNTS, (totals.accounts_count, totals.accounts)),
+        (CF_TRANSFERS, (totals.transfers_count, totals.transfers)),
+        (CF_PENDING, (totals.pending_count, totals.pending)),
+        (CF_BALANCES, (totals.history_count, totals.history)),
+        (CF_FAILED_IDS, (totals.failed_ids_count, totals.failed_ids)),
+    ]
+}
+
 /// What the rows add up to is what the checkpoints wrote, kind by kind.
 fn check_totals(found: &CheckpointTotals, expected: &CheckpointTotals) -> Result<(), StoreError> {
-    let kinds = [
-        (
-            CF_ACCOUNTS,
-            found.accounts_count,
-            found.accounts,
-            expected.accounts_count,
-            expected.accounts,
-        ),
-        (
-            CF_TRANSFERS,
-            found.transfers_count,
-            found.transfers,
-            expected.transfers_count,
-            expected.transfers,
-        ),
-        (
-            CF_PENDING,
-            found.pending_count,
-            found.pending,
-            expected.pending_count,
-            expected.pending,
-        ),
-        (
-            CF_BALANCES,
-            found.history_count,
-            found.history,
-            expected.history_count,
-            expected.history,
-        ),
-        (
-            CF_FAILED_IDS,
-            found.failed_ids_count,
-            found.failed_ids,
-            expected.failed_ids_count,
-            expected.failed_ids,
-        ),
-    ];
-    for (cf, found_count, found_sum, expected_count, expected_sum) in kinds {
-        let (found, expected) = ((found_count, found_sum), (expected_count, expected_sum));
-        check_sums(cf, found, expected, "the checkpoint manifest says")?;
-    }
+    let whose = "the checkpoint manifest says";
+    check_all(&totals_by_family(found), &totals_by_family(expected), whose)?;
     if found.transfers_timestamp_last != expected.transfers_timestamp_last {
         return Err(StoreError::Corrupt {
             cf: CF_TRANSFERS,
