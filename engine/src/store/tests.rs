@@ -156,15 +156,30 @@ fn random_history_account(id: u128) -> Account {
     }
 }
 
-fn checkpoint(store: &Store, ledger: &mut Ledger, lsn: u64) -> CheckpointMeta {
+/// The changes since the last one, as a checkpoint at `lsn` and the ledger's clock.
+fn take_checkpoint(ledger: &mut Ledger, lsn: u64) -> (CheckpointMeta, Changes) {
     let meta = CheckpointMeta {
         lsn,
         timestamp_last: ledger.timestamp_last(),
     };
+    (meta, ledger.take_changes())
+}
+
+fn checkpoint(store: &Store, ledger: &mut Ledger, lsn: u64) -> CheckpointMeta {
+    let (meta, changes) = take_checkpoint(ledger, lsn);
     store
-        .write_checkpoint(meta, &ledger.take_changes())
+        .write_checkpoint(meta, &changes)
         .expect("write checkpoint");
     meta
+}
+
+/// A random history of `steps` steps with nothing taken yet.
+fn history_of(seed: u64, steps: u32) -> RandomHistory {
+    let mut history = RandomHistory::new(seed);
+    for _ in 0..steps {
+        history.step();
+    }
+    history
 }
 
 /// The transfer ids the `account_transfers` index lists for an account, oldest first.
@@ -333,15 +348,8 @@ fn checkpoint_meta_round_trips_and_never_goes_back() {
 fn the_manifest_is_its_documented_bytes() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
-    let mut history = RandomHistory::new(5);
-    for _ in 0..40 {
-        history.step();
-    }
-    let meta = CheckpointMeta {
-        lsn: 0x0102_0304_0506_0708,
-        timestamp_last: history.ledger.timestamp_last(),
-    };
-    let changes = history.ledger.take_changes();
+    let mut history = history_of(5, 40);
+    let (meta, changes) = take_checkpoint(&mut history.ledger, 0x0102_0304_0506_0708);
     store.write_checkpoint(meta, &changes).unwrap();
     let mut totals = CheckpointTotals::default();
     totals.add(&changes, &vec![None; changes.accounts.len()]);
@@ -384,6 +392,14 @@ fn store_with_history() -> Fixture {
     let mut history = RandomHistory::new(3);
     run_with_checkpoints(&mut history, &store, 40, 10);
     Fixture { store, _dir: dir }
+}
+
+/// The first row of `cf`, key and value.
+fn first_row(store: &Store, cf: &'static str) -> (Box<[u8]>, Box<[u8]>) {
+    let mut rows = store
+        .db
+        .iterator_cf(store.cf(cf).unwrap(), rocksdb::IteratorMode::Start);
+    rows.next().expect("a row").unwrap()
 }
 
 fn put_raw(store: &Store, cf: &'static str, key: &[u8], value: &[u8]) {
@@ -578,16 +594,7 @@ fn verify_and_start_refuse_a_balance_that_its_transfers_do_not_add_up_to() {
 fn verify_and_the_read_path_refuse_a_damaged_transfer_row() {
     let fixture = store_with_history();
     let store = &fixture.store;
-    let view = store.db.snapshot();
-    let (key, value) = view
-        .iterator_cf(
-            store.cf(CF_TRANSFERS).unwrap(),
-            rocksdb::IteratorMode::Start,
-        )
-        .next()
-        .unwrap()
-        .unwrap();
-    drop(view);
+    let (key, value) = first_row(store, CF_TRANSFERS);
     let id = bytemuck::pod_read_unaligned::<Transfer>(&value).id;
     put_raw(store, CF_TRANSFERS, &key, &[7; 100]);
     match store.verify(|_| {}) {
@@ -615,13 +622,7 @@ fn start_and_verify_refuse_a_damaged_or_missing_pending_row() {
         ledger.transfers_pending() > 0,
         "the history keeps some pending"
     );
-    let view = store.db.snapshot();
-    let (key, value) = view
-        .iterator_cf(store.cf(CF_PENDING).unwrap(), rocksdb::IteratorMode::Start)
-        .next()
-        .unwrap()
-        .unwrap();
-    drop(view);
+    let (key, value) = first_row(store, CF_PENDING);
     let mut transfer: Transfer = bytemuck::pod_read_unaligned(&value);
     transfer.amount += 1;
     put_raw(store, CF_PENDING, &key, bytemuck::bytes_of(&transfer));
@@ -685,15 +686,8 @@ fn a_checkpoint_written_again_at_its_position_counts_once() {
     // A retry after the WAL truncation failed writes the same checkpoint again.
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
-    let mut history = RandomHistory::new(9);
-    for _ in 0..30 {
-        history.step();
-    }
-    let meta = CheckpointMeta {
-        lsn: 1,
-        timestamp_last: history.ledger.timestamp_last(),
-    };
-    let changes = history.ledger.take_changes();
+    let mut history = history_of(9, 30);
+    let (meta, changes) = take_checkpoint(&mut history.ledger, 1);
     assert!(!changes.transfers.is_empty() && !changes.pending_statuses.is_empty());
     store.write_checkpoint(meta, &changes).unwrap();
     store.write_checkpoint(meta, &changes).unwrap();
@@ -737,16 +731,12 @@ fn a_slot_freed_by_a_failed_chain_is_not_taken_for_a_resolution() {
     ledger.create_transfers(START + 1, &chain);
     // A plain transfer takes the slot pending 10 had.
     ledger.create_transfers(START + 2, &[plain(20, TransferFlags::empty())]);
-    let changes = ledger.take_changes();
+    let (meta, changes) = take_checkpoint(&mut ledger, 1);
     assert!(
         changes.pending_statuses.is_empty(),
         "{:?}",
         changes.pending_statuses
     );
-    let meta = CheckpointMeta {
-        lsn: 1,
-        timestamp_last: ledger.timestamp_last(),
-    };
     store.write_checkpoint(meta, &changes).unwrap();
     let (restored, _) = store.load_ledger().unwrap();
     assert_eq!(restored.state_hash(), ledger.state_hash());
@@ -756,13 +746,7 @@ fn a_slot_freed_by_a_failed_chain_is_not_taken_for_a_resolution() {
 fn a_stored_pending_transfer_without_a_pending_row_is_corruption_when_read() {
     let fixture = store_with_history();
     let store = &fixture.store;
-    let view = store.db.snapshot();
-    let (key, value) = view
-        .iterator_cf(store.cf(CF_PENDING).unwrap(), rocksdb::IteratorMode::Start)
-        .next()
-        .unwrap()
-        .unwrap();
-    drop(view);
+    let (key, value) = first_row(store, CF_PENDING);
     let transfer = bytemuck::pod_read_unaligned::<Transfer>(&value);
     store
         .db
