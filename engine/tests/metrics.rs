@@ -309,3 +309,60 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         daemon.stderr
     );
 }
+
+/// `GET path` on the in-process exporter without blocking the runtime that serves it.
+async fn http_get_async(addr: SocketAddr, path: &'static str) -> (String, String) {
+    tokio::task::spawn_blocking(move || http_get(addr, path))
+        .await
+        .expect("http_get")
+}
+
+// The only test in this binary that runs a server in-process, so the only one that installs
+// the process-wide metrics recorder: a server test running beside it (they run on threads of
+// one process) would count its own requests into the same counters.
+#[tokio::test]
+async fn an_in_process_server_exports_request_and_connection_metrics() {
+    use common::wire::{server_config, TestServer, Wire};
+    use protocol::{CreateResult, Operation};
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = settled_engine::config::Config {
+        metrics_listen: metrics_addr.to_string(),
+        ..server_config(dir.path())
+    };
+    let server = TestServer::start(config).await;
+    let mut wire = Wire::ready(server.addr).await;
+    let accounts = [
+        account(1, AccountFlags::empty()),
+        account(2, AccountFlags::empty()),
+    ];
+    let created: Vec<CreateResult> = wire.call(Operation::CreateAccounts, 1, &accounts).await;
+    assert_eq!(created.len(), 2);
+    let found: Vec<Account> = wire.call(Operation::LookupAccounts, 2, &[1u128]).await;
+    assert_eq!(found.len(), 1);
+    let (status, body) = http_get_async(metrics_addr, "/metrics").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    for expected in [
+        "settled_request_duration_seconds_bucket{operation=\"create_accounts\",le=\"0.0001\"}",
+        "settled_request_duration_seconds_bucket{operation=\"lookup_accounts\",le=\"10\"}",
+        "settled_requests_total{operation=\"create_accounts\",outcome=\"ok\"}",
+        "settled_events_total{operation=\"create_accounts\",result=\"created\"} 2",
+        "settled_events_total{operation=\"lookup_accounts\",result=\"ok\"} 1",
+        "settled_connections 1",
+        "settled_core_batches_total",
+        "settled_wal_fsync_duration_seconds_bucket",
+        "settled_build_info{",
+    ] {
+        assert!(body.contains(expected), "missing {expected} in:\n{body}");
+    }
+    let (health, _) = http_get_async(metrics_addr, "/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let (ready, body) = http_get_async(metrics_addr, "/readyz").await;
+    assert!(
+        ready.starts_with("HTTP/1.1 200") && body.ends_with("ready\n"),
+        "{ready} {body}"
+    );
+    let (missing, _) = http_get_async(metrics_addr, "/nothing").await;
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    server.stop().await;
+}
