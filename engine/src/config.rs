@@ -95,11 +95,21 @@ pub struct Config {
     /// `too_many_in_flight`.
     pub requests_in_flight_per_connection_max: u32,
     /// Requests waiting for the core thread at most, across all connections; when full,
-    /// connections stop reading and retry (backpressure).
+    /// connections stop reading and wait for room in arrival order (backpressure).
     pub queue_requests_max: u32,
     /// How long a request waits (its connection reading nothing more) for room in a full
     /// queue before it is answered `busy`, in milliseconds.
     pub queue_full_wait_ms_max: u64,
+    /// Bytes of replies one connection may have waiting to be written; past it the
+    /// connection is not read until its client reads. At least one largest reply.
+    pub reply_bytes_per_connection_max: u32,
+    /// A write to a client that makes no progress this long closes its connection.
+    pub write_timeout_seconds: u64,
+    /// How long a new connection has to send its handshake.
+    pub handshake_timeout_seconds: u64,
+    /// A connection with nothing in flight that sends nothing this long is closed;
+    /// 0 keeps idle connections open.
+    pub idle_timeout_seconds: u64,
     /// Events the core applies in one batch (one WAL record) at most.
     pub batch_events_max: u32,
     /// Checkpoint to RocksDB after this many batches...
@@ -132,6 +142,12 @@ pub struct Config {
     /// Ledger ids and the asset each one holds (the `settle` CLI reads the same table).
     pub ledgers: Vec<LedgerAsset>,
 }
+
+/// Default `reply_bytes_per_connection_max`: four largest replies.
+const REPLY_BYTES_PER_CONNECTION_DEFAULT: u32 = 4 * REPLY_BYTES_MAX;
+
+/// The largest answer one request can get: a full frame.
+const REPLY_BYTES_MAX: u32 = protocol::frame::BODY_BYTES_MAX + protocol::frame::HEADER_BYTES as u32;
 
 /// Keys that an earlier version read, with the key that replaced them: a file that still
 /// uses one is refused with a message naming the new key.
@@ -184,6 +200,10 @@ impl Default for Config {
             requests_in_flight_per_connection_max: 64,
             queue_requests_max: engine.queue_requests_max,
             queue_full_wait_ms_max: 5000,
+            reply_bytes_per_connection_max: REPLY_BYTES_PER_CONNECTION_DEFAULT,
+            write_timeout_seconds: 30,
+            handshake_timeout_seconds: 10,
+            idle_timeout_seconds: 0,
             batch_events_max: engine.batch_events_max,
             checkpoint_batches: engine.checkpoint_batches,
             checkpoint_events: engine.checkpoint_events,
@@ -284,10 +304,19 @@ impl Config {
                 self.checkpoint_interval_seconds,
             ),
             ("shutdown_timeout_seconds", self.shutdown_timeout_seconds),
+            ("write_timeout_seconds", self.write_timeout_seconds),
+            ("handshake_timeout_seconds", self.handshake_timeout_seconds),
         ] {
             if value == 0 {
                 return Err(invalid(key, value, "must be at least 1"));
             }
+        }
+        if self.reply_bytes_per_connection_max < REPLY_BYTES_MAX {
+            return Err(invalid(
+                "reply_bytes_per_connection_max",
+                self.reply_bytes_per_connection_max,
+                &format!("must hold the largest reply, {REPLY_BYTES_MAX} bytes"),
+            ));
         }
         if self.fsync != "always" {
             return Err(invalid(

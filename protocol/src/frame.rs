@@ -359,6 +359,10 @@ error_codes! {
     /// The server cannot take writes now (its checkpoints to disk keep failing); the
     /// request was not applied. Reads are still served; retry writes later.
     Unavailable = 15 => "unavailable", fatal: false;
+    /// No whole first frame (the handshake) arrived within the server's handshake timeout.
+    HandshakeTimeout = 16 => "handshake_timeout", fatal: true;
+    /// Nothing in flight and no frame for the server's idle timeout.
+    IdleTimeout = 17 => "idle_timeout", fatal: true;
 }
 
 impl core::fmt::Display for ErrorCode {

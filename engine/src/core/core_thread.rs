@@ -38,6 +38,23 @@ pub(crate) enum Submission {
     Shutdown,
 }
 
+impl Submission {
+    pub(crate) fn request(request: Request, reply: ReplySender) -> Submission {
+        Submission::Request {
+            request,
+            reply,
+            store_reads: None,
+        }
+    }
+
+    /// Drop a submission that was never queued, without answering it.
+    pub(crate) fn forget_reply(self) {
+        if let Submission::Request { reply, .. } = self {
+            reply.disarm();
+        }
+    }
+}
+
 /// Replies of one batch, released once `lsn` is durable.
 struct Parked {
     lsn: u64,

@@ -40,8 +40,8 @@ use wal::{Wal, WalError};
 
 pub use config::{system_clock_ns, Clock, EngineConfig, WhenFull};
 pub use record::RecordError;
-pub use request::{PendingReply, Reply, Request};
-pub use submit::EngineHandle;
+pub use request::{OnReply, PendingReply, Reply, Request};
+pub use submit::{EngineHandle, SlotWait};
 pub use telemetry::Health;
 
 use checkpointer::{CheckpointQueue, CheckpointStatus};

@@ -23,6 +23,7 @@ use crossbeam::channel::{Receiver, Sender};
 use protocol::{AccountBalance, AccountFlags, Transfer};
 
 use super::core_thread::Submission;
+use super::submit::Admitted;
 use super::record::Write;
 use super::request::Request;
 use super::EngineError;
@@ -140,10 +141,12 @@ pub(crate) fn run(
     store: Arc<Store>,
     evicted_through: Arc<AtomicU64>,
     eviction_generation: Arc<AtomicU64>,
-    input: Receiver<Submission>,
+    input: Receiver<Admitted>,
     output: Sender<Submission>,
 ) {
-    while let Ok(submission) = input.recv() {
+    while let Ok(Admitted { submission, slot }) = input.recv() {
+        // Off the queue: its slot goes to the next async submitter waiting for one.
+        drop(slot);
         let forward = match submission {
             Submission::Request { request, reply, .. } => {
                 // Generation first: the core publishes the watermark before it, so this
@@ -176,7 +179,7 @@ pub(crate) fn run(
         }
     }
     // Requests that slipped in behind the shutdown are refused, as the core does.
-    while let Ok(submission) = input.try_recv() {
+    while let Ok(Admitted { submission, .. }) = input.try_recv() {
         if let Submission::Request { reply, .. } = submission {
             let _ = reply.send(Err(EngineError::ShuttingDown));
         }

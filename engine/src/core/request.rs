@@ -67,11 +67,74 @@ pub struct PendingReply {
     receiver: oneshot::Receiver<Result<Reply, EngineError>>,
 }
 
-pub(crate) type ReplySender = oneshot::Sender<Result<Reply, EngineError>>;
+/// Where the core sends a request's reply: a [`PendingReply`]'s channel, or a callback the
+/// submitter gave (the server's, which hands the reply straight to its connection's writer).
+///
+/// Sending consumes it. One dropped unsent (a thread that died) answers
+/// [`EngineError::Stopped`], so no submitter waits forever.
+pub(crate) struct ReplySender(Option<Destination>);
+
+enum Destination {
+    Channel(oneshot::Sender<Result<Reply, EngineError>>),
+    Callback(OnReply),
+}
+
+/// Called once, on the core thread (or the read stage), with a request's reply: it must
+/// only hand the reply on (no I/O, no blocking, nothing slow).
+pub type OnReply = Box<dyn FnOnce(Result<Reply, EngineError>) + Send>;
+
+impl ReplySender {
+    pub(crate) fn callback(on_reply: OnReply) -> ReplySender {
+        ReplySender(Some(Destination::Callback(on_reply)))
+    }
+
+    /// Drop without answering: for a submission refused before it was queued, whose
+    /// submitter learns of the refusal from the error instead.
+    pub(crate) fn disarm(mut self) {
+        self.0.take();
+    }
+
+    /// Deliver `result`. `Err` gives it back when the receiver is gone (a channel whose
+    /// [`PendingReply`] was dropped); a callback always takes it.
+    pub(crate) fn send(
+        mut self,
+        result: Result<Reply, EngineError>,
+    ) -> Result<(), Result<Reply, EngineError>> {
+        match self.0.take() {
+            Some(Destination::Channel(sender)) => sender.send(result),
+            Some(Destination::Callback(on_reply)) => {
+                on_reply(result);
+                Ok(())
+            }
+            None => unreachable!("a reply is sent once: send consumes the sender"),
+        }
+    }
+}
+
+impl Drop for ReplySender {
+    fn drop(&mut self) {
+        if let Some(Destination::Callback(on_reply)) = self.0.take() {
+            on_reply(Err(EngineError::Stopped));
+        }
+        // A dropped channel sender already reads as `Stopped` on the other side.
+    }
+}
+
+impl std::fmt::Debug for ReplySender {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.0 {
+            Some(Destination::Channel(_)) => "channel",
+            Some(Destination::Callback(_)) => "callback",
+            None => "sent",
+        };
+        formatter.debug_tuple("ReplySender").field(&kind).finish()
+    }
+}
 
 impl PendingReply {
     pub(crate) fn channel() -> (ReplySender, PendingReply) {
         let (sender, receiver) = oneshot::channel();
+        let sender = ReplySender(Some(Destination::Channel(sender)));
         (sender, PendingReply { receiver })
     }
 

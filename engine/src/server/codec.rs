@@ -92,6 +92,38 @@ pub(crate) fn decode(operation: Operation, body: &[u8]) -> Result<Request, Refus
     Ok(request)
 }
 
+/// The most bytes the answer to `request` can take (header included), whether a Reply or
+/// an Error frame: what the connection sets aside of its reply budget before submitting
+/// it. A filter's `limit` is capped by the records one reply carries.
+pub(crate) fn reply_bytes_bound(request: &Request) -> u32 {
+    let records_max = u64::from(protocol::BATCH_EVENTS_MAX);
+    let (records, record_bytes) = match request {
+        Request::CreateAccounts(_) | Request::CreateTransfers(_) => (
+            u64::from(request.events_count()),
+            size_of::<protocol::CreateResult>(),
+        ),
+        Request::LookupAccounts(ids) | Request::LookupTransfers(ids) => {
+            (ids.len() as u64, size_of::<protocol::Account>())
+        }
+        Request::GetAccountTransfers(filter) => {
+            (u64::from(filter.limit), size_of::<protocol::Transfer>())
+        }
+        Request::GetAccountBalances(filter) => (
+            u64::from(filter.limit),
+            size_of::<protocol::AccountBalance>(),
+        ),
+        Request::QueryAccounts(filter) => (u64::from(filter.limit), size_of::<protocol::Account>()),
+        Request::QueryTransfers(filter) => {
+            (u64::from(filter.limit), size_of::<protocol::Transfer>())
+        }
+    };
+    let body = (records.min(records_max) * record_bytes as u64)
+        .min(u64::from(protocol::frame::BODY_BYTES_MAX))
+        .max(u64::from(protocol::frame::ERROR_MESSAGE_BYTES_MAX));
+    // At most BODY_BYTES_MAX + 64: fits u32 by the frame format's own limit.
+    (body + HEADER_BYTES as u64) as u32
+}
+
 /// The single filter record of a filter request.
 fn first<T: bytemuck::Pod>(body: &[u8]) -> Result<T, protocol::records::LengthError> {
     let records = from_bytes::<T>(body)?;

@@ -2,31 +2,42 @@
 //! task that sends replies in whatever order they become durable.
 //!
 //! ```text
-//! socket ─read─▶ FrameReader ─▶ handshake / check / decode ─▶ EngineHandle::submit
-//!                                                                  │ PendingReply
-//!                                                  reply task per request (awaits it)
+//! socket ─read─▶ FrameReader ─▶ handshake / check / decode ─▶ EngineHandle::submit_async
+//!                                                                  │ (a queue slot)
+//!                                                     core thread: durable reply
 //!                                                                  ▼
-//! socket ◀─write─ writer task ◀── bounded mpsc of encoded frames ◀──┘
+//! socket ◀─write─ writer task ◀── bounded mpsc (slot reserved per request) ◀──┘
 //! ```
 //!
-//! Backpressure: a full engine queue makes the reader retry with a short sleep and stop
-//! reading meanwhile; a slow client fills the bounded mpsc, which stops the reply tasks and
-//! then the reader. Requests in flight per connection are capped by a semaphore whose
-//! permit each reply task holds until its reply is handed to the writer.
+//! Before a request is submitted the reader takes, in order: one of
+//! `requests_in_flight_per_connection_max` in-flight permits (none left: answered
+//! `too_many_in_flight`), the most bytes its reply can take out of the connection's
+//! `reply_bytes_per_connection_max` budget, a slot in the writer's channel, and a slot in
+//! the engine queue. The last three wait rather than refuse, and while the reader waits it
+//! reads nothing: a client that stops reading its replies, or a full engine queue, stops
+//! the server reading that client (backpressure reaches its socket), and its replies never
+//! take more than the budget. Waits for the engine queue are fair (first come, first
+//! served) and bounded by `queue_full_wait_ms_max`, then answered `busy`.
+//!
+//! The core hands each reply straight to the writer's channel through the reserved slot
+//! (no task per request); the writer encodes it, writes, and gives the budget back once
+//! the bytes are in the socket. A write that makes no progress for
+//! `write_timeout_seconds` ends the connection. The first frame must arrive within
+//! `handshake_timeout_seconds`, and a connection with nothing in flight that sends no
+//! frame for `idle_timeout_seconds` (when set) is closed.
 //!
 //! A client that goes away loses only its own replies: the writer's failure drops the
-//! channel's receiver, and every later `send` simply fails. Nothing here can block a
+//! channel's receiver, and every later send simply fails. Nothing here can block a
 //! tokio worker thread.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use protocol::frame::{
     negotiate_version, parse_handshake_body, ErrorCode, FrameKind, PROTOCOL_VERSION,
 };
 use protocol::{CreateAccountResult, CreateTransferResult, Operation};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -34,13 +45,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use super::codec::{self, OutFrame, Refusal};
 use super::frame_io::{Frame, FrameReader, ReadError};
 use super::shutdown::Shutdown;
-use crate::core::{EngineError, EngineHandle, PendingReply, Reply};
-
-/// First sleep after the engine answered `Busy`; doubles up to [`BUSY_RETRY_SLEEP_MAX`].
-/// The queue drains a batch at a time (about one fsync), so a millisecond is the right
-/// order; doubling keeps thousands of waiting connections from spinning.
-const BUSY_RETRY_SLEEP_FIRST: Duration = Duration::from_millis(1);
-const BUSY_RETRY_SLEEP_MAX: Duration = Duration::from_millis(32);
+use crate::core::{EngineError, EngineHandle, Reply, Request, SlotWait};
 
 /// After a fatal error or at shutdown the server closes its side first, then reads and
 /// discards what the client still sends, for this long and this much at most: closing a
@@ -49,18 +54,37 @@ const BUSY_RETRY_SLEEP_MAX: Duration = Duration::from_millis(32);
 const LINGER_AFTER_CLOSE: Duration = Duration::from_millis(500);
 const LINGER_BYTES_MAX: usize = 2 * protocol::frame::BODY_BYTES_MAX as usize;
 
+/// Frames smaller than this are gathered into one buffer and written together; larger
+/// ones are written from where they are, without a copy.
+const WRITE_GATHER_BYTES: usize = 64 * 1024;
+
 /// What every connection shares.
 pub(crate) struct Context {
     pub engine: EngineHandle,
     pub requests_in_flight_max: u32,
     /// How long a request waits on a full engine queue before it is answered `busy`.
     pub queue_full_wait_max: Duration,
+    /// Reply bytes one connection may have waiting to be written.
+    pub reply_bytes_max: u32,
+    /// A write (or the flush of gathered frames) that makes no progress this long ends
+    /// the connection.
+    pub write_timeout: Duration,
+    /// How long a new connection has to send its whole first frame.
+    pub handshake_timeout: Duration,
+    /// How long a connection with nothing in flight may send nothing; `None`: forever.
+    pub idle_timeout: Option<Duration>,
 }
 
-/// A frame for the writer and, for answers to requests, what to record once it is sent.
-pub(crate) struct Outgoing {
-    pub frame: OutFrame,
-    pub answered: Option<Answered>,
+/// What the writer gets: a frame ready to go, or a request's reply from the core.
+pub(crate) enum Outgoing {
+    Frame {
+        frame: OutFrame,
+        answered: Option<Answered>,
+    },
+    Reply {
+        request: InFlight,
+        result: Result<Reply, EngineError>,
+    },
 }
 
 pub(crate) struct Answered {
@@ -75,25 +99,35 @@ pub(crate) struct Answered {
 /// How the reading side ended.
 #[derive(Debug, PartialEq, Eq)]
 enum End {
-    /// The client closed (or the socket failed): in-flight replies still go out.
+    /// The client closed (or the socket failed, or the writer gave up): in-flight replies
+    /// still go out where they can.
     Closed,
     /// The server is shutting down: stop reading, answer what is in flight.
     Shutdown,
     /// A protocol error was answered with an Error frame; the connection closes.
     Fatal,
+    /// No first frame within the handshake timeout, or idle past the idle timeout.
+    TimedOut,
 }
 
 /// Serve one accepted connection until the client leaves, a fatal error, or shutdown.
 pub(crate) async fn serve(stream: TcpStream, context: Arc<Context>, shutdown: Shutdown) {
     let peer = stream.peer_addr().ok();
     let (read_half, write_half) = stream.into_split();
-    // Every reply of the in-flight window, plus a handshake or error frame, fits without
-    // waiting; past that the reader waits for the writer.
+    // A slot for every reply of the in-flight window, plus room for a handshake or error
+    // frame; past that the reader waits for the writer.
     let capacity = context.requests_in_flight_max as usize + 2;
     let (sender, receiver) = mpsc::channel(capacity);
-    let writer = tokio::spawn(write_frames(write_half, receiver));
+    let reply_bytes = Arc::new(Semaphore::new(context.reply_bytes_max as usize));
+    let writer = tokio::spawn(write_frames(
+        write_half,
+        receiver,
+        context.write_timeout,
+        reply_bytes.clone(),
+    ));
     let connection = Connection {
         in_flight: Arc::new(Semaphore::new(context.requests_in_flight_max as usize)),
+        reply_bytes,
         context,
         reader: FrameReader::new(read_half),
         sender,
@@ -102,7 +136,8 @@ pub(crate) async fn serve(stream: TcpStream, context: Arc<Context>, shutdown: Sh
     };
     let (end, read_half) = connection.run().await;
     tracing::debug!(?peer, ?end, "connection reading stopped");
-    // The writer ends once every in-flight reply has been handed over and written.
+    // The writer ends once every in-flight reply has been handed over and written (or it
+    // gave up on a client that does not read).
     let _ = writer.await;
     // The client may still be sending: see LINGER_AFTER_CLOSE.
     if end != End::Closed {
@@ -115,6 +150,8 @@ struct Connection {
     reader: FrameReader<OwnedReadHalf>,
     sender: mpsc::Sender<Outgoing>,
     in_flight: Arc<Semaphore>,
+    /// The connection's reply budget in bytes; the writer closes it when it gives up.
+    reply_bytes: Arc<Semaphore>,
     /// The version agreed by the handshake; `None` until then.
     version: Option<u16>,
     shutdown: Shutdown,
@@ -129,9 +166,19 @@ impl Connection {
 
     async fn read_loop(&mut self) -> End {
         while !self.shutdown.is_shutdown() {
+            let deadline = self.read_deadline();
             let read = tokio::select! {
                 read = self.reader.read_frame() => read,
                 () = self.shutdown.recv() => return End::Shutdown,
+                // The writer gave up on this client (it does not read): stop reading too.
+                () = self.sender.closed() => return End::Closed,
+                () = sleep_until_or_forever(deadline) => {
+                    if self.version.is_some() && !self.nothing_in_flight() {
+                        // Waiting for replies is not idling: wait another period.
+                        continue;
+                    }
+                    return self.timed_out().await;
+                }
             };
             let frame = match read {
                 Ok(Some(frame)) => frame,
@@ -149,6 +196,40 @@ impl Connection {
             }
         }
         End::Shutdown
+    }
+
+    /// When waiting for the next frame must stop: the handshake timeout before the
+    /// handshake, the idle timeout (if any) after it.
+    fn read_deadline(&self) -> Option<tokio::time::Instant> {
+        let now = tokio::time::Instant::now();
+        if self.version.is_none() {
+            return Some(now + self.context.handshake_timeout);
+        }
+        self.context.idle_timeout.map(|timeout| now + timeout)
+    }
+
+    fn nothing_in_flight(&self) -> bool {
+        self.in_flight.available_permits() == self.context.requests_in_flight_max as usize
+    }
+
+    async fn timed_out(&mut self) -> End {
+        let (code, message) = if self.version.is_none() {
+            (
+                ErrorCode::HandshakeTimeout,
+                "handshake_timeout: no handshake within handshake_timeout_seconds",
+            )
+        } else {
+            (
+                ErrorCode::IdleTimeout,
+                "idle_timeout: no request within idle_timeout_seconds",
+            )
+        };
+        crate::metrics::connection_error(code.as_str());
+        tracing::debug!(error = code.as_str(), "closing connection");
+        let _ = self
+            .send(codec::error_frame(0, 0, code, message), None)
+            .await;
+        End::TimedOut
     }
 
     async fn handle(&mut self, frame: Frame) -> Result<(), End> {
@@ -202,7 +283,7 @@ impl Connection {
             Ok(operation) => operation,
             Err(refusal) => return self.refuse(&frame, None, refusal, started).await,
         };
-        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+        let Ok(in_flight) = self.in_flight.clone().try_acquire_owned() else {
             let message = format!(
                 "too_many_in_flight: limit {} (requests_in_flight_per_connection_max)",
                 self.context.requests_in_flight_max
@@ -210,57 +291,80 @@ impl Connection {
             let refusal = Refusal::new(ErrorCode::TooManyInFlight, message);
             return self.refuse(&frame, Some(operation), refusal, started).await;
         };
-        let pending = match self.submit(operation, &frame.body).await {
-            Ok(pending) => pending,
+        let request = match codec::decode(operation, &frame.body) {
+            Ok(request) => request,
             Err(refusal) => return self.refuse(&frame, Some(operation), refusal, started).await,
         };
-        let request = InFlight {
+        // The reply's room: budget bytes, then a slot in the writer's channel. Both wait
+        // for the writer, so a client that does not read stops being read.
+        let bound = codec::reply_bytes_bound(&request);
+        debug_assert!(bound <= self.context.reply_bytes_max, "the budget fits any reply");
+        let budget = tokio::select! {
+            acquired = self.reply_bytes.clone().acquire_many_owned(bound) => acquired,
+            () = self.shutdown.recv() => return Err(End::Shutdown),
+        };
+        // Closed by the writer when it gave up on the socket.
+        let Ok(budget) = budget else {
+            return Err(End::Closed);
+        };
+        let slot = tokio::select! {
+            reserved = self.sender.clone().reserve_owned() => reserved,
+            () = self.shutdown.recv() => return Err(End::Shutdown),
+        };
+        let Ok(slot) = slot else {
+            return Err(End::Closed);
+        };
+        let request_in_flight = InFlight {
             operation,
             request_id: header.request_id,
             events: header.event_count,
             started,
-            sender: self.sender.clone(),
-            _permit: permit,
+            _in_flight: in_flight,
+            budget,
         };
-        tokio::spawn(request.answer(pending));
-        Ok(())
+        let on_reply = Box::new(move |result: Result<Reply, EngineError>| {
+            // Never blocks: the slot was reserved. Dropped when the writer is gone.
+            slot.send(Outgoing::Reply {
+                request: request_in_flight,
+                result,
+            });
+        });
+        match self.submit(request, on_reply).await {
+            Ok(()) => Ok(()),
+            Err(refusal) => self.refuse(&frame, Some(operation), refusal, started).await,
+        }
     }
 
-    /// Hand the request to the engine. While its queue is full, wait here, so this
-    /// connection reads nothing more: the backpressure reaches the client's socket.
+    /// Hand the request to the engine. While its queue is full, wait here (fairly, for
+    /// at most `queue_full_wait_ms_max`), so this connection reads nothing more: the
+    /// backpressure reaches the client's socket.
     async fn submit(
         &mut self,
-        operation: Operation,
-        body: &Bytes,
-    ) -> Result<PendingReply, Refusal> {
-        let waited_since = Instant::now();
-        let mut sleep = BUSY_RETRY_SLEEP_FIRST;
-        loop {
-            let request = codec::decode(operation, body)?;
-            match self.context.engine.submit(request) {
-                Ok(pending) => return Ok(pending),
-                Err(EngineError::Busy { queue_requests_max }) => {
-                    if sleep == BUSY_RETRY_SLEEP_FIRST {
-                        crate::metrics::queue_full_wait();
-                    }
-                    if waited_since.elapsed() >= self.context.queue_full_wait_max {
-                        let message = format!(
-                            "busy: the engine queue (queue_requests_max {queue_requests_max}) \
-                             stayed full for queue_full_wait_ms_max; retry later"
-                        );
-                        return Err(Refusal::new(ErrorCode::Busy, message));
-                    }
-                }
-                Err(error) => return Err(refusal_of(&error)),
+        request: Request,
+        on_reply: crate::core::OnReply,
+    ) -> Result<(), Refusal> {
+        let context = &self.context;
+        let submitted = context.engine.submit_async(
+            request,
+            on_reply,
+            context.queue_full_wait_max,
+            self.shutdown.recv(),
+        );
+        match submitted.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(SlotWait::TimedOut)) => {
+                let message = format!(
+                    "busy: the engine queue stayed full for queue_full_wait_ms_max ({} ms); \
+                     retry later",
+                    context.queue_full_wait_max.as_millis()
+                );
+                Err(Refusal::new(ErrorCode::Busy, message))
             }
-            tokio::select! {
-                () = tokio::time::sleep(sleep) => {}
-                () = self.shutdown.recv() => {
-                    let message = "shutting_down: request not applied".to_string();
-                    return Err(Refusal::new(ErrorCode::ShuttingDown, message));
-                }
+            Ok(Err(SlotWait::Cancelled)) => {
+                let message = "shutting_down: request not applied".to_string();
+                Err(Refusal::new(ErrorCode::ShuttingDown, message))
             }
-            sleep = (sleep * 2).min(BUSY_RETRY_SLEEP_MAX);
+            Err(error) => Err(refusal_of(&error)),
         }
     }
 
@@ -304,42 +408,44 @@ impl Connection {
     }
 
     async fn send(&mut self, frame: OutFrame, answered: Option<Answered>) -> Result<(), End> {
-        let outgoing = Outgoing { frame, answered };
+        let outgoing = Outgoing::Frame { frame, answered };
         // The writer only goes away when the socket failed: nothing more to do here.
         self.sender.send(outgoing).await.map_err(|_| End::Closed)
     }
 }
 
-/// A request handed to the engine: waits for its reply and passes it to the writer.
-struct InFlight {
+/// A request handed to the engine, travelling with its reply to the writer.
+pub(crate) struct InFlight {
     operation: Operation,
     request_id: u64,
     events: u32,
     started: Instant,
-    sender: mpsc::Sender<Outgoing>,
-    /// Released once the reply is with the writer: bounds replies held per connection.
-    _permit: OwnedSemaphorePermit,
+    /// Released once the reply is with the writer: bounds requests per connection.
+    _in_flight: OwnedSemaphorePermit,
+    /// The reply's share of the connection's byte budget, given back once it is written.
+    budget: OwnedSemaphorePermit,
 }
 
 impl InFlight {
-    async fn answer(self, pending: PendingReply) {
-        let result = pending.await;
+    /// The frame for `result`, what to record about it, and the budget to give back once
+    /// it is written.
+    fn into_frame(
+        self,
+        result: Result<Reply, EngineError>,
+    ) -> (OutFrame, Answered, OwnedSemaphorePermit) {
         let results = results_by_name(self.operation, self.events, &result);
         let (frame, outcome) = self.frame_of(result);
+        debug_assert!(
+            frame.header.len() + frame.body.as_slice().len() <= self.budget.num_permits(),
+            "a reply never outgrows the budget set aside for it"
+        );
         let answered = Answered {
             operation: self.operation.as_str(),
             outcome,
             results,
             started: self.started,
         };
-        // Fails only when the client is gone; its reply is dropped with it.
-        let _ = self
-            .sender
-            .send(Outgoing {
-                frame,
-                answered: Some(answered),
-            })
-            .await;
+        (frame, answered, self.budget)
     }
 
     fn frame_of(&self, result: Result<Reply, EngineError>) -> (OutFrame, &'static str) {
@@ -410,42 +516,105 @@ fn refusal_of(error: &EngineError) -> Refusal {
     Refusal::new(code, format!("{}: {error}", code.as_str()))
 }
 
-/// The writer task: frames from the channel to the socket, flushed whenever the channel
-/// runs dry (so pipelined replies share a write), metrics recorded once written.
-async fn write_frames(write_half: OwnedWriteHalf, mut receiver: mpsc::Receiver<Outgoing>) {
-    let mut writer = BufWriter::new(write_half);
-    let mut written = Vec::new();
-    while let Some(outgoing) = receiver.recv().await {
-        let mut next = Some(outgoing);
-        while let Some(outgoing) = next {
-            if write_frame(&mut writer, &outgoing.frame).await.is_err() {
-                return;
-            }
-            written.extend(outgoing.answered);
-            next = receiver.try_recv().ok();
-        }
-        if writer.flush().await.is_err() {
-            return;
-        }
-        for answered in written.drain(..) {
-            crate::metrics::request_answered(
-                answered.operation,
-                answered.outcome,
-                &answered.results,
-                answered.started.elapsed(),
-            );
-        }
-    }
-    // Every sender is gone (reader done, no reply in flight): say so with a FIN.
-    let _ = writer.shutdown().await;
+/// Why the writer stopped before its channel closed.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error("no write progress for {0:?} (write_timeout_seconds)")]
+    TimedOut(Duration),
+    #[error("write: {0}")]
+    Io(#[from] std::io::Error),
 }
 
-async fn write_frame(
-    writer: &mut BufWriter<OwnedWriteHalf>,
-    frame: &OutFrame,
-) -> std::io::Result<()> {
-    writer.write_all(&frame.header).await?;
-    writer.write_all(frame.body.as_slice()).await
+/// The writer task: frames from the channel to the socket, small ones gathered into one
+/// write while the channel has more (pipelined replies share a syscall), metrics recorded
+/// and reply budget given back once written. On a failed or stalled write it closes the
+/// budget and drops the channel, which ends the reader too.
+async fn write_frames(
+    mut socket: OwnedWriteHalf,
+    mut receiver: mpsc::Receiver<Outgoing>,
+    write_timeout: Duration,
+    reply_bytes: Arc<Semaphore>,
+) {
+    let mut gathered = Vec::with_capacity(WRITE_GATHER_BYTES);
+    let mut answered = Vec::new();
+    let mut budgets = Vec::new();
+    let outcome: Result<(), WriteError> = async {
+        while let Some(outgoing) = receiver.recv().await {
+            let mut next = Some(outgoing);
+            while let Some(outgoing) = next {
+                let (frame, answer, budget) = match outgoing {
+                    Outgoing::Frame { frame, answered } => (frame, answered, None),
+                    Outgoing::Reply { request, result } => {
+                        let (frame, answer, budget) = request.into_frame(result);
+                        (frame, Some(answer), Some(budget))
+                    }
+                };
+                let body = frame.body.as_slice();
+                gathered.extend_from_slice(&frame.header);
+                if gathered.len() + body.len() <= WRITE_GATHER_BYTES {
+                    gathered.extend_from_slice(body);
+                } else {
+                    write_timed(&mut socket, &gathered, write_timeout).await?;
+                    gathered.clear();
+                    write_timed(&mut socket, body, write_timeout).await?;
+                }
+                answered.extend(answer);
+                budgets.extend(budget);
+                next = receiver.try_recv().ok();
+            }
+            write_timed(&mut socket, &gathered, write_timeout).await?;
+            gathered.clear();
+            budgets.clear();
+            for answer in answered.drain(..) {
+                let Answered {
+                    operation,
+                    outcome,
+                    results,
+                    started,
+                } = answer;
+                crate::metrics::request_answered(operation, outcome, &results, started.elapsed());
+            }
+        }
+        Ok(())
+    }
+    .await;
+    reply_bytes.close();
+    match outcome {
+        // Every sender is gone (reader done, no reply in flight): say so with a FIN.
+        Ok(()) => {
+            let _ = tokio::time::timeout(write_timeout, socket.shutdown()).await;
+        }
+        Err(WriteError::TimedOut(timeout)) => {
+            crate::metrics::connection_error("write_timeout");
+            tracing::info!(?timeout, "closing a connection that does not read its replies");
+        }
+        Err(error) => tracing::debug!(%error, "connection write ended"),
+    }
+}
+
+/// Write all of `bytes`, failing when one write makes no progress for `timeout`.
+async fn write_timed(
+    socket: &mut (impl AsyncWrite + Unpin),
+    mut bytes: &[u8],
+    timeout: Duration,
+) -> Result<(), WriteError> {
+    while !bytes.is_empty() {
+        match tokio::time::timeout(timeout, socket.write(bytes)).await {
+            Err(_) => return Err(WriteError::TimedOut(timeout)),
+            Ok(Err(error)) => return Err(error.into()),
+            Ok(Ok(0)) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
+            Ok(Ok(written)) => bytes = &bytes[written..],
+        }
+    }
+    Ok(())
+}
+
+/// Sleep until `deadline`, or forever without one.
+async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Read and discard what the client still sends after the server closed its side, bounded in time and

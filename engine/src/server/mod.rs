@@ -139,6 +139,11 @@ impl Server {
                 engine: engine.handle(),
                 requests_in_flight_max: config.requests_in_flight_per_connection_max,
                 queue_full_wait_max: Duration::from_millis(config.queue_full_wait_ms_max),
+                reply_bytes_max: config.reply_bytes_per_connection_max,
+                write_timeout: Duration::from_secs(config.write_timeout_seconds),
+                handshake_timeout: Duration::from_secs(config.handshake_timeout_seconds),
+                idle_timeout: (config.idle_timeout_seconds > 0)
+                    .then(|| Duration::from_secs(config.idle_timeout_seconds)),
             }),
             notify_shutdown,
             shutdown_complete_sender,
