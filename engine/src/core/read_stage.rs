@@ -23,9 +23,9 @@ use crossbeam::channel::{Receiver, Sender};
 use protocol::{AccountBalance, AccountFlags, Transfer};
 
 use super::core_thread::Submission;
-use super::submit::Admitted;
 use super::record::Write;
 use super::request::Request;
+use super::submit::Admitted;
 use super::EngineError;
 use crate::ledger::OldTransfers;
 use crate::store::{Store, StoreError};

@@ -298,7 +298,10 @@ impl Connection {
         // The reply's room: budget bytes, then a slot in the writer's channel. Both wait
         // for the writer, so a client that does not read stops being read.
         let bound = codec::reply_bytes_bound(&request);
-        debug_assert!(bound <= self.context.reply_bytes_max, "the budget fits any reply");
+        debug_assert!(
+            bound <= self.context.reply_bytes_max,
+            "the budget fits any reply"
+        );
         let budget = tokio::select! {
             acquired = self.reply_bytes.clone().acquire_many_owned(bound) => acquired,
             () = self.shutdown.recv() => return Err(End::Shutdown),
@@ -586,7 +589,10 @@ async fn write_frames(
         }
         Err(WriteError::TimedOut(timeout)) => {
             crate::metrics::connection_error("write_timeout");
-            tracing::info!(?timeout, "closing a connection that does not read its replies");
+            tracing::info!(
+                ?timeout,
+                "closing a connection that does not read its replies"
+            );
         }
         Err(error) => tracing::debug!(%error, "connection write ended"),
     }

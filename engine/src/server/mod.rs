@@ -14,6 +14,7 @@
 
 mod codec;
 mod connection;
+mod descriptors;
 mod frame_io;
 mod shutdown;
 
@@ -48,6 +49,8 @@ pub enum ServerError {
     },
     #[error("engine: {0}")]
     Engine(#[from] EngineError),
+    #[error("cannot read the file descriptor limit (RLIMIT_NOFILE): {0}")]
+    Descriptors(std::io::Error),
     #[error("{task} failed: {source}")]
     Task {
         task: &'static str,
@@ -62,6 +65,10 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long telling a refused connection `busy` may take: the frame fits an empty socket
 /// buffer, so only a peer that vanished makes it wait.
 const REJECT_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Connections over `connections_max` being told `busy` at once, at most; past it one is
+/// closed without a word (each holds a descriptor until its client has read the frame).
+pub(crate) const REJECTING_MAX: usize = 64;
 
 /// A bound, recovered server that is not accepting yet.
 pub struct Server {
@@ -79,6 +86,8 @@ impl Server {
     /// served once [`Server::run`] starts.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         config.validate()?;
+        let descriptors = descriptors::ensure(config.connections_max)?;
+        tracing::debug!(descriptors, "file descriptor limit");
         let engine_config = config.engine_config()?;
         let readiness = match config.metrics_addr()? {
             Some(addr) => {
@@ -134,6 +143,7 @@ impl Server {
         let mut accept = Acceptor {
             listener,
             connections: Arc::new(Semaphore::new(config.connections_max as usize)),
+            rejecting: Arc::new(Semaphore::new(REJECTING_MAX)),
             connections_max: config.connections_max,
             context: Arc::new(Context {
                 engine: engine.handle(),
@@ -193,6 +203,8 @@ pub async fn run(
 struct Acceptor {
     listener: TcpListener,
     connections: Arc<Semaphore>,
+    /// Slots for connections being refused (see [`REJECTING_MAX`]).
+    rejecting: Arc<Semaphore>,
     connections_max: u32,
     context: Arc<Context>,
     notify_shutdown: broadcast::Sender<()>,
@@ -209,9 +221,15 @@ impl Acceptor {
             let _ = stream.set_nodelay(true);
             match self.connections.clone().try_acquire_owned() {
                 Ok(permit) => self.spawn_connection(stream, permit),
-                Err(_) => {
-                    tokio::spawn(reject(stream, self.connections_max));
-                }
+                Err(_) => match self.rejecting.clone().try_acquire_owned() {
+                    Ok(slot) => {
+                        tokio::spawn(reject(stream, self.connections_max, slot));
+                    }
+                    Err(_) => {
+                        crate::metrics::connection_rejected();
+                        drop(stream);
+                    }
+                },
             }
         }
     }
@@ -264,7 +282,7 @@ impl Drop for OpenConnection {
 }
 
 /// Tell a connection over the limit why it is refused, then close it.
-async fn reject(mut stream: TcpStream, connections_max: u32) {
+async fn reject(mut stream: TcpStream, connections_max: u32, _slot: OwnedSemaphorePermit) {
     let message = format!("busy: {connections_max} connections open (connections_max)");
     let frame = codec::error_frame(0, 0, ErrorCode::Busy, &message);
     crate::metrics::connection_rejected();

@@ -100,6 +100,10 @@ use crate::ledger::{Changes, CheckpointTotals, RestoreError};
 use codec::{id_key, record_bytes, status_byte, timeline_key, timestamp_key};
 use protocol::TransferFlags;
 
+/// Table files RocksDB keeps open at most (its table cache): a bound on the descriptors
+/// the store holds, whatever the history.
+pub const OPEN_FILES_MAX: i32 = 512;
+
 pub const CF_ACCOUNTS: &str = "accounts";
 pub const CF_TRANSFERS: &str = "transfers";
 pub const CF_TRANSFER_IDS: &str = "transfer_ids";
@@ -250,6 +254,9 @@ impl Store {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_max_background_jobs(4);
+        // Table files stay open in RocksDB's table cache; bounded, so descriptors do not
+        // grow with history (the server counts them against RLIMIT_NOFILE).
+        options.set_max_open_files(OPEN_FILES_MAX);
         // Checkpoints skip RocksDB's own log (the engine's WAL already holds every change)
         // and are flushed to SST files before the engine's WAL may drop them: the flush
         // must take every column family at once, or a crash could leave a checkpoint half

@@ -37,7 +37,12 @@ pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
 
 impl Daemon {
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let mut child = command(args, env)
+        Daemon::spawn_command(&mut command(args, env))
+    }
+
+    /// Run `command` (which execs `settled` in the end), its stderr collected.
+    pub fn spawn_command(command: &mut Command) -> Daemon {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -93,6 +98,13 @@ impl Daemon {
             .status()
             .expect("run kill");
         assert!(sent.success(), "kill -{signal} {pid}");
+        let status = self.wait_exit();
+        self.stderr.extend(self.lines.iter());
+        status
+    }
+
+    /// Wait for a daemon that exits on its own (a refused start); stderr is collected.
+    pub fn wait_exit_status(&mut self) -> ExitStatus {
         let status = self.wait_exit();
         self.stderr.extend(self.lines.iter());
         status
