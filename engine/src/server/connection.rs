@@ -17,7 +17,16 @@
 //! A client that goes away loses only its own replies: the writer's failure drops the
 //! channel's receiver, and every later `send` simply fails. Nothing here can block a
 //! tokio worker thread.
+//!
+//! The connection is generic over its two halves: plain TCP passes the socket's owned
+//! halves (no lock between reader and writer, as before TLS existed), TLS the halves of
+//! `tokio::io::split`. Each kind is compiled on its own, with no boxing per read.
+//!
+//! The handshake also authenticates ([`super::auth`]): a server that lists clients answers
+//! a missing or unknown token `unauthorized` and closes; a read-only client's creates are
+//! answered `forbidden`, one request at a time.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,11 +35,10 @@ use protocol::frame::{
     negotiate_version, parse_handshake_body, ErrorCode, FrameKind, PROTOCOL_VERSION,
 };
 use protocol::{CreateAccountResult, CreateTransferResult, Operation};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+use super::auth::{ClientAuth, Identity};
 use super::codec::{self, OutFrame, Refusal};
 use super::frame_io::{Frame, FrameReader, ReadError};
 use super::shutdown::Shutdown;
@@ -55,6 +63,8 @@ pub(crate) struct Context {
     pub requests_in_flight_max: u32,
     /// How long a request waits on a full engine queue before it is answered `busy`.
     pub queue_full_wait_max: Duration,
+    /// The configured clients that handshakes are checked against.
+    pub auth: ClientAuth,
 }
 
 /// A frame for the writer and, for answers to requests, what to record once it is sent.
@@ -83,10 +93,18 @@ enum End {
     Fatal,
 }
 
-/// Serve one accepted connection until the client leaves, a fatal error, or shutdown.
-pub(crate) async fn serve(stream: TcpStream, context: Arc<Context>, shutdown: Shutdown) {
-    let peer = stream.peer_addr().ok();
-    let (read_half, write_half) = stream.into_split();
+/// Serve one accepted connection, given as its read and write halves, until the client
+/// leaves, a fatal error, or shutdown.
+pub(crate) async fn serve<R, W>(
+    read_half: R,
+    write_half: W,
+    peer: Option<SocketAddr>,
+    context: Arc<Context>,
+    shutdown: Shutdown,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     // Every reply of the in-flight window, plus a handshake or error frame, fits without
     // waiting; past that the reader waits for the writer.
     let capacity = context.requests_in_flight_max as usize + 2;
@@ -98,6 +116,8 @@ pub(crate) async fn serve(stream: TcpStream, context: Arc<Context>, shutdown: Sh
         reader: FrameReader::new(read_half),
         sender,
         version: None,
+        identity: Identity::anonymous(),
+        peer,
         shutdown,
     };
     let (end, read_half) = connection.run().await;
@@ -110,19 +130,23 @@ pub(crate) async fn serve(stream: TcpStream, context: Arc<Context>, shutdown: Sh
     }
 }
 
-struct Connection {
+struct Connection<R> {
     context: Arc<Context>,
-    reader: FrameReader<OwnedReadHalf>,
+    reader: FrameReader<R>,
     sender: mpsc::Sender<Outgoing>,
     in_flight: Arc<Semaphore>,
     /// The version agreed by the handshake; `None` until then.
     version: Option<u16>,
+    /// Who the handshake's token proved; anonymous until then, and when no client is
+    /// configured.
+    identity: Identity,
+    peer: Option<SocketAddr>,
     shutdown: Shutdown,
 }
 
-impl Connection {
+impl<R: AsyncRead + Unpin> Connection<R> {
     /// Read and handle frames until the end; gives the read half back for lingering.
-    async fn run(mut self) -> (End, OwnedReadHalf) {
+    async fn run(mut self) -> (End, R) {
         let end = self.read_loop().await;
         (end, self.reader.into_inner())
     }
@@ -176,14 +200,17 @@ impl Connection {
     }
 
     async fn handshake(&mut self, frame: Frame) -> Result<(), End> {
+        // The reader refuses such a frame from its header already; this keeps the rule
+        // true here whatever the reader does.
         if frame.header.kind != FrameKind::Handshake {
             let message = "handshake_required: the first frame must be a handshake";
             return Err(self.fatal(ErrorCode::HandshakeRequired, message).await);
         }
-        let (version_min, version_max) = match parse_handshake_body(&frame.body) {
-            Ok(range) => range,
+        let handshake = match parse_handshake_body(&frame.body) {
+            Ok(handshake) => handshake,
             Err(error) => return Err(self.fatal(error.code(), &error.to_string()).await),
         };
+        let (version_min, version_max) = (handshake.version_min, handshake.version_max);
         let Some(version) = negotiate_version(version_min, version_max) else {
             let message = format!(
                 "unsupported_version: client speaks {version_min}..={version_max}, \
@@ -191,7 +218,18 @@ impl Connection {
             );
             return Err(self.fatal(ErrorCode::UnsupportedVersion, &message).await);
         };
+        self.identity = match self.context.auth.authenticate(handshake.token) {
+            Ok(identity) => identity,
+            Err(refused) => {
+                crate::metrics::connection_unauthorized();
+                return Err(self.fatal(ErrorCode::Unauthorized, refused.message()).await);
+            }
+        };
+        if let Some(name) = &self.identity.name {
+            tracing::debug!(peer = ?self.peer, client = %name, "client authenticated");
+        }
         self.version = Some(version);
+        self.reader.handshake_done();
         self.send(codec::handshake_frame(version), None).await
     }
 
@@ -202,6 +240,12 @@ impl Connection {
             Ok(operation) => operation,
             Err(refusal) => return self.refuse(&frame, None, refusal, started).await,
         };
+        if self.identity.read_only && operation.is_write() {
+            let name = self.identity.name.as_deref().unwrap_or_default();
+            let message = format!("forbidden: client {name:?} is read-only; {operation} refused");
+            let refusal = Refusal::new(ErrorCode::Forbidden, message);
+            return self.refuse(&frame, Some(operation), refusal, started).await;
+        }
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             let message = format!(
                 "too_many_in_flight: limit {} (requests_in_flight_per_connection_max)",
@@ -292,6 +336,7 @@ impl Connection {
     async fn fatal(&mut self, code: ErrorCode, message: &str) -> End {
         debug_assert!(code.is_fatal(), "{code} is answered per request");
         tracing::info!(
+            peer = ?self.peer,
             error = code.as_str(),
             message,
             "closing connection on a protocol error"
@@ -412,7 +457,10 @@ fn refusal_of(error: &EngineError) -> Refusal {
 
 /// The writer task: frames from the channel to the socket, flushed whenever the channel
 /// runs dry (so pipelined replies share a write), metrics recorded once written.
-async fn write_frames(write_half: OwnedWriteHalf, mut receiver: mpsc::Receiver<Outgoing>) {
+async fn write_frames<W: AsyncWrite + Unpin>(
+    write_half: W,
+    mut receiver: mpsc::Receiver<Outgoing>,
+) {
     let mut writer = BufWriter::new(write_half);
     let mut written = Vec::new();
     while let Some(outgoing) = receiver.recv().await {
@@ -440,8 +488,8 @@ async fn write_frames(write_half: OwnedWriteHalf, mut receiver: mpsc::Receiver<O
     let _ = writer.shutdown().await;
 }
 
-async fn write_frame(
-    writer: &mut BufWriter<OwnedWriteHalf>,
+async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut BufWriter<W>,
     frame: &OutFrame,
 ) -> std::io::Result<()> {
     writer.write_all(&frame.header).await?;
@@ -450,7 +498,7 @@ async fn write_frame(
 
 /// Read and discard what the client still sends after the server closed its side, bounded in time and
 /// bytes (see [`LINGER_AFTER_CLOSE`]).
-pub(crate) async fn linger(mut read_half: OwnedReadHalf) {
+pub(crate) async fn linger<R: AsyncRead + Unpin>(mut read_half: R) {
     let drain = async {
         let mut buffer = [0u8; 4096];
         let mut drained = 0;
