@@ -776,6 +776,76 @@ mod tests {
     }
 
     #[test]
+    fn tls_keys_come_in_pairs_and_name_the_missing_one() {
+        let no_key = error_of("tls_cert_file = \"server.pem\"\n");
+        assert_eq!(
+            no_key,
+            "tls_key_file = \"\": required when tls_cert_file is set (the private key of its \
+             certificate)"
+        );
+        let no_cert = error_of("tls_key_file = \"server.key\"\n");
+        assert!(
+            no_cert.starts_with("tls_cert_file = \"\": required"),
+            "{no_cert}"
+        );
+        let ca_alone = error_of("tls_client_ca_file = \"ca.pem\"\n");
+        assert!(
+            ca_alone.starts_with("tls_client_ca_file = \"ca.pem\": needs tls_cert_file"),
+            "{ca_alone}"
+        );
+        let missing = error_of(
+            "tls_cert_file = \"/nonexistent/server.pem\"\ntls_key_file = \"/nonexistent/k\"\n",
+        );
+        assert!(
+            missing.starts_with("tls_cert_file = \"/nonexistent/server.pem\": cannot read: "),
+            "{missing}"
+        );
+        assert!(!missing.contains('\n'));
+    }
+
+    #[test]
+    fn client_entries_are_checked_and_name_their_index() {
+        let hash = crate::server::auth::hex(&[7; 32]);
+        let entry = |name: &str, hash: &str| {
+            format!("[[clients]]\nname = \"{name}\"\ntoken_sha256 = \"{hash}\"\n")
+        };
+        let config = Config::from_toml(&entry("payouts", &hash), "settled.toml").unwrap();
+        config.validate().unwrap();
+        assert!(config.client_auth().unwrap().is_required());
+        assert!(!config.clients[0].read_only, "read_only defaults to false");
+
+        let short = error_of(&entry("payouts", "abc"));
+        assert!(
+            short.starts_with("clients[0].token_sha256 = \"abc\": must be 64 hex digits"),
+            "{short}"
+        );
+        let not_hex = error_of(&entry("payouts", &"g".repeat(64)));
+        assert!(
+            not_hex.starts_with("clients[0].token_sha256 = \"gggggggg\"...: must be 64"),
+            "{not_hex}"
+        );
+        let empty = error_of(&entry(" ", &hash));
+        assert!(
+            empty.starts_with("clients[0].name = \" \": must not be empty"),
+            "{empty}"
+        );
+        let other_hash = crate::server::auth::hex(&[8; 32]);
+        let same_name = error_of(&(entry("a", &hash) + &entry("a", &other_hash)));
+        assert!(
+            same_name.starts_with("clients[1].name = \"a\": duplicate"),
+            "{same_name}"
+        );
+        let same_token = error_of(&(entry("a", &hash) + &entry("b", &hash.to_uppercase())));
+        assert!(
+            same_token.starts_with("clients[1].token_sha256 = ")
+                && same_token.contains("same token"),
+            "{same_token}"
+        );
+        let unknown = error_of("[[clients]]\nname = \"a\"\ntoken = \"secret\"\n");
+        assert!(unknown.contains("line 3: clients[0].token: "), "{unknown}");
+    }
+
+    #[test]
     fn type_errors_and_unknown_keys_name_the_key_and_line() {
         let wrong_type = error_of("# comment\nlisten = 5\n");
         assert!(
