@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::connection::{self, CloseReason, Outgoing, Shared};
 use crate::reply::{self, Expected};
-use crate::ClientError;
+use crate::{ClientError, TlsOptions};
 
 /// The server's default limit of requests in flight per connection; the client waits
 /// rather than exceed it.
@@ -22,15 +22,22 @@ pub const IN_FLIGHT_MAX_DEFAULT: u32 = 64;
 /// How long `connect` may take, TCP connect and handshake together.
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 
-/// Knobs of [`Client::connect_with`]. `Default` matches the server's defaults.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Knobs of [`Client::connect_with`]. `Default` matches the server's defaults: plain
+/// TCP, no token.
+#[derive(Clone)]
 pub struct ClientOptions {
     /// Requests this client keeps in flight at most; more calls wait for a reply first.
     /// Keep it at or below the server's `in_flight_max` (default 64), or the excess is
     /// answered with `too_many_in_flight`.
     pub in_flight_max: u32,
-    /// Bound on TCP connect plus handshake.
+    /// Bound on TCP connect plus handshakes (TLS and settled).
     pub connect_timeout: Duration,
+    /// Connect over TLS, trusting these CAs; `None`: plain TCP.
+    pub tls: Option<TlsOptions>,
+    /// The client token sent in the handshake (1 to 128 bytes), for a server that lists
+    /// clients (`settled token` makes one). A server that lists none ignores it. Without
+    /// TLS it crosses the network in clear text.
+    pub token: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -38,7 +45,21 @@ impl Default for ClientOptions {
         ClientOptions {
             in_flight_max: IN_FLIGHT_MAX_DEFAULT,
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
+            tls: None,
+            token: None,
         }
+    }
+}
+
+/// Shows whether a token is set, never the token.
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("in_flight_max", &self.in_flight_max)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("tls", &self.tls)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
     }
 }
 
@@ -79,8 +100,9 @@ impl Client {
         Client::connect_with(addr, ClientOptions::default()).await
     }
 
-    /// Connects, handshakes (protocol version 1) and starts the connection's reader and
-    /// writer tasks on the current tokio runtime.
+    /// Connects (over TLS when `options.tls` is set), handshakes (protocol version 1,
+    /// with `options.token`) and starts the connection's reader and writer tasks on the
+    /// current tokio runtime.
     pub async fn connect_with(
         addr: impl ToSocketAddrs,
         options: ClientOptions,
@@ -90,7 +112,8 @@ impl Client {
                 reason: "in_flight_max must be at least 1".to_string(),
             });
         }
-        let connecting = connect_and_handshake(addr);
+        check_token(options.token.as_deref())?;
+        let connecting = connect_and_handshake(addr, &options);
         let (stream, version) = tokio::time::timeout(options.connect_timeout, connecting)
             .await
             .map_err(|_| ClientError::Handshake {
@@ -101,7 +124,17 @@ impl Client {
             })??;
         let shared = Shared::new(options.in_flight_max, version);
         // Every queued frame holds an in-flight permit, so this capacity is never the limit.
-        let frames = connection::spawn_tasks(stream, &shared, options.in_flight_max as usize);
+        let capacity = options.in_flight_max as usize;
+        let frames = match stream {
+            Transport::Plain(stream) => {
+                let (read_half, write_half) = stream.into_split();
+                connection::spawn_tasks(read_half, write_half, &shared, capacity)
+            }
+            Transport::Tls(stream) => {
+                let (read_half, write_half) = tokio::io::split(*stream);
+                connection::spawn_tasks(read_half, write_half, &shared, capacity)
+            }
+        };
         let inner = Inner {
             shared,
             frames,
@@ -231,12 +264,51 @@ impl Client {
     }
 }
 
-async fn connect_and_handshake(addr: impl ToSocketAddrs) -> Result<(TcpStream, u16), ClientError> {
-    let mut stream = TcpStream::connect(addr).await?;
+/// A connected stream, handshakes done.
+enum Transport {
+    Plain(TcpStream),
+    /// Boxed: the TLS session state is large, and this is made once per connection.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+async fn connect_and_handshake(
+    addr: impl ToSocketAddrs,
+    options: &ClientOptions,
+) -> Result<(Transport, u16), ClientError> {
+    let stream = TcpStream::connect(addr).await?;
     // Small pipelined requests must not wait for Nagle; the writer task batches instead.
     stream.set_nodelay(true)?;
-    let version = connection::handshake(&mut stream).await?;
-    Ok((stream, version))
+    let token = options.token.as_deref().map(str::as_bytes);
+    match &options.tls {
+        None => {
+            let mut stream = stream;
+            let version = connection::handshake(&mut stream, token).await?;
+            Ok((Transport::Plain(stream), version))
+        }
+        Some(tls) => {
+            let mut stream = tls
+                .connector()
+                .connect(tls.server_name(), stream)
+                .await
+                .map_err(|error| ClientError::Handshake {
+                    reason: format!("TLS: {error}"),
+                })?;
+            let version = connection::handshake(&mut stream, token).await?;
+            Ok((Transport::Tls(Box::new(stream)), version))
+        }
+    }
+}
+
+/// A token must fit the handshake: refused before connecting, never cut.
+fn check_token(token: Option<&str>) -> Result<(), ClientError> {
+    let Some(token) = token else { return Ok(()) };
+    let max = protocol::frame::HANDSHAKE_TOKEN_BYTES_MAX as usize;
+    if token.is_empty() || token.len() > max {
+        return Err(ClientError::InvalidArgument {
+            reason: format!("token of {} bytes: must be 1 to {max}", token.len()),
+        });
+    }
+    Ok(())
 }
 
 /// Refuses, before anything is sent, what the server would refuse.
@@ -300,5 +372,20 @@ mod tests {
         check_request(Operation::LookupAccounts, 0, 0).expect("empty request");
         let error = check_request(Operation::QueryAccounts, 0, 0).unwrap_err();
         assert!(matches!(error, ClientError::InvalidArgument { .. }));
+    }
+
+    #[test]
+    fn tokens_must_fit_the_handshake_and_never_show_in_debug() {
+        check_token(None).unwrap();
+        check_token(Some(&"a".repeat(128))).unwrap();
+        assert!(check_token(Some("")).is_err());
+        assert!(check_token(Some(&"a".repeat(129))).is_err());
+        let options = ClientOptions {
+            token: Some("very-secret".to_string()),
+            ..ClientOptions::default()
+        };
+        let shown = format!("{options:?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(shown.contains("<set>"), "{shown}");
     }
 }

@@ -1,5 +1,7 @@
-//! One TCP connection: the handshake, the reader task that routes replies to waiters, the
-//! writer task that batches frames onto the socket, and the table of requests in flight.
+//! One connection (plain TCP or TLS): the handshake, the reader task that routes replies to
+//! waiters, the writer task that batches frames onto the socket, and the table of requests
+//! in flight. The tasks are generic over the stream's halves: plain TCP uses the socket's
+//! owned halves, TLS the halves of `tokio::io::split`.
 //!
 //! Ownership, so that nothing can hang:
 //! - Every request in flight has a `Waiter` in `Shared::state`. A waiter leaves the table in
@@ -13,9 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use protocol::frame::{self, ErrorCode, FrameError, FrameKind, Header, HEADER_BYTES};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::reply::{self, Expected};
@@ -24,6 +24,9 @@ use crate::ClientError;
 /// Socket buffer sizes: one read syscall takes many small replies; one write many requests.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// How long closing the write side may take once the client is done with the connection.
+const GOODBYE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A reply that passed every check: header plus whole records of the right size.
 pub(crate) type Reply = (Header, Vec<u8>);
@@ -159,20 +162,24 @@ impl Shared {
     }
 }
 
-/// Connects the socket's halves to their tasks. Returns the sender the client writes to.
-pub(crate) fn spawn_tasks(
-    stream: TcpStream,
+/// Connects the stream's halves to their tasks. Returns the sender the client writes to.
+pub(crate) fn spawn_tasks<R, W>(
+    read_half: R,
+    write_half: W,
     shared: &Arc<Shared>,
     write_queue_frames_max: usize,
-) -> mpsc::Sender<Outgoing> {
-    let (read_half, write_half) = stream.into_split();
+) -> mpsc::Sender<Outgoing>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, receiver) = mpsc::channel(write_queue_frames_max);
     tokio::spawn(read_loop(read_half, Arc::clone(shared)));
     tokio::spawn(write_loop(write_half, receiver, Arc::clone(shared)));
     sender
 }
 
-async fn read_loop(read_half: OwnedReadHalf, shared: Arc<Shared>) {
+async fn read_loop<R: AsyncRead + Unpin>(read_half: R, shared: Arc<Shared>) {
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
     let mut closed = shared.closed_receiver();
     let reason = loop {
@@ -183,7 +190,7 @@ async fn read_loop(read_half: OwnedReadHalf, shared: Arc<Shared>) {
         };
         let delivered = match frame {
             Ok((header, body)) => deliver(&shared, header, body),
-            Err(ReadError::Closed) => Err(CloseReason::Disconnected),
+            Err(ReadError::Closed | ReadError::Io(_)) => Err(CloseReason::Disconnected),
             Err(ReadError::Invalid(error)) => Err(CloseReason::Protocol(error.to_string())),
         };
         if let Err(reason) = delivered {
@@ -193,8 +200,8 @@ async fn read_loop(read_half: OwnedReadHalf, shared: Arc<Shared>) {
     shared.close(reason);
 }
 
-async fn write_loop(
-    write_half: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    write_half: W,
     mut frames: mpsc::Receiver<Outgoing>,
     shared: Arc<Shared>,
 ) {
@@ -209,16 +216,18 @@ async fn write_loop(
         let Some(frame) = frame else { break };
         if write_batch(&mut writer, frame, &mut frames).await.is_err() {
             shared.close(CloseReason::Disconnected);
-            break;
+            return;
         }
     }
-    // Dropping the write half sends FIN; the server then closes its side and the reader ends.
+    // Say goodbye: a FIN, and with TLS a close_notify before it. Bounded, because a server
+    // that reads nothing more could otherwise hold this task on a full socket buffer.
+    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, writer.shutdown()).await;
 }
 
 /// Writes `first` and whatever else is already queued, then flushes once: many pipelined
 /// requests share one syscall. The queue's capacity bounds the batch.
-async fn write_batch(
-    writer: &mut BufWriter<OwnedWriteHalf>,
+async fn write_batch<W: AsyncWrite + Unpin>(
+    writer: &mut BufWriter<W>,
     first: Outgoing,
     frames: &mut mpsc::Receiver<Outgoing>,
 ) -> std::io::Result<()> {
@@ -291,8 +300,10 @@ fn deliver_error(shared: &Shared, header: Header, body: &[u8]) -> Result<(), Clo
 }
 
 pub(crate) enum ReadError {
-    /// EOF or an I/O error: the connection is gone.
+    /// EOF: the connection is gone.
     Closed,
+    /// Any other I/O error (with TLS: the server's alert, e.g. a refused certificate).
+    Io(std::io::Error),
     /// The bytes are not a valid frame.
     Invalid(FrameError),
 }
@@ -302,30 +313,47 @@ pub(crate) enum ReadError {
 pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
 ) -> Result<(Header, Vec<u8>), ReadError> {
+    let closed = |error: std::io::Error| match error.kind() {
+        std::io::ErrorKind::UnexpectedEof => ReadError::Closed,
+        _ => ReadError::Io(error),
+    };
     let mut header_bytes = [0u8; HEADER_BYTES];
-    reader
-        .read_exact(&mut header_bytes)
-        .await
-        .map_err(|_| ReadError::Closed)?;
+    reader.read_exact(&mut header_bytes).await.map_err(closed)?;
     let header = Header::decode(&header_bytes).map_err(ReadError::Invalid)?;
     let mut body = vec![0u8; header.body_bytes as usize];
-    reader
-        .read_exact(&mut body)
-        .await
-        .map_err(|_| ReadError::Closed)?;
+    reader.read_exact(&mut body).await.map_err(closed)?;
     header.check_body(&body).map_err(ReadError::Invalid)?;
     Ok((header, body))
 }
 
-/// Sends our version range and returns the version the server chose.
-pub(crate) async fn handshake(stream: &mut TcpStream) -> Result<u16, ClientError> {
+/// Sends our version range (and `token`, checked by the caller to fit) and returns the
+/// version the server chose.
+pub(crate) async fn handshake<S>(stream: &mut S, token: Option<&[u8]>) -> Result<u16, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let version = frame::PROTOCOL_VERSION;
+    let body = match token {
+        None => frame::handshake_body(version, version).to_vec(),
+        Some(token) => {
+            frame::handshake_body_with_token(version, version, token).ok_or_else(|| {
+                ClientError::InvalidArgument {
+                    reason: format!(
+                        "token of {} bytes: must be 1 to {}",
+                        token.len(),
+                        frame::HANDSHAKE_TOKEN_BYTES_MAX
+                    ),
+                }
+            })?
+        }
+    };
     let mut bytes = Vec::new();
-    let body = frame::handshake_body(version, version);
     frame::encode_frame(&mut bytes, FrameKind::Handshake, 0, 0, 0, 0, &body);
     stream.write_all(&bytes).await?;
+    stream.flush().await?;
     let (header, body) = read_frame(stream).await.map_err(|error| match error {
         ReadError::Closed => handshake_error("the server closed the connection".to_string()),
+        ReadError::Io(error) => handshake_error(format!("reading the server's answer: {error}")),
         ReadError::Invalid(error) => handshake_error(error.to_string()),
     })?;
     match header.kind {
@@ -342,8 +370,14 @@ pub(crate) async fn handshake(stream: &mut TcpStream) -> Result<u16, ClientError
 
 /// The server must choose one version inside the range we offered, and say it twice.
 fn check_handshake_reply(header: &Header, body: &[u8]) -> Result<u16, ClientError> {
-    let (chosen_min, chosen_max) =
+    let reply =
         frame::parse_handshake_body(body).map_err(|error| handshake_error(error.to_string()))?;
+    if reply.token.is_some() {
+        return Err(handshake_error(
+            "the server's handshake carries a token; it must be 4 bytes".to_string(),
+        ));
+    }
+    let (chosen_min, chosen_max) = (reply.version_min, reply.version_max);
     let chosen = header.version;
     if chosen_min != chosen || chosen_max != chosen || chosen != frame::PROTOCOL_VERSION {
         return Err(handshake_error(format!(

@@ -65,6 +65,29 @@
 //! on a dead connection. Requests over the limits are refused before anything is sent
 //! ([`ClientError::TooManyEvents`]).
 //!
+//! # TLS and tokens
+//!
+//! A server with TLS on needs [`ClientOptions::tls`]: [`TlsOptions::from_ca_file`] names
+//! the CA to trust and the server's name (a DNS name or an IP address in its certificate);
+//! [`TlsOptions::with_client_identity_files`] adds a client certificate for a server that
+//! requires one. A server that lists clients needs [`ClientOptions::token`]; without a
+//! valid one, connecting fails with [`ClientError::Server`] `unauthorized`, and a read-only
+//! token's creates fail with `forbidden`.
+//!
+//! ```no_run
+//! use settled_client::{Client, ClientOptions, TlsOptions};
+//!
+//! # async fn example() -> Result<(), settled_client::ClientError> {
+//! let options = ClientOptions {
+//!     tls: Some(TlsOptions::from_ca_file("ca.pem", "ledger.internal")?),
+//!     token: std::env::var("SETTLE_TOKEN").ok(),
+//!     ..ClientOptions::default()
+//! };
+//! let client = Client::connect_with("ledger.internal:3000", options).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Without async
 //!
 //! [`blocking::Client`] has the same methods and blocks instead; it runs its own small
@@ -79,11 +102,13 @@ mod client;
 mod connection;
 mod error;
 mod reply;
+mod tls;
 
 pub mod blocking;
 
 pub use client::{Client, ClientOptions, CONNECT_TIMEOUT_DEFAULT, IN_FLIGHT_MAX_DEFAULT};
 pub use error::ClientError;
+pub use tls::TlsOptions;
 
 /// The wire types, so users need no separate dependency on `settled-protocol`.
 pub use protocol;

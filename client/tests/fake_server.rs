@@ -79,7 +79,9 @@ impl Peer {
         let (header, body) = self.read().await.expect("handshake");
         assert_eq!(header.kind, FrameKind::Handshake);
         assert_eq!(header.request_id, 0);
-        assert_eq!(frame::parse_handshake_body(&body), Ok((1, 1)));
+        let handshake = frame::parse_handshake_body(&body).expect("a valid handshake body");
+        assert_eq!((handshake.version_min, handshake.version_max), (1, 1));
+        assert_eq!(handshake.token, None, "no token unless one is given");
         let mut bytes = Vec::new();
         let body = frame::handshake_body(1, 1);
         frame::encode_frame(&mut bytes, FrameKind::Handshake, 0, 0, 0, 0, &body);
@@ -437,6 +439,57 @@ async fn too_many_events_are_refused_without_sending() {
     assert!(client.is_connected());
     drop(client);
     within(server).await.expect("server script");
+}
+
+/// The token travels in the handshake as its bytes; a server that refuses it answers
+/// `unauthorized` in place of the handshake reply, and connecting fails with that error.
+#[tokio::test]
+async fn the_token_travels_in_the_handshake_and_unauthorized_fails_the_connect() {
+    let (addr, server) = serve_with(
+        |mut peer: Peer| async move {
+            let (header, body) = peer.read().await.expect("handshake");
+            assert_eq!(header.kind, FrameKind::Handshake);
+            let handshake = frame::parse_handshake_body(&body).expect("a valid handshake body");
+            assert_eq!(handshake.token, Some(&b"sesame"[..]));
+            let none = Header::new(FrameKind::Handshake, 0, 0, 0, 0, &[]);
+            let message = "unauthorized: the token matches no configured client";
+            peer.error(&none, ErrorCode::Unauthorized, message).await;
+            None
+        },
+        |_peer: Peer| async {},
+    )
+    .await;
+    let options = ClientOptions {
+        token: Some("sesame".to_string()),
+        ..ClientOptions::default()
+    };
+    let error = within(Client::connect_with(addr, options))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            ClientError::Server {
+                code: ErrorCode::Unauthorized,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.is_connection_closed());
+    within(server).await.expect("server script");
+
+    let options = ClientOptions {
+        token: Some("x".repeat(129)),
+        ..ClientOptions::default()
+    };
+    let error = within(Client::connect_with(addr, options))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ClientError::InvalidArgument { .. }),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]

@@ -11,12 +11,14 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::{ledgers_default, ledgers_validate, LedgerAsset};
 use serde::{Deserialize, Serialize};
 
 use crate::core::{EngineConfig, EngineError, WhenFull};
+use crate::server::auth::{parse_sha256_hex, ClientAuth};
 
 /// The smallest block cache accepted: below it the pinned index and filter blocks of a
 /// few files would fill it.
@@ -75,6 +77,17 @@ pub enum Command {
         /// The data directory (the one holding store/ and wal/).
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
+    },
+    /// Make a client token: 32 random bytes from the operating system, as 64 hex
+    /// characters. Prints the token (give it to the client, e.g. as SETTLE_TOKEN) and the
+    /// `[[clients]]` entry for the daemon's config, which holds only its SHA-256.
+    Token {
+        /// The client's name in the config entry (and in the daemon's logs).
+        #[arg(long, default_value = "client")]
+        name: String,
+        /// Mark the entry read-only: its creates are answered `forbidden`.
+        #[arg(long)]
+        read_only: bool,
     },
 }
 
@@ -139,6 +152,16 @@ pub struct Config {
     pub fsync: String,
     /// How long a shutdown waits for connections to answer their in-flight requests.
     pub shutdown_timeout_seconds: u64,
+    /// PEM certificate chain (leaf first) of the protocol listener; empty: no TLS. Set
+    /// together with `tls_key_file`.
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of `tls_cert_file`'s certificate; empty: no TLS.
+    pub tls_key_file: PathBuf,
+    /// PEM CA certificates; when set, clients must present a certificate signed by one of
+    /// them. Needs TLS. Empty: no client certificates asked for.
+    pub tls_client_ca_file: PathBuf,
+    /// Clients that may connect, each by a token; empty: no token needed.
+    pub clients: Vec<ClientEntry>,
     /// Ledger ids and the asset each one holds (the `settle` CLI reads the same table).
     pub ledgers: Vec<LedgerAsset>,
 }
@@ -148,6 +171,20 @@ const REPLY_BYTES_PER_CONNECTION_DEFAULT: u32 = 4 * REPLY_BYTES_MAX;
 
 /// The largest answer one request can get: a full frame.
 const REPLY_BYTES_MAX: u32 = protocol::frame::BODY_BYTES_MAX + protocol::frame::HEADER_BYTES as u32;
+
+/// One `[[clients]]` entry: a client that may connect, known by the SHA-256 of its token
+/// (`settled token` makes a token and prints the entry).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEntry {
+    /// For logs and people; unique.
+    pub name: String,
+    /// SHA-256 of the token as sent in the handshake, 64 hex digits.
+    pub token_sha256: String,
+    /// May read but not create: creates are answered `forbidden`.
+    #[serde(default)]
+    pub read_only: bool,
+}
 
 /// Keys that an earlier version read, with the key that replaced them: a file that still
 /// uses one is refused with a message naming the new key.
@@ -216,6 +253,10 @@ impl Default for Config {
             wal_pending_bytes_max: engine.wal.pending_bytes_max,
             fsync: "always".into(),
             shutdown_timeout_seconds: 10,
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
+            tls_client_ca_file: PathBuf::new(),
+            clients: Vec::new(),
             ledgers: ledgers_default(),
         }
     }
@@ -270,8 +311,9 @@ impl Config {
         self.accept_wal_loss = flags.accept_wal_loss;
     }
 
-    /// Every check that does not need the network or the disk; the engine's own limits
-    /// (WAL sizes against the batch size) included, so they are reported with our keys.
+    /// Every check that does not need the network; the engine's own limits (WAL sizes
+    /// against the batch size) included, so they are reported with our keys. The TLS files
+    /// are read and parsed here, so a missing or bad one stops the start.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.metrics_addr()?;
@@ -330,7 +372,94 @@ impl Config {
             value: error.value,
             reason: error.reason.to_string(),
         })?;
+        self.tls_config()?;
+        self.client_auth()?;
         self.engine_config().map(|_| ())
+    }
+
+    /// The listener's TLS configuration, read from the PEM files now; `None` when
+    /// `tls_cert_file` and `tls_key_file` are both empty (plain TCP).
+    pub fn tls_config(&self) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
+        let set = |path: &Path| !path.as_os_str().is_empty();
+        let (cert, key, client_ca) = (
+            &self.tls_cert_file,
+            &self.tls_key_file,
+            &self.tls_client_ca_file,
+        );
+        match (set(cert), set(key)) {
+            (false, false) => {
+                if set(client_ca) {
+                    return Err(invalid(
+                        "tls_client_ca_file",
+                        format!("{:?}", client_ca.display().to_string()),
+                        "needs tls_cert_file and tls_key_file: client certificates are \
+                         checked inside TLS",
+                    ));
+                }
+                Ok(None)
+            }
+            (true, false) => Err(invalid(
+                "tls_key_file",
+                "\"\"",
+                "required when tls_cert_file is set (the private key of its certificate)",
+            )),
+            (false, true) => Err(invalid(
+                "tls_cert_file",
+                "\"\"",
+                "required when tls_key_file is set (the certificate chain of that key)",
+            )),
+            (true, true) => {
+                let client_ca = set(client_ca).then_some(client_ca.as_path());
+                crate::server::tls::server_config(cert, key, client_ca).map(Some)
+            }
+        }
+    }
+
+    /// The `[[clients]]` as the server checks tokens against them: each name non-empty
+    /// and unique, each hash 64 hex digits and unique.
+    pub fn client_auth(&self) -> Result<ClientAuth, ConfigError> {
+        let mut clients: Vec<(String, [u8; 32], bool)> = Vec::with_capacity(self.clients.len());
+        for (index, entry) in self.clients.iter().enumerate() {
+            let key = |field: &str| format!("clients[{index}].{field}");
+            let name = format!("{:?}", entry.name);
+            if entry.name.trim().is_empty() {
+                return Err(invalid(&key("name"), name, "must not be empty"));
+            }
+            if let Some(other) = clients.iter().position(|(n, _, _)| *n == entry.name) {
+                let reason = format!("duplicate: clients[{other}] has the same name");
+                return Err(invalid(&key("name"), name, &reason));
+            }
+            // The hash is not secret, but a line of the file is no place to echo 64
+            // characters of it back either: its length and first digits say enough.
+            let shown = format!(
+                "{:?}",
+                entry.token_sha256.chars().take(8).collect::<String>()
+            ) + if entry.token_sha256.chars().count() > 8 {
+                "..."
+            } else {
+                ""
+            };
+            let Some(hash) = parse_sha256_hex(&entry.token_sha256) else {
+                return Err(invalid(
+                    &key("token_sha256"),
+                    shown,
+                    &format!(
+                        "must be 64 hex digits, the SHA-256 of the token ({} characters given; \
+                         `settled token` prints a token and its hash)",
+                        entry.token_sha256.chars().count()
+                    ),
+                ));
+            };
+            if let Some(other) = clients.iter().position(|(_, h, _)| *h == hash) {
+                let reason = format!(
+                    "duplicate: clients[{other}] has the same token, so a connection could \
+                     not tell the two apart"
+                );
+                return Err(invalid(&key("token_sha256"), shown, &reason));
+            }
+            clients.push((entry.name.clone(), hash, entry.read_only));
+        }
+        Ok(ClientAuth::new(clients))
     }
 
     /// The protocol listener's address.
@@ -673,6 +802,76 @@ mod tests {
         );
         let zero = error_of("[[ledgers]]\nid = 0\nasset = \"X\"\nscale = 0\n");
         assert!(zero.starts_with("ledgers[0].id = 0: "), "{zero}");
+    }
+
+    #[test]
+    fn tls_keys_come_in_pairs_and_name_the_missing_one() {
+        let no_key = error_of("tls_cert_file = \"server.pem\"\n");
+        assert_eq!(
+            no_key,
+            "tls_key_file = \"\": required when tls_cert_file is set (the private key of its \
+             certificate)"
+        );
+        let no_cert = error_of("tls_key_file = \"server.key\"\n");
+        assert!(
+            no_cert.starts_with("tls_cert_file = \"\": required"),
+            "{no_cert}"
+        );
+        let ca_alone = error_of("tls_client_ca_file = \"ca.pem\"\n");
+        assert!(
+            ca_alone.starts_with("tls_client_ca_file = \"ca.pem\": needs tls_cert_file"),
+            "{ca_alone}"
+        );
+        let missing = error_of(
+            "tls_cert_file = \"/nonexistent/server.pem\"\ntls_key_file = \"/nonexistent/k\"\n",
+        );
+        assert!(
+            missing.starts_with("tls_cert_file = \"/nonexistent/server.pem\": cannot read: "),
+            "{missing}"
+        );
+        assert!(!missing.contains('\n'));
+    }
+
+    #[test]
+    fn client_entries_are_checked_and_name_their_index() {
+        let hash = crate::server::auth::hex(&[7; 32]);
+        let entry = |name: &str, hash: &str| {
+            format!("[[clients]]\nname = \"{name}\"\ntoken_sha256 = \"{hash}\"\n")
+        };
+        let config = Config::from_toml(&entry("payouts", &hash), "settled.toml").unwrap();
+        config.validate().unwrap();
+        assert!(config.client_auth().unwrap().is_required());
+        assert!(!config.clients[0].read_only, "read_only defaults to false");
+
+        let short = error_of(&entry("payouts", "abc"));
+        assert!(
+            short.starts_with("clients[0].token_sha256 = \"abc\": must be 64 hex digits"),
+            "{short}"
+        );
+        let not_hex = error_of(&entry("payouts", &"g".repeat(64)));
+        assert!(
+            not_hex.starts_with("clients[0].token_sha256 = \"gggggggg\"...: must be 64"),
+            "{not_hex}"
+        );
+        let empty = error_of(&entry(" ", &hash));
+        assert!(
+            empty.starts_with("clients[0].name = \" \": must not be empty"),
+            "{empty}"
+        );
+        let other_hash = crate::server::auth::hex(&[8; 32]);
+        let same_name = error_of(&(entry("a", &hash) + &entry("a", &other_hash)));
+        assert!(
+            same_name.starts_with("clients[1].name = \"a\": duplicate"),
+            "{same_name}"
+        );
+        let same_token = error_of(&(entry("a", &hash) + &entry("b", &hash.to_uppercase())));
+        assert!(
+            same_token.starts_with("clients[1].token_sha256 = ")
+                && same_token.contains("same token"),
+            "{same_token}"
+        );
+        let unknown = error_of("[[clients]]\nname = \"a\"\ntoken = \"secret\"\n");
+        assert!(unknown.contains("line 3: clients[0].token: "), "{unknown}");
     }
 
     #[test]

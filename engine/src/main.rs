@@ -13,8 +13,10 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let flags = Flags::parse();
     init_logging();
-    if let Some(Command::Verify { data_dir }) = &flags.command {
-        return verify(data_dir);
+    match &flags.command {
+        Some(Command::Verify { data_dir }) => return verify(data_dir),
+        Some(Command::Token { name, read_only }) => return token(name, *read_only),
+        None => {}
     }
     let config = match Config::load(&flags) {
         Ok(config) => config,
@@ -86,6 +88,27 @@ fn verify(data_dir: &std::path::Path) -> ExitCode {
         }
         Err(error) => fail(&format!("verify: {error}")),
     }
+}
+
+/// `settled token`: a new client token and the config entry that admits it.
+fn token(name: &str, read_only: bool) -> ExitCode {
+    use settled_engine::server::auth::{hex, new_token, token_sha256};
+    let token = match new_token() {
+        Ok(token) => token,
+        Err(error) => return fail(&format!("token: the OS random source failed: {error}")),
+    };
+    let hash = hex(&token_sha256(token.as_bytes()));
+    // The name goes into TOML: let the TOML serialiser quote it.
+    let quoted = toml::Value::String(name.to_string()).to_string();
+    println!("token (give it to the client, e.g. SETTLE_TOKEN=...; keep it secret):");
+    println!("{token}");
+    println!();
+    println!("config entry for settled.toml (holds only the token's SHA-256):");
+    println!("[[clients]]");
+    println!("name = {quoted}");
+    println!("token_sha256 = \"{hash}\"");
+    println!("read_only = {read_only}");
+    ExitCode::SUCCESS
 }
 
 /// One line on stderr, exit status 1.

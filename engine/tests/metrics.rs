@@ -340,9 +340,9 @@ async fn an_in_process_server_exports_request_and_connection_metrics() {
     assert_eq!(created.len(), 2);
     let found: Vec<Account> = wire.call(Operation::LookupAccounts, 2, &[1u128]).await;
     assert_eq!(found.len(), 1);
-    let (status, body) = http_get_async(metrics_addr, "/metrics").await;
-    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-    for expected in [
+    // A request is counted once its reply is written, just after the client may have
+    // read it: scrape until the counts are in, for a few seconds at most.
+    let expected = [
         "settled_request_duration_seconds_bucket{operation=\"create_accounts\",le=\"0.0001\"}",
         "settled_request_duration_seconds_bucket{operation=\"lookup_accounts\",le=\"10\"}",
         "settled_requests_total{operation=\"create_accounts\",outcome=\"ok\"}",
@@ -352,8 +352,20 @@ async fn an_in_process_server_exports_request_and_connection_metrics() {
         "settled_core_batches_total",
         "settled_wal_fsync_duration_seconds_bucket",
         "settled_build_info{",
-    ] {
-        assert!(body.contains(expected), "missing {expected} in:\n{body}");
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = http_get_async(metrics_addr, "/metrics").await;
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|line| !body.contains(*line))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "missing {missing:?} in:\n{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (health, _) = http_get_async(metrics_addr, "/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::wire::{request_bytes, server_config, Received, TestServer, Wire};
 use protocol::frame::{
-    ErrorCode, FrameKind, Header, BODY_BYTES_MAX, HEADER_BYTES, PROTOCOL_VERSION,
+    ErrorCode, FrameKind, Header, BODY_BYTES_MAX, HANDSHAKE_BODY_BYTES_MAX, HEADER_BYTES,
+    PROTOCOL_VERSION,
 };
 use protocol::records::as_bytes;
 use protocol::{
@@ -216,6 +217,24 @@ fn malformed_cases() -> Vec<(&'static str, bool, Vec<u8>, ErrorCode)> {
     wrong_version.version = PROTOCOL_VERSION + 1;
     let mut wrong_version = wrong_version.encode().to_vec();
     wrong_version.extend(as_bytes(&accounts([505])));
+    // A first frame claiming a megabyte, header only: refused before its body is awaited.
+    let mut huge_handshake = Header::new(FrameKind::Handshake, 0, 0, 0, 0, &[]);
+    huge_handshake.body_bytes = BODY_BYTES_MAX;
+    let huge_handshake = huge_handshake.encode().to_vec();
+    let mut huge_request = Header::new(
+        FrameKind::Request,
+        Operation::CreateAccounts.code(),
+        1,
+        1,
+        0,
+        &[],
+    );
+    huge_request.body_bytes = BODY_BYTES_MAX;
+    let huge_request = huge_request.encode().to_vec();
+    // Says 5 bytes of token follow, sends 3.
+    let mut bad_token = Vec::new();
+    let body = [1, 0, 1, 0, 5, 0, b'a', b'b', b'c'];
+    protocol::frame::encode_frame(&mut bad_token, FrameKind::Handshake, 0, 0, 0, 0, &body);
     vec![
         ("bad magic", true, bad_magic, ErrorCode::BadMagic),
         (
@@ -238,7 +257,80 @@ fn malformed_cases() -> Vec<(&'static str, bool, Vec<u8>, ErrorCode)> {
             create_request(1, 506),
             ErrorCode::HandshakeRequired,
         ),
+        (
+            "a first handshake above HANDSHAKE_BODY_BYTES_MAX",
+            false,
+            huge_handshake,
+            ErrorCode::BodyTooLarge,
+        ),
+        (
+            "a first request claiming a megabyte",
+            false,
+            huge_request,
+            ErrorCode::HandshakeRequired,
+        ),
+        (
+            "a handshake token shorter than its length",
+            false,
+            bad_token,
+            ErrorCode::BadFrame,
+        ),
     ]
+}
+
+/// Before the handshake the server holds at most a handshake's worth of a client's bytes:
+/// a header claiming a 1 MiB handshake body is answered from the header, at once, while
+/// the client sends nothing more; one byte over the limit is refused too, and the limit
+/// itself is a body the server waits for.
+#[tokio::test]
+async fn a_handshake_header_claiming_a_megabyte_is_refused_without_waiting_for_the_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(server_config(dir.path())).await;
+    for body_bytes in [BODY_BYTES_MAX, HANDSHAKE_BODY_BYTES_MAX + 1] {
+        let mut header = Header::new(FrameKind::Handshake, 0, 0, 0, 0, &[]);
+        header.body_bytes = body_bytes;
+        let mut wire = Wire::connect(server.addr).await;
+        let started = std::time::Instant::now();
+        wire.write(&header.encode()).await;
+        let reply = wire.read().await;
+        assert_eq!(
+            reply.error_code(),
+            Some(ErrorCode::BodyTooLarge),
+            "{}",
+            reply.message()
+        );
+        assert_eq!(reply.header.request_id, 0);
+        assert!(
+            reply
+                .message()
+                .contains(&format!("limit {HANDSHAKE_BODY_BYTES_MAX}")),
+            "{}",
+            reply.message()
+        );
+        wire.expect_closed().await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "answered from the header, not after waiting: {:?}",
+            started.elapsed()
+        );
+    }
+    // At the limit the header is fine: the server waits for the body (nothing comes back
+    // while it is missing), and a body that breaks the layout is then a bad_frame.
+    let mut wire = Wire::connect(server.addr).await;
+    let body = vec![0u8; HANDSHAKE_BODY_BYTES_MAX as usize];
+    let mut frame = Vec::new();
+    protocol::frame::encode_frame(&mut frame, FrameKind::Handshake, 0, 0, 0, 0, &body);
+    wire.write(&frame[..HEADER_BYTES]).await;
+    let early = tokio::time::timeout(Duration::from_millis(200), wire.try_read()).await;
+    assert!(early.is_err(), "the server waits for the body: {early:?}");
+    wire.write(&frame[HEADER_BYTES..]).await;
+    expect_fatal(
+        &mut wire,
+        ErrorCode::BadFrame,
+        "zero versions and a zero token length",
+    )
+    .await;
+    server.stop().await;
 }
 
 async fn expect_fatal(wire: &mut Wire, expected: ErrorCode, case: &str) {

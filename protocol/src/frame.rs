@@ -40,8 +40,20 @@ pub const BODY_BYTES_MAX: u32 = 1024 * 1024;
 /// Largest message an Error frame carries (longer messages are cut at a char boundary).
 pub const ERROR_MESSAGE_BYTES_MAX: u32 = 512;
 
-/// Size of a handshake body: version_min u16, version_max u16.
+/// Size of a handshake body without a token: version_min u16, version_max u16.
 pub const HANDSHAKE_BODY_BYTES: u32 = 4;
+
+/// Longest client token a handshake may carry. A token made by `settled token` is 64
+/// bytes (32 random bytes in hex); the rest is room for other schemes.
+pub const HANDSHAKE_TOKEN_BYTES_MAX: u32 = 128;
+
+/// Largest handshake body: the versions, a u16 token length and the longest token. Before
+/// the handshake is done a receiver refuses a larger `body_bytes` from the header alone,
+/// so a peer that has not authenticated cannot make it reserve more than this.
+pub const HANDSHAKE_BODY_BYTES_MAX: u32 = HANDSHAKE_BODY_BYTES + 2 + HANDSHAKE_TOKEN_BYTES_MAX;
+
+// The token length travels as a u16, and `parse_handshake_body`'s message names 128.
+const _: () = assert!(HANDSHAKE_TOKEN_BYTES_MAX == 128);
 
 const _: () = assert!(
     BODY_BYTES_MAX as u64 >= crate::BATCH_EVENTS_MAX as u64 * 128,
@@ -359,10 +371,16 @@ error_codes! {
     /// The server cannot take writes now (its checkpoints to disk keep failing); the
     /// request was not applied. Reads are still served; retry writes later.
     Unavailable = 15 => "unavailable", fatal: false;
+    /// The server requires a client token and the handshake carried none, or one that
+    /// matches no configured client.
+    Unauthorized = 16 => "unauthorized", fatal: true;
+    /// The client's token does not allow this operation (a read-only client sent a
+    /// create); nothing was applied.
+    Forbidden = 17 => "forbidden", fatal: false;
     /// No whole first frame (the handshake) arrived within the server's handshake timeout.
-    HandshakeTimeout = 16 => "handshake_timeout", fatal: true;
+    HandshakeTimeout = 18 => "handshake_timeout", fatal: true;
     /// Nothing in flight and no frame for the server's idle timeout.
-    IdleTimeout = 17 => "idle_timeout", fatal: true;
+    IdleTimeout = 19 => "idle_timeout", fatal: true;
 }
 
 impl core::fmt::Display for ErrorCode {
@@ -389,6 +407,18 @@ pub enum FrameError {
     BodyTooLarge { body_bytes: u32, max: u32 },
     #[error("bad_frame: body of {found} bytes, header says {expected}")]
     BodyLength { expected: u32, found: usize },
+    /// The first frame of a connection, refused from its header: not a Handshake.
+    #[error("handshake_required: the first frame must be a handshake, got a {kind:?} frame")]
+    HandshakeRequired { kind: FrameKind },
+    /// A handshake header whose body_bytes exceeds [`HANDSHAKE_BODY_BYTES_MAX`].
+    #[error("body_too_large: handshake body of {body_bytes} bytes, limit {max}")]
+    HandshakeTooLarge { body_bytes: u32, max: u32 },
+    /// A handshake body of a length or token length the layout does not allow.
+    #[error("bad_frame: handshake body of {body_bytes} bytes: {reason}")]
+    HandshakeBody {
+        body_bytes: usize,
+        reason: &'static str,
+    },
 }
 
 impl FrameError {
@@ -400,13 +430,35 @@ impl FrameError {
             FrameError::BodyChecksum { .. } => ErrorCode::BodyChecksum,
             FrameError::UnknownKind { .. }
             | FrameError::ReservedNotZero
-            | FrameError::BodyLength { .. } => ErrorCode::BadFrame,
-            FrameError::BodyTooLarge { .. } => ErrorCode::BodyTooLarge,
+            | FrameError::BodyLength { .. }
+            | FrameError::HandshakeBody { .. } => ErrorCode::BadFrame,
+            FrameError::BodyTooLarge { .. } | FrameError::HandshakeTooLarge { .. } => {
+                ErrorCode::BodyTooLarge
+            }
+            FrameError::HandshakeRequired { .. } => ErrorCode::HandshakeRequired,
         }
     }
 }
 
-/// Handshake body (both directions): 4 bytes, version_min u16 LE, version_max u16 LE.
+/// The checks on the header of a connection's first frame, made before its body is read
+/// or room is reserved for it: it must be a Handshake, with a body of at most
+/// [`HANDSHAKE_BODY_BYTES_MAX`] (not [`BODY_BYTES_MAX`]), so a peer that has not yet
+/// shown a token cannot make the receiver hold a megabyte.
+pub fn check_first_header(header: &Header) -> Result<(), FrameError> {
+    if header.kind != FrameKind::Handshake {
+        return Err(FrameError::HandshakeRequired { kind: header.kind });
+    }
+    if header.body_bytes > HANDSHAKE_BODY_BYTES_MAX {
+        return Err(FrameError::HandshakeTooLarge {
+            body_bytes: header.body_bytes,
+            max: HANDSHAKE_BODY_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
+
+/// Handshake body without a token (the server's answer always; a client's when the server
+/// needs none): 4 bytes, version_min u16 LE, version_max u16 LE.
 ///
 /// The client sends the `[min, max]` range it speaks; the server answers with a Handshake
 /// frame whose `header.version` is the chosen version and body `[chosen, chosen]`, or with
@@ -417,19 +469,65 @@ pub fn handshake_body(version_min: u16, version_max: u16) -> [u8; 4] {
     [min_low, min_high, max_low, max_high]
 }
 
-/// `(version_min, version_max)` of a handshake body; only a wrong length is an error. A range
-/// with `min > max` parses, and then contains no version, so negotiation answers
-/// `unsupported_version`.
-pub fn parse_handshake_body(body: &[u8]) -> Result<(u16, u16), FrameError> {
-    let [min_low, min_high, max_low, max_high] = body else {
-        return Err(FrameError::BodyLength {
-            expected: HANDSHAKE_BODY_BYTES,
-            found: body.len(),
-        });
+/// A client's handshake body carrying `token`: the 4 bytes of [`handshake_body`], the
+/// token's length as a u16 LE, then the token. `None` when the token is empty or longer
+/// than [`HANDSHAKE_TOKEN_BYTES_MAX`] (an empty token is sent as no token instead).
+pub fn handshake_body_with_token(
+    version_min: u16,
+    version_max: u16,
+    token: &[u8],
+) -> Option<Vec<u8>> {
+    if token.is_empty() || token.len() > HANDSHAKE_TOKEN_BYTES_MAX as usize {
+        return None;
+    }
+    let mut body = Vec::with_capacity(HANDSHAKE_BODY_BYTES as usize + 2 + token.len());
+    body.extend_from_slice(&handshake_body(version_min, version_max));
+    // Cannot truncate: checked against HANDSHAKE_TOKEN_BYTES_MAX above.
+    body.extend_from_slice(&(token.len() as u16).to_le_bytes());
+    body.extend_from_slice(token);
+    Some(body)
+}
+
+/// A parsed handshake body; `token` borrows from the body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handshake<'a> {
+    pub version_min: u16,
+    pub version_max: u16,
+    /// The client's token, 1 to [`HANDSHAKE_TOKEN_BYTES_MAX`] bytes, when it sent one.
+    pub token: Option<&'a [u8]>,
+}
+
+/// Parse a handshake body: exactly 4 bytes (no token), or 4 + 2 + n bytes where the u16 at
+/// offset 4 is n, 1 <= n <= [`HANDSHAKE_TOKEN_BYTES_MAX`]. Anything else is an error
+/// (`bad_frame`). A range with `min > max` parses, and then contains no version, so
+/// negotiation answers `unsupported_version`.
+pub fn parse_handshake_body(body: &[u8]) -> Result<Handshake<'_>, FrameError> {
+    let refuse = |reason| FrameError::HandshakeBody {
+        body_bytes: body.len(),
+        reason,
     };
-    let version_min = u16::from_le_bytes([*min_low, *min_high]);
-    let version_max = u16::from_le_bytes([*max_low, *max_high]);
-    Ok((version_min, version_max))
+    let Some(([min_low, min_high, max_low, max_high], rest)) = body.split_first_chunk::<4>() else {
+        return Err(refuse("shorter than the 4 bytes of the version range"));
+    };
+    let token = match rest {
+        [] => None,
+        [low, high, token @ ..] => {
+            let token_bytes = u16::from_le_bytes([*low, *high]);
+            if token_bytes == 0 || u32::from(token_bytes) > HANDSHAKE_TOKEN_BYTES_MAX {
+                return Err(refuse("token length must be 1 to 128 bytes"));
+            }
+            if token.len() != usize::from(token_bytes) {
+                return Err(refuse("token length does not match the body"));
+            }
+            Some(token)
+        }
+        [_] => return Err(refuse("a token needs its 2-byte length")),
+    };
+    Ok(Handshake {
+        version_min: u16::from_le_bytes([*min_low, *min_high]),
+        version_max: u16::from_le_bytes([*max_low, *max_high]),
+        token,
+    })
 }
 
 /// Error frame body: the UTF-8 `message` cut to at most [`ERROR_MESSAGE_BYTES_MAX`] bytes at
@@ -637,15 +735,15 @@ mod tests {
             assert!(!name.starts_with('_') && !name.ends_with('_') && !name.contains("__"));
             assert_eq!(code.to_string(), name);
         }
-        assert_eq!(ErrorCode::ALL.len(), 15);
+        assert_eq!(ErrorCode::ALL.len(), 19);
         assert_eq!(ErrorCode::from_code(0), None);
-        assert_eq!(ErrorCode::from_code(16), None);
+        assert_eq!(ErrorCode::from_code(20), None);
         let fatal: Vec<_> = ErrorCode::ALL
             .iter()
             .filter(|c| c.is_fatal())
             .map(|c| c.code())
             .collect();
-        assert_eq!(fatal, [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(fatal, [1, 2, 3, 4, 5, 6, 7, 16, 18, 19]);
     }
 
     #[test]
@@ -670,6 +768,17 @@ mod tests {
                 expected: 1,
                 found: 2,
             },
+            FrameError::HandshakeRequired {
+                kind: FrameKind::Request,
+            },
+            FrameError::HandshakeTooLarge {
+                body_bytes: 2,
+                max: 1,
+            },
+            FrameError::HandshakeBody {
+                body_bytes: 3,
+                reason: "short",
+            },
         ];
         for error in errors {
             let message = error.to_string();
@@ -680,17 +789,101 @@ mod tests {
     #[test]
     fn handshake_body_round_trips_and_negotiates() {
         assert_eq!(handshake_body(1, 3), [1, 0, 3, 0]);
-        assert_eq!(parse_handshake_body(&handshake_body(1, 3)), Ok((1, 3)));
+        let body = handshake_body(1, 3);
+        let parsed = parse_handshake_body(&body).unwrap();
         assert_eq!(
-            parse_handshake_body(&[1, 0, 1]),
-            Err(FrameError::BodyLength {
-                expected: 4,
-                found: 3
-            })
+            (parsed.version_min, parsed.version_max, parsed.token),
+            (1, 3, None)
         );
+        assert!(matches!(
+            parse_handshake_body(&[1, 0, 1]),
+            Err(FrameError::HandshakeBody { body_bytes: 3, .. })
+        ));
         assert_eq!(negotiate_version(1, 3), Some(1));
         assert_eq!(negotiate_version(2, 3), None);
         assert_eq!(negotiate_version(1, 0), None);
+    }
+
+    #[test]
+    fn handshake_token_round_trips_within_its_limit() {
+        let body = handshake_body_with_token(1, 1, b"secret").unwrap();
+        assert_eq!(body, [1, 0, 1, 0, 6, 0, b's', b'e', b'c', b'r', b'e', b't']);
+        let parsed = parse_handshake_body(&body).unwrap();
+        assert_eq!(parsed.token, Some(&b"secret"[..]));
+        assert_eq!((parsed.version_min, parsed.version_max), (1, 1));
+
+        let longest = vec![7u8; HANDSHAKE_TOKEN_BYTES_MAX as usize];
+        let body = handshake_body_with_token(1, 1, &longest).unwrap();
+        assert_eq!(body.len(), HANDSHAKE_BODY_BYTES_MAX as usize);
+        assert_eq!(
+            parse_handshake_body(&body).unwrap().token,
+            Some(&longest[..])
+        );
+        assert_eq!(handshake_body_with_token(1, 1, &[7; 129]), None);
+        assert_eq!(handshake_body_with_token(1, 1, &[]), None);
+    }
+
+    #[test]
+    fn malformed_handshake_bodies_are_bad_frames() {
+        let bad = |body: &[u8]| {
+            let error = parse_handshake_body(body).unwrap_err();
+            assert_eq!(error.code(), ErrorCode::BadFrame, "{body:?}");
+            assert!(error.to_string().starts_with("bad_frame: handshake body"));
+        };
+        bad(&[]);
+        bad(&[1, 0, 1, 0, 6]); // half a length
+        bad(&[1, 0, 1, 0, 0, 0]); // a zero-length token
+        bad(&[1, 0, 1, 0, 3, 0, b'a', b'b']); // shorter than its length
+        bad(&[1, 0, 1, 0, 1, 0, b'a', b'b']); // longer than its length
+        let mut too_long = vec![1, 0, 1, 0, 129, 0];
+        too_long.extend([b'x'; 129]);
+        bad(&too_long);
+    }
+
+    #[test]
+    fn the_first_header_must_be_a_handshake_of_bounded_size() {
+        let handshake = Header::new(FrameKind::Handshake, 0, 0, 0, 0, &handshake_body(1, 1));
+        assert_eq!(check_first_header(&handshake), Ok(()));
+        let mut large = handshake;
+        large.body_bytes = HANDSHAKE_BODY_BYTES_MAX;
+        assert_eq!(check_first_header(&large), Ok(()));
+        large.body_bytes = HANDSHAKE_BODY_BYTES_MAX + 1;
+        let error = check_first_header(&large).unwrap_err();
+        assert_eq!(error.code(), ErrorCode::BodyTooLarge);
+        assert_eq!(
+            error.to_string(),
+            "body_too_large: handshake body of 135 bytes, limit 134"
+        );
+        let request = Header::new(FrameKind::Request, 3, 1, 0, 0, &[]);
+        let error = check_first_header(&request).unwrap_err();
+        assert_eq!(error.code(), ErrorCode::HandshakeRequired);
+    }
+
+    /// docs/PROTOCOL.md §7 lists every error code with its number, name and whether it is
+    /// fatal: hold the table and the code to each other, both ways.
+    #[test]
+    fn the_error_code_table_of_docs_protocol_md_matches_the_code() {
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        let rows: Vec<(u16, String, bool)> = doc
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                // | code | `name` | fatal | meaning |
+                let code = cells.get(1)?.parse::<u16>().ok()?;
+                let name = cells.get(2)?.strip_prefix('`')?.strip_suffix('`')?;
+                let fatal = match *cells.get(3)? {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return None,
+                };
+                Some((code, name.to_string(), fatal))
+            })
+            .collect();
+        let expected: Vec<(u16, String, bool)> = ErrorCode::ALL
+            .iter()
+            .map(|code| (code.code(), code.as_str().to_string(), code.is_fatal()))
+            .collect();
+        assert_eq!(rows, expected);
     }
 
     #[test]

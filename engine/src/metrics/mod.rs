@@ -17,6 +17,8 @@
 //! | `settled_connections` | gauge | | per connection opened or closed |
 //! | `settled_connections_rejected_total` | counter | | per connection refused at `connections_max` |
 //! | `settled_connection_errors_total` | counter | error | per connection closed on a fatal protocol error |
+//! | `settled_connections_unauthorized_total` | counter | | per handshake refused `unauthorized` (no token, or one no configured client has) |
+//! | `settled_tls_handshake_failures_total` | counter | | per connection whose TLS handshake failed or timed out (plaintext clients, wrong certificates, scanners) |
 //! | `settled_queue_full_waits_total` | counter | | per submit that found the engine queue full (the connection then waits) |
 //! | `settled_core_batches_total` | counter | | core thread, per batch |
 //! | `settled_core_batch_events` | histogram | | per batch: events applied |
@@ -62,6 +64,8 @@ pub const EVENTS_TOTAL: &str = "settled_events_total";
 pub const CONNECTIONS: &str = "settled_connections";
 pub const CONNECTIONS_REJECTED_TOTAL: &str = "settled_connections_rejected_total";
 pub const CONNECTION_ERRORS_TOTAL: &str = "settled_connection_errors_total";
+pub const CONNECTIONS_UNAUTHORIZED_TOTAL: &str = "settled_connections_unauthorized_total";
+pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "settled_tls_handshake_failures_total";
 pub const QUEUE_FULL_WAITS_TOTAL: &str = "settled_queue_full_waits_total";
 
 pub const CORE_BATCHES_TOTAL: &str = "settled_core_batches_total";
@@ -153,6 +157,8 @@ pub fn install(addr: SocketAddr) -> Result<http::Readiness, MetricsError> {
     // on a counter that never moved must still find it.
     for counter in [
         CONNECTIONS_REJECTED_TOTAL,
+        CONNECTIONS_UNAUTHORIZED_TOTAL,
+        TLS_HANDSHAKE_FAILURES_TOTAL,
         QUEUE_FULL_WAITS_TOTAL,
         CORE_BATCHES_TOTAL,
         CORE_PACED_TOTAL,
@@ -218,6 +224,14 @@ fn describe() {
     describe_counter!(
         CONNECTION_ERRORS_TOTAL,
         "Connections closed on a fatal protocol error, by error"
+    );
+    describe_counter!(
+        CONNECTIONS_UNAUTHORIZED_TOTAL,
+        "Handshakes refused because the client token was missing or unknown"
+    );
+    describe_counter!(
+        TLS_HANDSHAKE_FAILURES_TOTAL,
+        "Connections whose TLS handshake failed or timed out"
     );
     describe_counter!(
         QUEUE_FULL_WAITS_TOTAL,
@@ -339,6 +353,15 @@ pub fn connection_rejected() {
 /// A connection closed on a fatal protocol error.
 pub fn connection_error(error: &'static str) {
     metrics::counter!(CONNECTION_ERRORS_TOTAL, "error" => error).increment(1);
+}
+
+/// A handshake refused `unauthorized`.
+pub fn connection_unauthorized() {
+    metrics::counter!(CONNECTIONS_UNAUTHORIZED_TOTAL).increment(1);
+}
+
+pub fn tls_handshake_failed() {
+    metrics::counter!(TLS_HANDSHAKE_FAILURES_TOTAL).increment(1);
 }
 
 pub fn queue_full_wait() {

@@ -29,7 +29,16 @@
 //! A client that goes away loses only its own replies: the writer's failure drops the
 //! channel's receiver, and every later send simply fails. Nothing here can block a
 //! tokio worker thread.
+//!
+//! The connection is generic over its two halves: plain TCP passes the socket's owned
+//! halves (no lock between reader and writer, as before TLS existed), TLS the halves of
+//! `tokio::io::split`. Each kind is compiled on its own, with no boxing per read.
+//!
+//! The handshake also authenticates ([`super::auth`]): a server that lists clients answers
+//! a missing or unknown token `unauthorized` and closes; a read-only client's creates are
+//! answered `forbidden`, one request at a time.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,11 +46,10 @@ use protocol::frame::{
     negotiate_version, parse_handshake_body, ErrorCode, FrameKind, PROTOCOL_VERSION,
 };
 use protocol::{CreateAccountResult, CreateTransferResult, Operation};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+use super::auth::{ClientAuth, Identity};
 use super::codec::{self, OutFrame, Refusal};
 use super::frame_io::{Frame, FrameReader, ReadError};
 use super::shutdown::Shutdown;
@@ -73,6 +81,8 @@ pub(crate) struct Context {
     pub handshake_timeout: Duration,
     /// How long a connection with nothing in flight may send nothing; `None`: forever.
     pub idle_timeout: Option<Duration>,
+    /// The configured clients that handshakes are checked against.
+    pub auth: ClientAuth,
 }
 
 /// What the writer gets: a frame ready to go, or a request's reply from the core.
@@ -110,10 +120,18 @@ enum End {
     TimedOut,
 }
 
-/// Serve one accepted connection until the client leaves, a fatal error, or shutdown.
-pub(crate) async fn serve(stream: TcpStream, context: Arc<Context>, shutdown: Shutdown) {
-    let peer = stream.peer_addr().ok();
-    let (read_half, write_half) = stream.into_split();
+/// Serve one accepted connection, given as its read and write halves, until the client
+/// leaves, a fatal error, or shutdown.
+pub(crate) async fn serve<R, W>(
+    read_half: R,
+    write_half: W,
+    peer: Option<SocketAddr>,
+    context: Arc<Context>,
+    shutdown: Shutdown,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     // A slot for every reply of the in-flight window, plus room for a handshake or error
     // frame; past that the reader waits for the writer.
     let capacity = context.requests_in_flight_max as usize + 2;
@@ -132,6 +150,8 @@ pub(crate) async fn serve(stream: TcpStream, context: Arc<Context>, shutdown: Sh
         reader: FrameReader::new(read_half),
         sender,
         version: None,
+        identity: Identity::anonymous(),
+        peer,
         shutdown,
     };
     let (end, read_half) = connection.run().await;
@@ -145,21 +165,25 @@ pub(crate) async fn serve(stream: TcpStream, context: Arc<Context>, shutdown: Sh
     }
 }
 
-struct Connection {
+struct Connection<R> {
     context: Arc<Context>,
-    reader: FrameReader<OwnedReadHalf>,
+    reader: FrameReader<R>,
     sender: mpsc::Sender<Outgoing>,
     in_flight: Arc<Semaphore>,
     /// The connection's reply budget in bytes; the writer closes it when it gives up.
     reply_bytes: Arc<Semaphore>,
     /// The version agreed by the handshake; `None` until then.
     version: Option<u16>,
+    /// Who the handshake's token proved; anonymous until then, and when no client is
+    /// configured.
+    identity: Identity,
+    peer: Option<SocketAddr>,
     shutdown: Shutdown,
 }
 
-impl Connection {
+impl<R: AsyncRead + Unpin> Connection<R> {
     /// Read and handle frames until the end; gives the read half back for lingering.
-    async fn run(mut self) -> (End, OwnedReadHalf) {
+    async fn run(mut self) -> (End, R) {
         let end = self.read_loop().await;
         (end, self.reader.into_inner())
     }
@@ -257,14 +281,17 @@ impl Connection {
     }
 
     async fn handshake(&mut self, frame: Frame) -> Result<(), End> {
+        // The reader refuses such a frame from its header already; this keeps the rule
+        // true here whatever the reader does.
         if frame.header.kind != FrameKind::Handshake {
             let message = "handshake_required: the first frame must be a handshake";
             return Err(self.fatal(ErrorCode::HandshakeRequired, message).await);
         }
-        let (version_min, version_max) = match parse_handshake_body(&frame.body) {
-            Ok(range) => range,
+        let handshake = match parse_handshake_body(&frame.body) {
+            Ok(handshake) => handshake,
             Err(error) => return Err(self.fatal(error.code(), &error.to_string()).await),
         };
+        let (version_min, version_max) = (handshake.version_min, handshake.version_max);
         let Some(version) = negotiate_version(version_min, version_max) else {
             let message = format!(
                 "unsupported_version: client speaks {version_min}..={version_max}, \
@@ -272,7 +299,18 @@ impl Connection {
             );
             return Err(self.fatal(ErrorCode::UnsupportedVersion, &message).await);
         };
+        self.identity = match self.context.auth.authenticate(handshake.token) {
+            Ok(identity) => identity,
+            Err(refused) => {
+                crate::metrics::connection_unauthorized();
+                return Err(self.fatal(ErrorCode::Unauthorized, refused.message()).await);
+            }
+        };
+        if let Some(name) = &self.identity.name {
+            tracing::debug!(peer = ?self.peer, client = %name, "client authenticated");
+        }
         self.version = Some(version);
+        self.reader.handshake_done();
         self.send(codec::handshake_frame(version), None).await
     }
 
@@ -283,6 +321,12 @@ impl Connection {
             Ok(operation) => operation,
             Err(refusal) => return self.refuse(&frame, None, refusal, started).await,
         };
+        if self.identity.read_only && operation.is_write() {
+            let name = self.identity.name.as_deref().unwrap_or_default();
+            let message = format!("forbidden: client {name:?} is read-only; {operation} refused");
+            let refusal = Refusal::new(ErrorCode::Forbidden, message);
+            return self.refuse(&frame, Some(operation), refusal, started).await;
+        }
         let Ok(in_flight) = self.in_flight.clone().try_acquire_owned() else {
             let message = format!(
                 "too_many_in_flight: limit {} (requests_in_flight_per_connection_max)",
@@ -399,6 +443,7 @@ impl Connection {
     async fn fatal(&mut self, code: ErrorCode, message: &str) -> End {
         debug_assert!(code.is_fatal(), "{code} is answered per request");
         tracing::info!(
+            peer = ?self.peer,
             error = code.as_str(),
             message,
             "closing connection on a protocol error"
@@ -532,8 +577,8 @@ enum WriteError {
 /// write while the channel has more (pipelined replies share a syscall), metrics recorded
 /// and reply budget given back once written. On a failed or stalled write it closes the
 /// budget and drops the channel, which ends the reader too.
-async fn write_frames(
-    mut socket: OwnedWriteHalf,
+async fn write_frames<W: AsyncWrite + Unpin>(
+    mut socket: W,
     mut receiver: mpsc::Receiver<Outgoing>,
     write_timeout: Duration,
     reply_bytes: Arc<Semaphore>,
@@ -625,7 +670,7 @@ async fn sleep_until_or_forever(deadline: Option<tokio::time::Instant>) {
 
 /// Read and discard what the client still sends after the server closed its side, bounded in time and
 /// bytes (see [`LINGER_AFTER_CLOSE`]).
-pub(crate) async fn linger(mut read_half: OwnedReadHalf) {
+pub(crate) async fn linger<R: AsyncRead + Unpin>(mut read_half: R) {
     let drain = async {
         let mut buffer = [0u8; 4096];
         let mut drained = 0;

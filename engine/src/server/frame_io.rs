@@ -4,10 +4,13 @@
 //! [`Parsed::Incomplete`]; only then does [`FrameReader`] read more. The header is
 //! validated (magic, checksum, kind, reserved bytes, `body_bytes <= BODY_BYTES_MAX`) as
 //! soon as its 64 bytes are in, before any room is made for the body, so a hostile length
-//! costs nothing. Bodies are split off the buffer without copying.
+//! costs nothing. Until the handshake is done the first frame's header must also be a
+//! Handshake of at most `HANDSHAKE_BODY_BYTES_MAX` bytes (`check_first_header`): a client
+//! that has not shown its token cannot make the server reserve a megabyte. Bodies are
+//! split off the buffer without copying.
 
 use bytes::{Buf, Bytes, BytesMut};
-use protocol::frame::{FrameError, Header, HEADER_BYTES};
+use protocol::frame::{check_first_header, FrameError, Header, HEADER_BYTES};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Bytes reserved per read when the buffer is empty: a handful of small requests. Bigger
@@ -42,10 +45,12 @@ pub(crate) enum ReadError {
 }
 
 /// Take one frame from the front of `buffer` if it is all there. `header` caches the
-/// decoded header of a frame whose body is still arriving, so it is checked once.
+/// decoded header of a frame whose body is still arriving, so it is checked once. `first`:
+/// no handshake yet, so the header must pass `check_first_header` too.
 pub(crate) fn parse(
     buffer: &mut BytesMut,
     header: &mut Option<Header>,
+    first: bool,
 ) -> Result<Parsed, FrameError> {
     let checked = match *header {
         Some(checked) => checked,
@@ -54,6 +59,9 @@ pub(crate) fn parse(
                 return Ok(Parsed::Incomplete);
             };
             let decoded = Header::decode(bytes)?;
+            if first {
+                check_first_header(&decoded)?;
+            }
             *header = Some(decoded);
             decoded
         }
@@ -80,6 +88,8 @@ pub(crate) struct FrameReader<R> {
     stream: R,
     buffer: BytesMut,
     header: Option<Header>,
+    /// Until [`FrameReader::handshake_done`]: the next frame is the connection's first.
+    first: bool,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -88,7 +98,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             stream,
             buffer: BytesMut::with_capacity(READ_BUFFER_BYTES),
             header: None,
+            first: true,
         }
+    }
+
+    /// The handshake was accepted: later frames get the ordinary limits.
+    pub fn handshake_done(&mut self) {
+        self.first = false;
     }
 
     /// The next frame, or `None` when the peer closed cleanly between frames.
@@ -97,7 +113,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// `select!` against the shutdown signal.
     pub async fn read_frame(&mut self) -> Result<Option<Frame>, ReadError> {
         loop {
-            if let Parsed::Frame(frame) = parse(&mut self.buffer, &mut self.header)? {
+            if let Parsed::Frame(frame) = parse(&mut self.buffer, &mut self.header, self.first)? {
                 return Ok(Some(frame));
             }
             if self.buffer.capacity() == self.buffer.len() {
@@ -143,7 +159,7 @@ mod tests {
         let mut frames = Vec::new();
         for byte in bytes {
             buffer.extend_from_slice(&[byte]);
-            if let Parsed::Frame(frame) = parse(&mut buffer, &mut header).unwrap() {
+            if let Parsed::Frame(frame) = parse(&mut buffer, &mut header, false).unwrap() {
                 frames.push(frame);
             }
         }
@@ -157,12 +173,12 @@ mod tests {
     fn two_frames_in_one_buffer_come_out_in_order() {
         let bytes = [frame_bytes(1, &[]), frame_bytes(2, &[9; 32])].concat();
         let (mut buffer, mut header) = (BytesMut::from(&bytes[..]), None);
-        let first = expect_frame(parse(&mut buffer, &mut header).unwrap());
-        let second = expect_frame(parse(&mut buffer, &mut header).unwrap());
+        let first = expect_frame(parse(&mut buffer, &mut header, false).unwrap());
+        let second = expect_frame(parse(&mut buffer, &mut header, false).unwrap());
         assert_eq!((first.header.request_id, first.body.len()), (1, 0));
         assert_eq!((second.header.request_id, second.body.len()), (2, 32));
         assert!(matches!(
-            parse(&mut buffer, &mut header).unwrap(),
+            parse(&mut buffer, &mut header, false).unwrap(),
             Parsed::Incomplete
         ));
     }
@@ -172,26 +188,47 @@ mod tests {
         let mut header = Header::new(FrameKind::Request, 3, 1, 1, 0, &[]);
         header.body_bytes = BODY_BYTES_MAX + 1;
         let mut buffer = BytesMut::from(&header.encode()[..]);
-        let error = parse(&mut buffer, &mut None).unwrap_err();
+        let error = parse(&mut buffer, &mut None, false).unwrap_err();
         assert!(matches!(error, FrameError::BodyTooLarge { .. }));
         assert!(buffer.capacity() < 1024, "no room was made for the body");
+    }
+
+    #[test]
+    fn a_first_frame_is_refused_from_its_header_unless_a_small_handshake() {
+        let mut header = Header::new(FrameKind::Handshake, 0, 0, 0, 0, &[]);
+        header.body_bytes = BODY_BYTES_MAX;
+        // Legal for a later frame, but not before the handshake is done.
+        let mut buffer = BytesMut::from(&header.encode()[..]);
+        let error = parse(&mut buffer, &mut None, true).unwrap_err();
+        assert!(matches!(error, FrameError::HandshakeTooLarge { .. }));
+        assert!(buffer.capacity() < 1024, "no room was made for the body");
+
+        let mut buffer = BytesMut::from(&frame_bytes(1, &[0; 16])[..HEADER_BYTES]);
+        let error = parse(&mut buffer, &mut None, true).unwrap_err();
+        assert!(matches!(error, FrameError::HandshakeRequired { .. }));
+
+        let mut bytes = Vec::new();
+        let body = protocol::frame::handshake_body(1, 1);
+        encode_frame(&mut bytes, FrameKind::Handshake, 0, 0, 0, 0, &body);
+        let parsed = parse(&mut BytesMut::from(&bytes[..]), &mut None, true).unwrap();
+        assert_eq!(expect_frame(parsed).header.kind, FrameKind::Handshake);
     }
 
     #[test]
     fn corrupt_header_and_body_are_errors() {
         let mut bytes = frame_bytes(1, &[5; 16]);
         bytes[0] = b'X';
-        let error = parse(&mut BytesMut::from(&bytes[..]), &mut None).unwrap_err();
+        let error = parse(&mut BytesMut::from(&bytes[..]), &mut None, false).unwrap_err();
         assert!(matches!(error, FrameError::BadMagic { .. }));
 
         let mut bytes = frame_bytes(1, &[5; 16]);
         bytes[20] ^= 1;
-        let error = parse(&mut BytesMut::from(&bytes[..]), &mut None).unwrap_err();
+        let error = parse(&mut BytesMut::from(&bytes[..]), &mut None, false).unwrap_err();
         assert!(matches!(error, FrameError::HeaderChecksum { .. }));
 
         let mut bytes = frame_bytes(1, &[5; 16]);
         bytes[HEADER_BYTES + 3] ^= 1;
-        let error = parse(&mut BytesMut::from(&bytes[..]), &mut None).unwrap_err();
+        let error = parse(&mut BytesMut::from(&bytes[..]), &mut None, false).unwrap_err();
         assert!(matches!(error, FrameError::BodyChecksum { .. }));
     }
 
@@ -199,11 +236,13 @@ mod tests {
     async fn reader_reports_clean_close_and_close_mid_frame() {
         let bytes = frame_bytes(4, &[3; 16]);
         let mut reader = FrameReader::new(&bytes[..]);
+        reader.handshake_done();
         let frame = reader.read_frame().await.unwrap().unwrap();
         assert_eq!(frame.header.request_id, 4);
         assert!(reader.read_frame().await.unwrap().is_none());
 
         let mut reader = FrameReader::new(&bytes[..70]);
+        reader.handshake_done();
         let error = reader.read_frame().await.unwrap_err();
         assert!(matches!(error, ReadError::ClosedMidFrame { buffered: 70 }));
     }

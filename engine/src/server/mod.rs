@@ -9,14 +9,20 @@
 //!   with an Error frame, and closed, so the client learns why instead of timing out.
 //! - Each connection ([`connection`]) reads frames ([`frame_io`]), turns requests into
 //!   engine requests ([`codec`]) and writes replies as they become durable, in any order.
+//! - Who may connect: with `tls_cert_file`/`tls_key_file` every connection is TLS
+//!   ([`tls`]; the handshake bounded by `TLS_HANDSHAKE_TIMEOUT`), with `[[clients]]` every
+//!   handshake must carry a known token ([`auth`]). A listener on a non-loopback address
+//!   without either is logged as a warning at start.
 //!
 //! The wire format is `docs/PROTOCOL.md`; the frame codec is `protocol::frame`.
 
+pub mod auth;
 mod codec;
 mod connection;
 mod descriptors;
 mod frame_io;
 mod shutdown;
+pub(crate) mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,14 +30,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::frame::ErrorCode;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, ConfigError};
 use crate::core::{Engine, EngineError, ShutdownReport};
 use crate::metrics::http::Readiness;
 use crate::metrics::MetricsError;
+use auth::ClientAuth;
 use connection::Context;
 use shutdown::Shutdown;
 
@@ -78,6 +86,9 @@ pub struct Server {
     engine: Engine,
     /// What `/readyz` reports, when the metrics listener is on.
     readiness: Option<Readiness>,
+    /// `Some` when the listener speaks TLS.
+    tls: Option<TlsAcceptor>,
+    auth: ClientAuth,
 }
 
 impl Server {
@@ -89,6 +100,8 @@ impl Server {
         let descriptors = descriptors::ensure(config.connections_max)?;
         tracing::debug!(descriptors, "file descriptor limit");
         let engine_config = config.engine_config()?;
+        let tls = config.tls_config()?.map(TlsAcceptor::from);
+        let auth = config.client_auth()?;
         let readiness = match config.metrics_addr()? {
             Some(addr) => {
                 let readiness = crate::metrics::install(addr)?;
@@ -101,6 +114,7 @@ impl Server {
         let bind_error = |source| ServerError::Bind { addr, source };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
+        warn_if_exposed(&config, local_addr, tls.is_some(), auth.is_required());
         // Recovery reads the whole WAL: keep it off the async workers.
         let engine = tokio::task::spawn_blocking(move || Engine::open(engine_config))
             .await
@@ -118,6 +132,8 @@ impl Server {
             local_addr,
             engine,
             readiness,
+            tls,
+            auth,
         })
     }
 
@@ -137,6 +153,8 @@ impl Server {
             local_addr,
             engine,
             readiness,
+            tls,
+            auth,
         } = self;
         let (notify_shutdown, _) = broadcast::channel(1);
         let (shutdown_complete_sender, mut shutdown_complete) = mpsc::channel::<()>(1);
@@ -154,11 +172,14 @@ impl Server {
                 handshake_timeout: Duration::from_secs(config.handshake_timeout_seconds),
                 idle_timeout: (config.idle_timeout_seconds > 0)
                     .then(|| Duration::from_secs(config.idle_timeout_seconds)),
+                auth,
             }),
+            tls,
             notify_shutdown,
             shutdown_complete_sender,
         };
-        tracing::info!("listening on {local_addr}");
+        let transport = if accept.tls.is_some() { " (TLS)" } else { "" };
+        tracing::info!("listening on {local_addr}{transport}");
         tokio::select! {
             () = accept.run() => {}
             () = shutdown => tracing::info!("shutdown requested: no new connections"),
@@ -207,6 +228,7 @@ struct Acceptor {
     rejecting: Arc<Semaphore>,
     connections_max: u32,
     context: Arc<Context>,
+    tls: Option<TlsAcceptor>,
     notify_shutdown: broadcast::Sender<()>,
     /// Cloned into each connection task; `recv` on the other side returns `None` once
     /// every clone is dropped, i.e. every connection has finished.
@@ -223,7 +245,7 @@ impl Acceptor {
                 Ok(permit) => self.spawn_connection(stream, permit),
                 Err(_) => match self.rejecting.clone().try_acquire_owned() {
                     Ok(slot) => {
-                        tokio::spawn(reject(stream, self.connections_max, slot));
+                        tokio::spawn(reject(stream, self.connections_max, self.tls.clone(), slot));
                     }
                     Err(_) => {
                         crate::metrics::connection_rejected();
@@ -253,11 +275,26 @@ impl Acceptor {
 
     fn spawn_connection(&self, stream: TcpStream, permit: OwnedSemaphorePermit) {
         let context = self.context.clone();
-        let shutdown = Shutdown::new(self.notify_shutdown.subscribe());
+        let mut shutdown = Shutdown::new(self.notify_shutdown.subscribe());
         let shutdown_complete = self.shutdown_complete_sender.clone();
+        let tls = self.tls.clone();
         tokio::spawn(async move {
+            // The slot is held from here, TLS handshake included (which is bounded).
             let _open = OpenConnection::new(permit);
-            connection::serve(stream, context, shutdown).await;
+            let peer = stream.peer_addr().ok();
+            match tls {
+                None => {
+                    let (read_half, write_half) = stream.into_split();
+                    connection::serve(read_half, write_half, peer, context, shutdown).await;
+                }
+                Some(acceptor) => {
+                    if let Some(stream) = tls::accept(&acceptor, stream, peer, &mut shutdown).await
+                    {
+                        let (read_half, write_half) = tokio::io::split(stream);
+                        connection::serve(read_half, write_half, peer, context, shutdown).await;
+                    }
+                }
+            }
             drop(shutdown_complete);
         });
     }
@@ -281,21 +318,73 @@ impl Drop for OpenConnection {
     }
 }
 
-/// Tell a connection over the limit why it is refused, then close it.
-async fn reject(mut stream: TcpStream, connections_max: u32, _slot: OwnedSemaphorePermit) {
+/// Tell a connection over the limit why it is refused, then close it. With TLS the frame
+/// can only travel inside a session, so the TLS handshake comes first, within the same
+/// short bound: a client too slow for it is closed without the frame.
+async fn reject(
+    stream: TcpStream,
+    connections_max: u32,
+    tls: Option<TlsAcceptor>,
+    _slot: OwnedSemaphorePermit,
+) {
+    crate::metrics::connection_rejected();
+    let Some(acceptor) = tls else {
+        let (read_half, write_half) = stream.into_split();
+        return tell_busy(read_half, write_half, connections_max).await;
+    };
+    let accepted = tokio::time::timeout(REJECT_WRITE_TIMEOUT, acceptor.accept(stream)).await;
+    if let Ok(Ok(stream)) = accepted {
+        let (read_half, write_half) = tokio::io::split(stream);
+        tell_busy(read_half, write_half, connections_max).await;
+    }
+}
+
+async fn tell_busy<R, W>(read_half: R, mut write_half: W, connections_max: u32)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let message = format!("busy: {connections_max} connections open (connections_max)");
     let frame = codec::error_frame(0, 0, ErrorCode::Busy, &message);
-    crate::metrics::connection_rejected();
     let written = async {
-        stream.write_all(&frame.header).await?;
-        stream.write_all(frame.body.as_slice()).await?;
-        stream.shutdown().await
+        write_half.write_all(&frame.header).await?;
+        write_half.write_all(frame.body.as_slice()).await?;
+        write_half.shutdown().await
     };
     if tokio::time::timeout(REJECT_WRITE_TIMEOUT, written)
         .await
         .is_ok()
     {
-        let (read_half, _write_half) = stream.into_split();
         connection::linger(read_half).await;
+    }
+}
+
+/// A loud warning for each way a listener reachable from other machines is unprotected:
+/// without TLS, tokens and data cross the network in clear; without tokens anyone who
+/// reaches the port may move money. The metrics endpoint never has authentication.
+fn warn_if_exposed(config: &Config, listen: SocketAddr, tls: bool, tokens: bool) {
+    if !listen.ip().is_loopback() {
+        if !tls {
+            tracing::warn!(
+                "UNPROTECTED: listen = {listen} is not a loopback address and TLS is off \
+                 (tls_cert_file, tls_key_file): requests, replies and client tokens cross \
+                 the network in clear text"
+            );
+        }
+        if !tokens {
+            tracing::warn!(
+                "UNPROTECTED: listen = {listen} is not a loopback address and no [[clients]] \
+                 are configured: anyone who can reach this port can create accounts and \
+                 transfers"
+            );
+        }
+    }
+    if let Ok(Some(metrics)) = config.metrics_addr() {
+        if !metrics.ip().is_loopback() {
+            tracing::warn!(
+                "metrics_listen = {metrics} is not a loopback address: /metrics, /healthz \
+                 and /readyz have no authentication and no TLS"
+            );
+        }
     }
 }

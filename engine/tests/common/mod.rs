@@ -197,4 +197,5 @@ impl Workload {
     }
 }
 pub mod daemon;
+pub mod tls;
 pub mod wire;

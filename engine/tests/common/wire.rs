@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use bytemuck::Pod;
 use protocol::frame::{
-    encode_frame, handshake_body, ErrorCode, FrameKind, Header, HEADER_BYTES, PROTOCOL_VERSION,
+    encode_frame, handshake_body, handshake_body_with_token, ErrorCode, FrameKind, Header,
+    HEADER_BYTES, PROTOCOL_VERSION,
 };
 use protocol::records::{as_bytes, from_bytes};
 use protocol::Operation;
@@ -114,6 +115,26 @@ impl Wire {
     pub async fn handshake(&mut self) {
         self.send_handshake(PROTOCOL_VERSION, PROTOCOL_VERSION)
             .await;
+        self.expect_handshake_reply().await;
+    }
+
+    /// Connected and handshaken with `token`.
+    pub async fn ready_with_token(addr: SocketAddr, token: &[u8]) -> Wire {
+        let mut wire = Wire::connect(addr).await;
+        wire.send_handshake_with_token(token).await;
+        wire.expect_handshake_reply().await;
+        wire
+    }
+
+    pub async fn send_handshake_with_token(&mut self, token: &[u8]) {
+        let mut out = Vec::new();
+        let body = handshake_body_with_token(PROTOCOL_VERSION, PROTOCOL_VERSION, token)
+            .expect("a token of 1 to 128 bytes");
+        encode_frame(&mut out, FrameKind::Handshake, 0, 0, 0, 0, &body);
+        self.write(&out).await;
+    }
+
+    async fn expect_handshake_reply(&mut self) {
         let reply = self.read().await;
         assert_eq!(
             reply.header.kind,

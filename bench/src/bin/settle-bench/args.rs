@@ -92,6 +92,20 @@ pub struct Args {
     /// Print the report as one JSON object on stdout (no progress bar).
     #[arg(long)]
     pub json: bool,
+    /// Connect over TLS (a daemon given with --addr). Needs --tls-ca.
+    #[arg(long, requires = "tls_ca")]
+    pub tls: bool,
+    /// PEM file of the CA that signed the daemon's certificate (implies --tls).
+    #[arg(long, value_name = "FILE", requires = "addr")]
+    pub tls_ca: Option<PathBuf>,
+    /// Name the daemon's certificate must carry [default: the IP address of --addr].
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
+    /// Client token for a daemon that lists [[clients]] (it must not be read-only).
+    /// Prefer the environment variable, which keeps it out of shell history and `ps`. A
+    /// daemon started here lists none and ignores it.
+    #[arg(long, env = "SETTLE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl Args {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
-use client::{Client, ClientOptions};
+use client::{Client, ClientOptions, TlsOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use protocol::{AccountFilter, AccountFilterFlags, CreateAccountResult};
 
@@ -129,7 +129,7 @@ async fn run(
 async fn drive(args: &Args, addr: std::net::SocketAddr) -> Result<(Report, Vec<u128>), String> {
     let options = ClientOptions {
         in_flight_max: args.in_flight,
-        ..ClientOptions::default()
+        ..client_options(args, addr)?
     };
     let mut clients = Vec::with_capacity(args.clients as usize);
     for _ in 0..args.clients {
@@ -159,6 +159,27 @@ async fn drive(args: &Args, addr: std::net::SocketAddr) -> Result<(Report, Vec<u
         .take(protocol::BATCH_EVENTS_MAX as usize)
         .collect();
     Ok((Report::new(args, &load, queries, verification), sample))
+}
+
+/// TLS (with --tls-ca) and the token (--token or SETTLE_TOKEN), from the arguments.
+fn client_options(args: &Args, addr: std::net::SocketAddr) -> Result<ClientOptions, String> {
+    let tls = match &args.tls_ca {
+        None => None,
+        Some(ca) => {
+            let server_name = args
+                .tls_server_name
+                .clone()
+                .unwrap_or_else(|| addr.ip().to_string());
+            let tls = TlsOptions::from_ca_file(ca, &server_name)
+                .map_err(|error| format!("--tls-ca: {error}"))?;
+            Some(tls)
+        }
+    };
+    Ok(ClientOptions {
+        tls,
+        token: args.token.clone().filter(|token| !token.is_empty()),
+        ..ClientOptions::default()
+    })
 }
 
 /// The sampled created transfers are all still there after the restart.

@@ -23,23 +23,18 @@ use protocol::{
 };
 use serde_json::Value;
 use settled_client::blocking::Client;
+use settled_client::{ClientOptions, TlsOptions};
 
 #[derive(Parser)]
 #[command(
     name = "settle",
     version,
     about = "Command line client of the settled ledger",
-    after_help = "Examples:\n  settle account create --ledger USD\n  settle transfer --from 1 --to 2 --amount 12.34 --ledger USD\n  settle balance 2\n  settle create-transfers transfers.jsonl\n  settle lookup-accounts 1 2"
+    after_help = "Examples:\n  settle account create --ledger USD\n  SETTLE_TOKEN=... settle --addr ledger.internal:3000 --tls-ca ca.pem balance 2\n  settle transfer --from 1 --to 2 --amount 12.34 --ledger USD\n  settle balance 2\n  settle create-transfers transfers.jsonl\n  settle lookup-accounts 1 2"
 )]
 struct Cli {
-    /// Address of the settled daemon.
-    #[arg(
-        long,
-        env = "SETTLE_ADDR",
-        default_value = "127.0.0.1:3000",
-        global = true
-    )]
-    addr: String,
+    #[command(flatten)]
+    connect: Connect,
     /// Config file with the `[[ledgers]]` table (asset codes and decimal scales), for the
     /// human commands. Default: $SETTLED_CONFIG, else config/settled.toml if present. A
     /// file without `[[ledgers]]`, or no file, gives the daemon's built-in ledgers: USD
@@ -48,6 +43,38 @@ struct Cli {
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where the daemon is and how to reach it.
+#[derive(Args)]
+struct Connect {
+    /// Address of the settled daemon.
+    #[arg(
+        long,
+        env = "SETTLE_ADDR",
+        default_value = "127.0.0.1:3000",
+        global = true
+    )]
+    addr: String,
+    /// Connect over TLS. Needs --tls-ca: settle trusts only the CA it is given.
+    #[arg(long, global = true, requires = "tls_ca")]
+    tls: bool,
+    /// PEM file of the CA that signed the daemon's certificate (implies --tls).
+    #[arg(long, value_name = "FILE", env = "SETTLE_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// Name the daemon's certificate must carry [default: the host of --addr].
+    #[arg(long, value_name = "NAME", global = true)]
+    tls_server_name: Option<String>,
+    /// Client certificate (PEM) for a daemon that requires one (tls_client_ca_file).
+    #[arg(long, value_name = "FILE", global = true, requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Client token for a daemon that lists [[clients]]. Prefer the environment variable,
+    /// which keeps the token out of shell history and `ps`.
+    #[arg(long, env = "SETTLE_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -199,7 +226,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let linked = accounts
                 .iter()
                 .map(|a| a.flags.contains(AccountFlags::LINKED));
-            let client = connect(&cli.addr)?;
+            let client = connect(&cli.connect)?;
             send_in_requests(
                 &accounts,
                 linked,
@@ -213,7 +240,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let linked = transfers
                 .iter()
                 .map(|t| t.flags.contains(TransferFlags::LINKED));
-            let client = connect(&cli.addr)?;
+            let client = connect(&cli.connect)?;
             send_in_requests(
                 &transfers,
                 linked,
@@ -223,37 +250,37 @@ fn run(cli: Cli) -> Result<(), String> {
             )
         }
         Command::LookupAccounts { ids } => {
-            let found = connect(&cli.addr)?
+            let found = connect(&cli.connect)?
                 .lookup_accounts(&ids)
                 .map_err(|e| e.to_string())?;
             print_lines(found.iter().map(json::account_to_json))
         }
         Command::LookupTransfers { ids } => {
-            let found = connect(&cli.addr)?
+            let found = connect(&cli.connect)?
                 .lookup_transfers(&ids)
                 .map_err(|e| e.to_string())?;
             print_lines(found.iter().map(json::transfer_to_json))
         }
         Command::GetAccountTransfers(args) => {
-            let found = connect(&cli.addr)?
+            let found = connect(&cli.connect)?
                 .get_account_transfers(account_filter(&args))
                 .map_err(|e| e.to_string())?;
             print_lines(found.iter().map(json::transfer_to_json))
         }
         Command::GetAccountBalances(args) => {
-            let found = connect(&cli.addr)?
+            let found = connect(&cli.connect)?
                 .get_account_balances(account_filter(&args))
                 .map_err(|e| e.to_string())?;
             print_lines(found.iter().map(json::balance_to_json))
         }
         Command::QueryAccounts(args) => {
-            let found = connect(&cli.addr)?
+            let found = connect(&cli.connect)?
                 .query_accounts(query_filter(&args))
                 .map_err(|e| e.to_string())?;
             print_lines(found.iter().map(json::account_to_json))
         }
         Command::QueryTransfers(args) => {
-            let found = connect(&cli.addr)?
+            let found = connect(&cli.connect)?
                 .query_transfers(query_filter(&args))
                 .map_err(|e| e.to_string())?;
             print_lines(found.iter().map(json::transfer_to_json))
@@ -265,21 +292,64 @@ fn run(cli: Cli) -> Result<(), String> {
             flags,
         }) => {
             let ledgers = load_ledgers(cli.config.as_ref())?;
-            create_account(&cli.addr, find_ledger(&ledgers, &ledger)?, id, code, &flags)
+            create_account(
+                &cli.connect,
+                find_ledger(&ledgers, &ledger)?,
+                id,
+                code,
+                &flags,
+            )
         }
         Command::Transfer(args) => {
             let ledgers = load_ledgers(cli.config.as_ref())?;
-            transfer(&cli.addr, &ledgers, &args)
+            transfer(&cli.connect, &ledgers, &args)
         }
         Command::Balance { id } => {
             let ledgers = load_ledgers(cli.config.as_ref())?;
-            balance(&cli.addr, &ledgers, id)
+            balance(&cli.connect, &ledgers, id)
         }
     }
 }
 
-fn connect(addr: &str) -> Result<Client, String> {
-    Client::connect(addr).map_err(|error| format!("cannot reach settled at {addr}: {error}"))
+fn connect(connect: &Connect) -> Result<Client, String> {
+    let addr = &connect.addr;
+    let options = client_options(connect)?;
+    Client::connect_with(addr.as_str(), options)
+        .map_err(|error| format!("cannot reach settled at {addr}: {error}"))
+}
+
+/// TLS (when --tls or --tls-ca) and the token, from the flags.
+fn client_options(connect: &Connect) -> Result<ClientOptions, String> {
+    let tls = match &connect.tls_ca {
+        None => None,
+        Some(ca) => {
+            let server_name = match &connect.tls_server_name {
+                Some(name) => name.clone(),
+                None => host_of(&connect.addr).to_string(),
+            };
+            let mut tls = TlsOptions::from_ca_file(ca, &server_name)
+                .map_err(|error| format!("--tls-ca: {error}"))?;
+            if let (Some(cert), Some(key)) = (&connect.tls_cert, &connect.tls_key) {
+                tls = tls
+                    .with_client_identity_files(cert, key)
+                    .map_err(|error| format!("--tls-cert/--tls-key: {error}"))?;
+            }
+            Some(tls)
+        }
+    };
+    Ok(ClientOptions {
+        tls,
+        token: connect.token.clone().filter(|token| !token.is_empty()),
+        ..ClientOptions::default()
+    })
+}
+
+/// The host part of `HOST:PORT` (`[::1]:3000` gives `::1`).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.strip_prefix('[')
+        .and_then(|host| host.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 /// Parse every line of `file` (or stdin for `-`); blank lines are skipped, errors name
@@ -436,7 +506,7 @@ fn new_id() -> u128 {
 }
 
 fn create_account(
-    addr: &str,
+    addr: &Connect,
     ledger: &LedgerAsset,
     id: Option<u128>,
     code: u16,
@@ -463,7 +533,7 @@ fn create_account(
     Ok(())
 }
 
-fn transfer(addr: &str, ledgers: &[LedgerAsset], args: &TransferArgs) -> Result<(), String> {
+fn transfer(addr: &Connect, ledgers: &[LedgerAsset], args: &TransferArgs) -> Result<(), String> {
     let ledger = find_ledger(ledgers, &args.ledger)?;
     let amount = parse_amount(&args.amount, u32::from(ledger.scale))?;
     let timeout = args
@@ -505,7 +575,7 @@ fn transfer(addr: &str, ledgers: &[LedgerAsset], args: &TransferArgs) -> Result<
     Ok(())
 }
 
-fn balance(addr: &str, ledgers: &[LedgerAsset], id: u128) -> Result<(), String> {
+fn balance(addr: &Connect, ledgers: &[LedgerAsset], id: u128) -> Result<(), String> {
     let found = connect(addr)?
         .lookup_accounts(&[id])
         .map_err(|e| e.to_string())?;
@@ -531,4 +601,40 @@ fn balance(addr: &str, ledgers: &[LedgerAsset], id: u128) -> Result<(), String> 
         ),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_name_defaults_to_the_host_of_the_address() {
+        assert_eq!(host_of("ledger.internal:3000"), "ledger.internal");
+        assert_eq!(host_of("127.0.0.1:3000"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:3000"), "::1");
+        assert_eq!(host_of("localhost"), "localhost");
+    }
+
+    #[test]
+    fn tls_flags_need_their_companions() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        assert!(parse(&["settle", "--tls", "balance", "1"]).is_err());
+        assert!(parse(&[
+            "settle",
+            "--tls-ca",
+            "ca.pem",
+            "--tls-cert",
+            "c.pem",
+            "balance",
+            "1"
+        ])
+        .is_err());
+        let cli = parse(&[
+            "settle", "balance", "1", "--tls", "--tls-ca", "ca.pem", "--token", "t",
+        ])
+        .unwrap();
+        assert!(cli.connect.tls);
+        assert_eq!(cli.connect.tls_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(cli.connect.token.as_deref(), Some("t"));
+    }
 }
