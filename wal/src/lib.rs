@@ -60,8 +60,10 @@
 //!   byte offset and LSN: the WAL never silently drops a durable record.
 //!   Damage is a torn tail only when all of these hold: it is in the last
 //!   segment; its CRC (or length) is what is wrong — a CRC-valid record with
-//!   the wrong LSN is a gap; and no CRC-valid record with a later LSN can be
-//!   found at any byte offset after it. A damaged record followed by intact
+//!   the wrong LSN is a gap, and the expected record's own header (its LSN
+//!   in place) claiming more than `record_bytes_max` is damage, since a torn
+//!   write can shorten a write but never lengthen a length; and no CRC-valid
+//!   record with a later LSN can be found at any byte offset after it. A damaged record followed by intact
 //!   ones is corruption, however it looks. Known limit: a power cut during
 //!   the final, unsynced write could persist its pages out of order (a later
 //!   page on disk, an earlier one not). Recovery then reports `Corrupt` for

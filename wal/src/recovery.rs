@@ -219,6 +219,14 @@ fn classify_damage(
     if matches!(damage, CorruptionKind::LsnMismatch { .. }) {
         return Err(damage);
     }
+    // The header of the record expected here, claiming more than any record may hold: a
+    // torn write loses the end of a write (or leaves zeros), it never makes a length
+    // larger, so this header was damaged after it was written.
+    if matches!(damage, CorruptionKind::RecordTooLarge { .. })
+        && crate::format::lsn_at(bytes, offset) == Some(lsn)
+    {
+        return Err(damage);
+    }
     if !is_last {
         return Err(CorruptionKind::DamagedInSealedSegment {
             damage: Box::new(damage),

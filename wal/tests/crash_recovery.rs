@@ -205,6 +205,43 @@ fn a_valid_record_with_the_wrong_lsn_at_the_tail_is_corruption() {
 }
 
 #[test]
+fn the_next_records_header_claiming_more_than_the_size_limit_is_corruption_not_a_torn_tail() {
+    let config = small_config();
+    let dir = build_wal(&config, 20);
+    let last_segment = segment_files(dir.path()).pop().expect("segment");
+    let end = fs::metadata(&last_segment).expect("metadata").len();
+    // The header of record 21, as written, but with a length past `record_bytes_max`: a
+    // torn write never makes a length larger.
+    let mut header = Vec::new();
+    header.extend_from_slice(&21u64.to_le_bytes());
+    header.extend_from_slice(&(config.record_bytes_max + 1).to_le_bytes());
+    header.extend_from_slice(&[0u8; 4]);
+    let mut content = fs::read(&last_segment).expect("read");
+    content.extend_from_slice(&header);
+    content.extend_from_slice(&[0xAB; 64]);
+    fs::write(&last_segment, &content).expect("write");
+    match Wal::open(dir.path(), config.clone()) {
+        Err(WalError::Corrupt {
+            path,
+            offset,
+            lsn: Some(21),
+            kind: CorruptionKind::RecordTooLarge { .. },
+        }) => {
+            assert_eq!((path, offset), (last_segment.clone(), end));
+        }
+        other => panic!("expected RecordTooLarge, got {:?}", other.err()),
+    }
+    // The same length behind a header that is not record 21's (garbage, another LSN) is
+    // still a torn tail: it is not the record that was being written.
+    let mut content = fs::read(&last_segment).expect("read");
+    content[end as usize..end as usize + 8].copy_from_slice(&7777u64.to_le_bytes());
+    fs::write(&last_segment, &content).expect("write");
+    let wal = Wal::open(dir.path(), config).expect("a torn tail");
+    assert!(wal.recovery_report().torn_tail.is_some());
+    assert_eq!(wal.durable_lsn(), 20);
+}
+
+#[test]
 fn damage_in_a_sealed_segment_or_its_header_is_corruption() {
     let config = small_config();
     let dir = build_wal(&config, 40);
