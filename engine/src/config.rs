@@ -140,6 +140,9 @@ pub struct Config {
     /// RocksDB's block cache, in bytes: data blocks read back, and the index and filter
     /// blocks of every file (which grow with history).
     pub store_cache_bytes: u64,
+    /// Free bytes the data directory's filesystems must keep; below it writes are refused
+    /// until there is room again (0: no guard).
+    pub disk_free_min_bytes: u64,
     /// `--accept-wal-loss`: a flag only, never in the file.
     #[serde(skip)]
     pub accept_wal_loss: bool,
@@ -249,6 +252,7 @@ impl Default for Config {
             transfers_uncheckpointed_max: engine.transfers_uncheckpointed_max,
             store_cache_bytes: engine.store.block_cache_bytes as u64,
             accept_wal_loss: false,
+            disk_free_min_bytes: engine.disk_free_min_bytes,
             wal_segment_bytes: engine.wal.segment_bytes,
             wal_pending_bytes_max: engine.wal.pending_bytes_max,
             fsync: "always".into(),
@@ -493,6 +497,7 @@ impl Config {
         engine.transfers_resident_max = self.transfers_resident_max;
         engine.transfers_uncheckpointed_max = self.transfers_uncheckpointed_max;
         engine.accept_wal_loss = self.accept_wal_loss;
+        engine.disk_free_min_bytes = self.disk_free_min_bytes;
         engine.store.block_cache_bytes = usize::try_from(self.store_cache_bytes)
             .map_err(|_| invalid("store_cache_bytes", self.store_cache_bytes, "too large"))?;
         if engine.store.block_cache_bytes < STORE_CACHE_BYTES_MIN {

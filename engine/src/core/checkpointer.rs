@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{Receiver, Sender};
 use wal::Wal;
 
+use super::disk::DiskGuard;
 use super::EngineError;
 use crate::ledger::Changes;
 use crate::metrics as m;
@@ -37,7 +38,6 @@ pub(crate) struct CheckpointQueue {
 }
 
 /// What the checkpointer reports to the rest of the engine.
-#[derive(Default)]
 pub(crate) struct CheckpointStatus {
     /// LSN of the newest checkpoint written (0: none).
     pub lsn: AtomicU64,
@@ -45,9 +45,69 @@ pub(crate) struct CheckpointStatus {
     /// Transfers per second the newest checkpoint was written at (0: none yet): the pace
     /// the core slows ingest towards when memory fills (`CoreThread::pace`).
     pub transfers_per_second: AtomicU64,
-    /// The failure that outlasted every retry; after it no checkpoint is written, the WAL
-    /// keeps everything, the engine refuses writes and `/readyz` says why.
-    pub error: std::sync::OnceLock<EngineError>,
+    /// The failure that outlasted the first retries: while it is set no newer checkpoint
+    /// is written, the WAL keeps everything, the engine refuses writes and `/readyz` says
+    /// why. The checkpointer goes on retrying and clears it once a checkpoint is written
+    /// (a disk with room again); a failed WAL never clears.
+    pub failure: Failure,
+    /// Set by the core as it stops: a checkpointer retrying a failure gives up then.
+    pub stopping: std::sync::atomic::AtomicBool,
+    /// Free space on the data directory's filesystems: below its reserve writes are
+    /// refused, and a checkpoint waits unless it leaves half of it free.
+    pub disk: DiskGuard,
+}
+
+impl CheckpointStatus {
+    pub fn new(checkpoint_lsn: u64, disk: DiskGuard) -> CheckpointStatus {
+        CheckpointStatus {
+            lsn: AtomicU64::new(checkpoint_lsn),
+            written: AtomicU64::new(0),
+            transfers_per_second: AtomicU64::new(0),
+            failure: Failure::default(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            disk,
+        }
+    }
+}
+
+/// A checkpoint failure that writes wait out, readable from any thread without a lock
+/// while there is none.
+#[derive(Default)]
+pub(crate) struct Failure {
+    failing: std::sync::atomic::AtomicBool,
+    error: std::sync::Mutex<Option<EngineError>>,
+}
+
+impl Failure {
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
+    }
+
+    pub fn get(&self) -> Option<EngineError> {
+        if !self.is_failing() {
+            return None;
+        }
+        self.error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn set(&self, error: EngineError) {
+        *self
+            .error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(error);
+        self.failing.store(true, Ordering::Release);
+    }
+
+    fn clear(&self) {
+        self.failing.store(false, Ordering::Release);
+        *self
+            .error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+    }
 }
 
 /// Attempts at one checkpoint before its failure counts as persistent, and the pause
@@ -55,6 +115,10 @@ pub(crate) struct CheckpointStatus {
 /// disk or a compaction to pass, short enough that clients learn soon.
 const CHECKPOINT_ATTEMPTS: u32 = 6;
 const RETRY_PAUSE_FIRST: Duration = Duration::from_millis(200);
+
+/// Pause between attempts once a failure is persistent (writes refused meanwhile): how
+/// soon writes come back after the cause is fixed.
+const RETRY_PAUSE_FAILING: Duration = Duration::from_secs(1);
 
 pub(crate) fn run(
     store: Arc<Store>,
@@ -64,17 +128,25 @@ pub(crate) fn run(
     status: Arc<CheckpointStatus>,
 ) {
     for job in jobs {
-        if status.error.get().is_some() {
-            // A lost checkpoint must not be followed by a newer one: its changes would be
-            // missing from the store while the WAL that holds them got truncated.
-            continue;
-        }
-        let (written, took) = match checkpoint_with_retries(&store, &wal, &job) {
+        let (written, took) = match checkpoint_with_retries(&store, &wal, &job, &status.disk) {
             Ok(written) => written,
             Err(error) => {
-                tracing::error!(%error, lsn = job.meta.lsn, "checkpoints keep failing: writes are refused from now on, reads are served, the WAL keeps every record; restart once the cause is fixed");
-                let _ = status.error.set(error);
-                continue;
+                tracing::error!(%error, lsn = job.meta.lsn, "checkpoints keep failing: writes are refused, reads are served, the WAL keeps every record; retrying every second");
+                status.failure.set(error);
+                // The same checkpoint again until it is written: a newer one must not be
+                // written before it, or its changes would be missing from the store while
+                // the WAL that holds them got truncated.
+                match retry_while_failing(&store, &wal, &job, &status) {
+                    Some(written) => {
+                        status.failure.clear();
+                        tracing::info!(
+                            lsn = job.meta.lsn,
+                            "checkpoint written after failures: writes are accepted again"
+                        );
+                        written
+                    }
+                    None => return,
+                }
             }
         };
         record_written(written, took);
@@ -94,6 +166,31 @@ pub(crate) fn run(
     }
 }
 
+/// After a persistent failure: the same checkpoint every [`RETRY_PAUSE_FAILING`] until
+/// it is written, the WAL fails for good (`None`, the failure stays), or the engine stops.
+fn retry_while_failing(
+    store: &Store,
+    wal: &Wal,
+    job: &CheckpointJob,
+    status: &CheckpointStatus,
+) -> Option<(CheckpointWritten, Duration)> {
+    loop {
+        if status.stopping.load(Ordering::Acquire) || wal.error().is_some() {
+            return None;
+        }
+        std::thread::sleep(RETRY_PAUSE_FAILING);
+        let started = Instant::now();
+        match checkpoint(store, wal, job, &status.disk) {
+            Ok(written) => return Some((written, started.elapsed())),
+            Err(error) => {
+                metrics::counter!(m::CHECKPOINT_FAILURES_TOTAL).increment(1);
+                tracing::debug!(%error, lsn = job.meta.lsn, "checkpoint still failing");
+                status.failure.set(error);
+            }
+        }
+    }
+}
+
 /// Retries with a doubling pause: a checkpoint is idempotent (the same rows, an atomic
 /// batch, a truncation that only drops what the store holds), so repeating it is safe.
 /// Returns what was written and how long the successful attempt took (the pace the core
@@ -102,6 +199,7 @@ fn checkpoint_with_retries(
     store: &Store,
     wal: &Wal,
     job: &CheckpointJob,
+    disk: &DiskGuard,
 ) -> Result<(CheckpointWritten, Duration), EngineError> {
     // A WAL that cannot make the checkpoint's records durable has failed for good (it
     // is poisoned): no retry can help.
@@ -111,7 +209,7 @@ fn checkpoint_with_retries(
     let mut attempt = 1;
     loop {
         let started = Instant::now();
-        match checkpoint(store, wal, job) {
+        match checkpoint(store, wal, job, disk) {
             Ok(written) => return Ok((written, started.elapsed())),
             Err(error) => {
                 metrics::counter!(m::CHECKPOINT_FAILURES_TOTAL).increment(1);
@@ -142,9 +240,14 @@ fn checkpoint(
     store: &Store,
     wal: &Wal,
     job: &CheckpointJob,
+    disk: &DiskGuard,
 ) -> Result<CheckpointWritten, EngineError> {
     // The caller waited for the WAL to hold the checkpoint's records durably.
     debug_assert!(wal.durable_lsn() >= job.meta.lsn);
+    // RocksDB must never meet a full disk: it would stop until reopened.
+    if let Some(reason) = disk.checkpoint_refused(job.changes.bytes_estimate()) {
+        return Err(EngineError::Unavailable { reason });
+    }
     let written = store
         .write_checkpoint(job.meta, &job.changes)
         .map_err(|error| EngineError::Store(Arc::new(error)))?;

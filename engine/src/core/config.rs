@@ -60,6 +60,10 @@ pub struct EngineConfig {
     /// empty, or starting after it): the operator accepts losing the acknowledged
     /// requests it held. Off by default: such a start is refused.
     pub accept_wal_loss: bool,
+    /// Free bytes the data directory's filesystems must keep: below this writes are
+    /// refused (`Unavailable`) until there is room, below half of it checkpoints wait
+    /// too, so neither the WAL nor RocksDB meets a full disk. 0 turns the guard off.
+    pub disk_free_min_bytes: u64,
     pub wal: WalConfig,
     pub store: StoreConfig,
     /// Where the core reads time from (once per batch).
@@ -80,6 +84,7 @@ impl EngineConfig {
             transfers_resident_max: 1 << 20,
             transfers_uncheckpointed_max: 2 << 20,
             accept_wal_loss: false,
+            disk_free_min_bytes: 1 << 30,
             wal: WalConfig::default(),
             store: StoreConfig::default(),
             clock: system_clock_ns,

@@ -182,6 +182,7 @@ impl CoreThread {
             self.release_durable();
             self.maybe_checkpoint(false);
             self.evict_checkpointed();
+            self.eviction.checkpoint_status.disk.check_due();
         }
         self.stop()
     }
@@ -239,7 +240,7 @@ impl CoreThread {
         while !self.throttle_off
             && self.failed.is_none()
             && self.transfers_uncheckpointed() > self.config.transfers_uncheckpointed_max
-            && self.eviction.checkpoint_status.error.get().is_none()
+            && !self.eviction.checkpoint_status.failure.is_failing()
         {
             if !waited {
                 tracing::warn!(
@@ -280,7 +281,7 @@ impl CoreThread {
             .checkpoint_status
             .transfers_per_second
             .load(Ordering::Relaxed);
-        let checkpoints_failed = self.eviction.checkpoint_status.error.get().is_some();
+        let checkpoints_failed = self.eviction.checkpoint_status.failure.is_failing();
         if uncheckpointed <= soft
             || rate == 0
             || self.throttle_off
@@ -396,16 +397,22 @@ impl CoreThread {
         self.park(lsn, replies);
     }
 
-    /// Once checkpoints have failed for good, writes are refused before they touch the
-    /// ledger: nothing more could be checkpointed, so memory and the WAL would grow
-    /// without bound. Reads go on.
+    /// While checkpoints keep failing, writes are refused before they touch the ledger:
+    /// nothing more can be checkpointed, so memory and the WAL would grow without bound.
+    /// Reads go on, and writes come back once a checkpoint is written again.
     fn refuse_write(&self, request: &Request) -> Option<EngineError> {
         let writes = matches!(
             request,
             Request::CreateAccounts(_) | Request::CreateTransfers(_)
         );
-        let error = self.eviction.checkpoint_status.error.get()?;
-        writes.then(|| EngineError::Unavailable {
+        if !writes {
+            return None;
+        }
+        if let Some(reason) = self.eviction.checkpoint_status.disk.writes_held() {
+            return Some(EngineError::Unavailable { reason });
+        }
+        let error = self.eviction.checkpoint_status.failure.get()?;
+        Some(EngineError::Unavailable {
             reason: format!("checkpoints to disk are failing ({error}); reads are served"),
         })
     }
@@ -605,10 +612,13 @@ impl CoreThread {
         let sent = if force {
             self.checkpoints.jobs.send(job).is_ok()
         } else {
-            !matches!(
-                self.checkpoints.jobs.try_send(job),
-                Err(TrySendError::Disconnected(_))
-            )
+            match self.checkpoints.jobs.try_send(job) {
+                Ok(()) => true,
+                Err(TrySendError::Disconnected(_)) => false,
+                // Only this thread sends, and the queue had room a moment ago: a job is
+                // never dropped while counted as taken.
+                Err(TrySendError::Full(_)) => unreachable!("the checkpoint queue filled by itself"),
+            }
         };
         if sent {
             self.taken.push_back(Taken {
@@ -625,6 +635,12 @@ impl CoreThread {
     /// Graceful end: everything applied becomes durable and answered, a final checkpoint
     /// is handed over, and requests that arrived after the shutdown are refused.
     fn stop(mut self) -> Ledger {
+        // A checkpointer retrying a failure gives up now: the final checkpoint below is
+        // then not written (the WAL keeps everything) instead of waiting for a disk.
+        self.eviction
+            .checkpoint_status
+            .stopping
+            .store(true, Ordering::Release);
         if self.failed.is_none() && self.lsn_last > 0 {
             if let Err(error) = self.wal.wait_durable(self.lsn_last) {
                 self.fail(EngineError::Wal(Arc::new(error)), Vec::new());

@@ -25,6 +25,7 @@
 mod checkpointer;
 mod config;
 mod core_thread;
+mod disk;
 mod read_stage;
 pub mod record;
 mod request;
@@ -172,10 +173,12 @@ impl Engine {
         // One checkpoint in flight plus one waiting: the core never blocks on RocksDB.
         let (jobs_sender, jobs) = crossbeam::channel::bounded(1);
         let (emptied_sender, emptied) = crossbeam::channel::bounded(1);
-        let checkpoint_status = Arc::new(CheckpointStatus::default());
-        checkpoint_status
-            .lsn
-            .store(recovery.checkpoint_lsn, Ordering::Release);
+        let disk = disk::DiskGuard::new(
+            vec![config.data_dir.join("wal"), config.data_dir.join("store")],
+            config.disk_free_min_bytes,
+        );
+        disk.check();
+        let checkpoint_status = Arc::new(CheckpointStatus::new(recovery.checkpoint_lsn, disk));
         let checkpointer = {
             let (store, wal, status) = (store.clone(), wal.clone(), checkpoint_status.clone());
             std::thread::Builder::new()
@@ -278,8 +281,8 @@ impl Engine {
         }
         drop(self.sampler.take());
         let lsn_last = self.wal.lsn_next() - 1;
-        if let Some(error) = self.checkpoint_status.error.get() {
-            return Err(error.clone());
+        if let Some(error) = self.checkpoint_status.failure.get() {
+            return Err(error);
         }
         if let Some(error) = self.wal.error() {
             return Err(EngineError::Wal(Arc::new(error)));

@@ -48,7 +48,10 @@ impl Health {
         if let Some(error) = self.wal.error() {
             return Err(format!("write-ahead log failed: {error}"));
         }
-        if let Some(error) = self.checkpoint_status.error.get() {
+        if let Some(reason) = self.checkpoint_status.disk.writes_held() {
+            return Err(reason);
+        }
+        if let Some(error) = self.checkpoint_status.failure.get() {
             return Err(format!("checkpointer failed: {error}"));
         }
         Ok(())

@@ -85,6 +85,17 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// Bytes a checkpoint of these changes may add on disk before compaction, generously:
+    /// every row with its keys and indexes, uncompressed.
+    pub(crate) fn bytes_estimate(&self) -> u64 {
+        let rows = self.accounts.len() * 160
+            + self.transfers.len() * 256
+            + self.pending_statuses.len() * 160
+            + self.failed_ids.len() * 48
+            + self.balances.len() * 160;
+        rows as u64
+    }
+
     /// Empty every vector for reuse, keeping its memory unless it is far larger than
     /// this use needed (after a burst): what is kept stays within twice the last size.
     pub(crate) fn clear_for_reuse(&mut self) {
