@@ -25,6 +25,7 @@
 mod checkpointer;
 mod config;
 mod core_thread;
+mod query_stage;
 mod read_stage;
 pub mod record;
 mod request;
@@ -55,6 +56,10 @@ use crate::store::{Store, StoreError};
 pub enum EngineError {
     #[error("engine busy: {queue_requests_max} requests already queued; retry later")]
     Busy { queue_requests_max: u32 },
+    /// The query stage has `queue_queries_max` range reads waiting for their scan; the
+    /// read was not done (writes are not held up by it).
+    #[error("queries busy: {queue_queries_max} range reads already queued; retry later")]
+    QueriesBusy { queue_queries_max: u32 },
     #[error("{operation} request carries {count} events; the limit is {max}")]
     TooManyEvents {
         operation: Operation,
@@ -112,6 +117,7 @@ pub struct Engine {
     transfers_resident: Arc<AtomicU64>,
     core: Option<JoinHandle<Ledger>>,
     reader: Option<JoinHandle<()>>,
+    querier: Option<JoinHandle<()>>,
     checkpointer: Option<JoinHandle<()>>,
     sampler: Option<telemetry::Sampler>,
     recovery: RecoveryReport,
@@ -126,8 +132,8 @@ pub struct ShutdownReport {
 }
 
 impl Engine {
-    /// Recover from `config.data_dir` and start the read stage, core and checkpointer
-    /// threads (the WAL starts its own writer).
+    /// Recover from `config.data_dir` and start the read stage, query stage, core and
+    /// checkpointer threads (the WAL starts its own writer).
     pub fn open(config: EngineConfig) -> Result<Engine, EngineError> {
         config.validate()?;
         let recovered = recover(&config)?;
@@ -154,19 +160,30 @@ impl Engine {
         let observed = wal.observe(Arc::new(telemetry::WalMetrics));
         assert!(observed.is_ok(), "a WAL just opened has no observer");
         // Two queues of `queue_requests_max`: submitters to the read stage, and the
-        // read stage to the core (which batches what waits there).
+        // read stage to the core (which batches what waits there). Range reads also go
+        // to the query stage, at most `queue_queries_max` at once.
         let (requests_sender, submitted) =
             crossbeam::channel::bounded(config.queue_requests_max as usize);
         let (store_reads, requests) =
             crossbeam::channel::bounded(config.queue_requests_max as usize);
+        let (queries, stage) = query_stage::channels(config.queue_queries_max);
         let evicted_through = Arc::new(AtomicU64::new(ledger.evicted_through()));
         let eviction_generation = Arc::new(AtomicU64::new(ledger.eviction_generation()));
+        let querier = {
+            let store = store.clone();
+            std::thread::Builder::new()
+                .name("settled-query".into())
+                .spawn(move || stage.run(store))
+                .expect("spawn query stage thread")
+        };
         let reader = {
             let store = store.clone();
             let (through, generation) = (evicted_through.clone(), eviction_generation.clone());
             std::thread::Builder::new()
                 .name("settled-reader".into())
-                .spawn(move || read_stage::run(store, through, generation, submitted, store_reads))
+                .spawn(move || {
+                    read_stage::run(store, through, generation, submitted, queries, store_reads)
+                })
                 .expect("spawn read stage thread")
         };
         // One checkpoint in flight plus one waiting: the core never blocks on RocksDB.
@@ -223,6 +240,7 @@ impl Engine {
             transfers_resident,
             core: Some(core),
             reader: Some(reader),
+            querier: Some(querier),
             checkpointer: Some(checkpointer),
             sampler: Some(sampler),
             recovery,
@@ -272,6 +290,10 @@ impl Engine {
         let ledger = core.join().map_err(|_| EngineError::Stopped)?;
         if let Some(reader) = self.reader.take() {
             reader.join().map_err(|_| EngineError::Stopped)?;
+        }
+        // Ends once the read stage is gone and every range read it sent is answered.
+        if let Some(querier) = self.querier.take() {
+            querier.join().map_err(|_| EngineError::Stopped)?;
         }
         if let Some(checkpointer) = self.checkpointer.take() {
             checkpointer.join().map_err(|_| EngineError::Stopped)?;

@@ -9,6 +9,7 @@ use protocol::{
 };
 use tokio::sync::oneshot;
 
+use super::query_stage::RecentPartSender;
 use super::EngineError;
 
 /// One request: an operation and its events.
@@ -68,6 +69,27 @@ pub struct PendingReply {
 }
 
 pub(crate) type ReplySender = oneshot::Sender<Result<Reply, EngineError>>;
+
+/// Where the core sends a request's answer once its batch is durable.
+pub(crate) enum ReplyTo {
+    /// The submitter, through its [`PendingReply`].
+    Caller(ReplySender),
+    /// The query stage, which joins memory's part of a range read with the store's before
+    /// it answers the submitter (see `query_stage`).
+    QueryStage(RecentPartSender),
+}
+
+impl ReplyTo {
+    /// Deliver the answer; a submitter that stopped waiting is its own business.
+    pub fn send(self, result: Result<Reply, EngineError>) {
+        match self {
+            ReplyTo::Caller(reply) => {
+                let _ = reply.send(result);
+            }
+            ReplyTo::QueryStage(part) => part.send(result),
+        }
+    }
+}
 
 impl PendingReply {
     pub(crate) fn channel() -> (ReplySender, PendingReply) {

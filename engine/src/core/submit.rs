@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crossbeam::channel::{Sender, TrySendError};
 
 use super::core_thread::Submission;
-use super::request::{PendingReply, Request};
+use super::request::{PendingReply, ReplyTo, Request};
 use super::{EngineConfig, EngineError, WhenFull};
 
 /// Submits requests to the core from any thread or task.
@@ -50,7 +50,7 @@ impl EngineHandle {
         let (reply, pending) = PendingReply::channel();
         let submission = Submission::Request {
             request,
-            reply,
+            reply: ReplyTo::Caller(reply),
             store_reads: None,
         };
         let sent = match self.when_full {
