@@ -3,8 +3,11 @@
 //!
 //! ```text
 //! EngineHandle::submit ─queue─▶ read stage ─queue─▶ core thread ─append─▶ WAL writer
-//!        ▲                    (RocksDB reads)         │  ▲                  (group fsync)
-//!        └──────────── replies, once durable ─────────┘  └── durable LSN ─────┘
+//!        ▲                  (RocksDB point reads)     │  ▲                  (group fsync)
+//!        ├──────────── replies, once durable ─────────┤  └── durable LSN ─────┘
+//!        │                       │ range reads        │ memory's part of range reads
+//!        │                       ▼                    ▼
+//!        └──────────────── query stage (RocksDB scans, joins both parts)
 //!                                                     │
 //!                                                     └─ every N batches ─▶ checkpointer
 //!                                                                            ─▶ RocksDB
@@ -20,7 +23,8 @@
 //! `transfers_resident_max` transfers plus those no written checkpoint holds yet (at most
 //! `transfers_uncheckpointed_max`), and transiently failed ids. Older transfers live only in
 //! RocksDB; the read stage reads the ones a request names before the core applies
-//! it (see `read_stage`).
+//! it (see `read_stage`), and the query stage scans the old part of range reads off the
+//! path of writes (see `query_stage`).
 
 mod checkpointer;
 mod config;

@@ -33,8 +33,9 @@
 //! more is answered `busy` by the read stage, which never waits for this stage. The core
 //! never waits for it either: the parts channel holds `queue_queries_max`, so it is never
 //! full. One scan is bounded by the filter's time range and limit only; a filter that
-//! matches nothing walks every stored row in its range (about a microsecond each, see
-//! docs/PERFORMANCE.md) on this thread, holding up the range reads behind it, never a write.
+//! matches nothing walks every stored row in its range (about 0.3 µs a transfer for
+//! `query_transfers`, 5 µs for an account's, see docs/PERFORMANCE.md) on this thread,
+//! holding up the range reads behind it, never a write.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
