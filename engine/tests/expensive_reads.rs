@@ -5,6 +5,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{account, config, transfer};
@@ -12,7 +13,7 @@ use protocol::{
     AccountFilter, AccountFilterFlags, AccountFlags, CreateTransferResult, QueryFilter,
     QueryFilterFlags, BATCH_EVENTS_MAX,
 };
-use settled_engine::core::{Engine, EngineHandle, Reply, Request};
+use settled_engine::core::{Engine, EngineError, EngineHandle, Reply, Request};
 
 const ACCOUNTS: u128 = 8;
 /// No transfer has this code: a query for it scans its whole time range and finds nothing.
@@ -23,6 +24,16 @@ const SCAN_SLOW_ENOUGH: Duration = Duration::from_millis(150);
 const HISTORY_TRANSFERS_MAX: u64 = 1_200_000;
 const WRITES: u32 = 200;
 const WRITE_LATENCY_P99_MAX: Duration = Duration::from_millis(50);
+
+/// The tests of this file run one at a time: the latency test measures on a 2-core
+/// machine, where another engine in the same process would take its CPU.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn transfers(reply: Reply) -> Vec<u128> {
     match reply {
@@ -180,6 +191,7 @@ fn timed_writes(handle: &EngineHandle, id_first: u128, reads: &Reads) -> (Vec<Du
 
 #[test]
 fn writes_stay_fast_while_range_reads_scan_the_whole_history() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     // Checkpoint after every batch and keep nothing checkpointed in memory but the chunk
@@ -240,4 +252,114 @@ fn writes_stay_fast_while_range_reads_scan_the_whole_history() {
         [u128::from(history) + u128::from(WRITES)]
     );
     engine.shutdown().unwrap();
+}
+
+fn slow_clock() -> u64 {
+    // Every core batch takes a while, so range reads stay in flight.
+    std::thread::sleep(Duration::from_millis(30));
+    common::START
+}
+
+/// Accounts and `count` history transfers, in requests of up to 8189.
+fn small_history(handle: &EngineHandle, count: u128) {
+    let accounts = (1..=ACCOUNTS)
+        .map(|id| account(id, AccountFlags::default()))
+        .collect();
+    handle
+        .submit_wait(Request::CreateAccounts(accounts))
+        .unwrap();
+    let ids: Vec<u128> = (1..=count).collect();
+    for chunk in ids.chunks(BATCH_EVENTS_MAX as usize) {
+        let events = chunk.iter().map(|id| history_transfer(*id)).collect();
+        handle
+            .submit_wait(Request::CreateTransfers(events))
+            .unwrap();
+    }
+}
+
+#[test]
+fn range_reads_past_queue_queries_max_are_answered_busy_and_writes_go_on() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.clock = slow_clock;
+    config.queue_queries_max = 2;
+    let engine = Engine::open(config).unwrap();
+    let handle = engine.handle();
+    small_history(&handle, 100);
+    let reads: Vec<_> = (0..12)
+        .map(|_| handle.submit(account_nowhere()).unwrap())
+        .collect();
+    let write = handle
+        .submit(Request::CreateTransfers(vec![history_transfer(101)]))
+        .unwrap();
+    let (mut answered, mut busy) = (0, 0);
+    for read in reads {
+        match read.wait() {
+            Ok(reply) => {
+                assert!(transfers(reply).is_empty());
+                answered += 1;
+            }
+            Err(EngineError::QueriesBusy {
+                queue_queries_max: 2,
+            }) => busy += 1,
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    // The core takes 30 ms a batch: the read stage sees all twelve before the first two
+    // are answered.
+    assert!(
+        answered >= 2 && busy >= 8,
+        "answered {answered}, busy {busy}"
+    );
+    let Reply::Created(results) = write.wait().unwrap() else {
+        panic!("create results")
+    };
+    assert_eq!(
+        results[0].transfer_status(),
+        Ok(CreateTransferResult::Created)
+    );
+    engine.shutdown().unwrap();
+}
+
+#[test]
+fn range_reads_queued_before_a_shutdown_are_answered() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    let handle = engine.handle();
+    small_history(&handle, 40_000);
+    let oldest = || {
+        Request::QueryTransfers(QueryFilter {
+            limit: 3,
+            ..QueryFilter::default()
+        })
+    };
+    let mut pending = Vec::new();
+    for index in 0..20 {
+        pending.push((true, handle.submit(oldest()).unwrap()));
+        let write = vec![history_transfer(40_001 + index)];
+        pending.push((
+            false,
+            handle.submit(Request::CreateTransfers(write)).unwrap(),
+        ));
+    }
+    engine.shutdown().unwrap();
+    for (read, reply) in pending {
+        match reply.wait().unwrap() {
+            Reply::Transfers(found) => {
+                assert!(read);
+                let ids: Vec<u128> = found.iter().map(|t| t.id).collect();
+                assert_eq!(ids, [1, 2, 3]);
+            }
+            Reply::Created(results) => {
+                assert!(!read);
+                assert_eq!(
+                    results[0].transfer_status(),
+                    Ok(CreateTransferResult::Created)
+                );
+            }
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
 }

@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, RecvTimeoutError, TrySendError};
+use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use wal::Wal;
 
 use super::checkpointer::{CheckpointJob, CheckpointQueue, CheckpointStatus};
-use super::query_stage;
+use super::query_stage::{self, RecentPart};
 use super::read_stage::{read_for_request, StoreReadData, StoreReads};
 use super::record::{apply, RecordBuilder, Write};
 use super::request::{Reply, ReplyTo, Request};
@@ -68,6 +68,9 @@ pub(crate) struct Eviction {
     pub eviction_generation: Arc<AtomicU64>,
     /// The ledger's resident transfers after the latest eviction, for operators.
     pub transfers_resident: Arc<AtomicU64>,
+    /// Range reads split at the watermark: memory's part goes to the query stage here
+    /// (see `query_stage`). The core holds the only sender.
+    pub query_parts: Sender<RecentPart>,
 }
 
 pub(crate) struct CoreThread {
@@ -335,7 +338,7 @@ impl CoreThread {
         self.drain_into(&mut batch);
         if let Some(error) = &self.failed {
             for (_, reply, _) in batch {
-                reply.send(Err(error.clone()));
+                reply.send(Err(error.clone()), &self.eviction.query_parts);
             }
             return;
         }
@@ -360,9 +363,9 @@ impl CoreThread {
             // Range reads come in the order of requests, their store part left to the query
             // stage, which answers them; every other request carries its own reads.
             match &mut reply {
-                ReplyTo::QueryStage(part) => {
+                ReplyTo::QueryStage { through, .. } => {
                     assert!(query_stage::is_range_read(&request) && store_reads.is_none());
-                    part.read_at(self.ledger.evicted_through());
+                    *through = self.ledger.evicted_through();
                 }
                 ReplyTo::Caller(_) => assert!(!query_stage::is_range_read(&request)),
             }
@@ -548,7 +551,7 @@ impl CoreThread {
         while self.parked.front().is_some_and(|p| p.lsn <= durable_lsn) {
             let parked = self.parked.pop_front().expect("front exists");
             for (reply, result) in parked.replies {
-                reply.send(result);
+                reply.send(result, &self.eviction.query_parts);
             }
         }
         if !self.parked.is_empty() && self.wal.error().is_some() {
@@ -571,11 +574,12 @@ impl CoreThread {
         for parked in std::mem::take(&mut self.parked) {
             let durable = parked.lsn <= durable_lsn;
             for (reply, result) in parked.replies {
-                reply.send(if durable { result } else { Err(error.clone()) });
+                let result = if durable { result } else { Err(error.clone()) };
+                reply.send(result, &self.eviction.query_parts);
             }
         }
         for (reply, _) in replies {
-            reply.send(Err(error.clone()));
+            reply.send(Err(error.clone()), &self.eviction.query_parts);
         }
         self.failed = Some(error);
     }
@@ -636,7 +640,7 @@ impl CoreThread {
         self.maybe_checkpoint(true);
         while let Ok(submission) = self.requests.try_recv() {
             if let Submission::Request { reply, .. } = submission {
-                reply.send(Err(EngineError::ShuttingDown));
+                reply.send(Err(EngineError::ShuttingDown), &self.eviction.query_parts);
             }
         }
         self.ledger

@@ -170,7 +170,7 @@ impl Engine {
             crossbeam::channel::bounded(config.queue_requests_max as usize);
         let (store_reads, requests) =
             crossbeam::channel::bounded(config.queue_requests_max as usize);
-        let (queries, stage) = query_stage::channels(config.queue_queries_max);
+        let (queries, stage, query_parts) = query_stage::channels(config.queue_queries_max);
         let evicted_through = Arc::new(AtomicU64::new(ledger.evicted_through()));
         let eviction_generation = Arc::new(AtomicU64::new(ledger.eviction_generation()));
         let querier = {
@@ -220,6 +220,7 @@ impl Engine {
             evicted_through,
             eviction_generation,
             transfers_checkpointed,
+            query_parts,
         };
         let core = CoreThread::new(
             config,

@@ -75,37 +75,19 @@ pub(crate) struct QueryJob {
 /// Memory's part of range read `id`: the transfers (or balances) after `through`, as the
 /// core answered them once its batch was durable; or why it did not.
 pub(crate) struct RecentPart {
-    id: u64,
-    through: u64,
-    result: Result<Reply, EngineError>,
+    pub id: u64,
+    pub through: u64,
+    pub result: Result<Reply, EngineError>,
 }
 
-/// The core's way to send memory's part of one range read to this stage.
-pub(crate) struct RecentPartSender {
-    id: u64,
-    /// The core's watermark when it read memory's part (0 until then; errors need none).
-    through: u64,
-    parts: Sender<RecentPart>,
-}
-
-impl RecentPartSender {
-    /// Note the watermark memory's part is read at: the store's part must end there.
-    pub fn read_at(&mut self, through: u64) {
-        self.through = through;
-    }
-
-    pub fn send(self, result: Result<Reply, EngineError>) {
-        let part = RecentPart {
-            id: self.id,
-            through: self.through,
-            result,
-        };
-        match self.parts.try_send(part) {
-            // Gone only at the end of a shutdown; the submitter then hears `Stopped`.
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-            Err(TrySendError::Full(_)) => {
-                panic!("more range reads in flight than the parts channel holds")
-            }
+/// The core's hand-off of memory's part. Only the core holds the parts channel's sender,
+/// so the stage learns that the core is gone when the channel disconnects.
+pub(crate) fn send_part(parts: &Sender<RecentPart>, part: RecentPart) {
+    match parts.try_send(part) {
+        // Gone only if this stage stopped; the submitter then hears `Stopped`.
+        Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+        Err(TrySendError::Full(_)) => {
+            panic!("more range reads in flight than the parts channel holds")
         }
     }
 }
@@ -113,21 +95,20 @@ impl RecentPartSender {
 /// The read stage's side of this stage: admits range reads up to `queue_queries_max`.
 pub(crate) struct QueryAdmission {
     jobs: Sender<QueryJob>,
-    parts: Sender<RecentPart>,
     in_flight: Arc<AtomicU32>,
     queue_queries_max: u32,
     id_next: u64,
 }
 
-/// The channels of the query stage: the read stage's side, and the stage's.
-pub(crate) fn channels(queue_queries_max: u32) -> (QueryAdmission, QueryStage) {
+/// The channels of the query stage: the read stage's side, the stage itself, and the
+/// core's sender of memory's parts.
+pub(crate) fn channels(queue_queries_max: u32) -> (QueryAdmission, QueryStage, Sender<RecentPart>) {
     let capacity = queue_queries_max as usize;
     let (jobs_sender, jobs) = crossbeam::channel::bounded(capacity);
     let (parts_sender, parts) = crossbeam::channel::bounded(capacity);
     let in_flight = Arc::new(AtomicU32::new(0));
     let admission = QueryAdmission {
         jobs: jobs_sender,
-        parts: parts_sender,
         in_flight: in_flight.clone(),
         queue_queries_max,
         id_next: 0,
@@ -138,7 +119,7 @@ pub(crate) fn channels(queue_queries_max: u32) -> (QueryAdmission, QueryStage) {
         in_flight,
         scanned: VecDeque::new(),
     };
-    (admission, stage)
+    (admission, stage, parts_sender)
 }
 
 impl QueryAdmission {
@@ -182,14 +163,10 @@ impl QueryAdmission {
                 return None;
             }
         }
-        let part = RecentPartSender {
-            id,
-            through: 0,
-            parts: self.parts.clone(),
-        };
         Some(Submission::Request {
             request,
-            reply: ReplyTo::QueryStage(part),
+            // The core notes its watermark here when it reads memory's part.
+            reply: ReplyTo::QueryStage { id, through: 0 },
             store_reads: None,
         })
     }

@@ -205,7 +205,7 @@ pub(crate) fn run(
         };
         if let Err(unsent) = output.send(forward) {
             if let Submission::Request { reply, .. } = unsent.into_inner() {
-                reply.send(Err(EngineError::Stopped));
+                refuse(reply, EngineError::Stopped);
             }
             break;
         }
@@ -213,7 +213,15 @@ pub(crate) fn run(
     // Requests that slipped in behind the shutdown are refused, as the core does.
     while let Ok(submission) = input.try_recv() {
         if let Submission::Request { reply, .. } = submission {
-            reply.send(Err(EngineError::ShuttingDown));
+            refuse(reply, EngineError::ShuttingDown);
         }
+    }
+}
+
+/// Answer a request the core will never see. A range read's submitter waits in the query
+/// stage, which answers it `Stopped` once the core is gone.
+fn refuse(reply: ReplyTo, error: EngineError) {
+    if let ReplyTo::Caller(reply) = reply {
+        let _ = reply.send(Err(error));
     }
 }

@@ -4,12 +4,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crossbeam::channel::Sender;
 use protocol::{
     Account, AccountBalance, AccountFilter, CreateResult, Operation, QueryFilter, Transfer,
 };
 use tokio::sync::oneshot;
 
-use super::query_stage::RecentPartSender;
+use super::query_stage::{self, RecentPart};
 use super::EngineError;
 
 /// One request: an operation and its events.
@@ -74,19 +75,28 @@ pub(crate) type ReplySender = oneshot::Sender<Result<Reply, EngineError>>;
 pub(crate) enum ReplyTo {
     /// The submitter, through its [`PendingReply`].
     Caller(ReplySender),
-    /// The query stage, which joins memory's part of a range read with the store's before
-    /// it answers the submitter (see `query_stage`).
-    QueryStage(RecentPartSender),
+    /// The query stage, which joins memory's part of range read `id`, read at the core's
+    /// watermark `through`, with the store's before it answers the submitter (see
+    /// `query_stage`).
+    QueryStage { id: u64, through: u64 },
 }
 
 impl ReplyTo {
-    /// Deliver the answer; a submitter that stopped waiting is its own business.
-    pub fn send(self, result: Result<Reply, EngineError>) {
+    /// Deliver the answer: to the submitter, or through `parts`, the core's channel to the
+    /// query stage. A submitter that stopped waiting is its own business.
+    pub fn send(self, result: Result<Reply, EngineError>, parts: &Sender<RecentPart>) {
         match self {
             ReplyTo::Caller(reply) => {
                 let _ = reply.send(result);
             }
-            ReplyTo::QueryStage(part) => part.send(result),
+            ReplyTo::QueryStage { id, through } => query_stage::send_part(
+                parts,
+                RecentPart {
+                    id,
+                    through,
+                    result,
+                },
+            ),
         }
     }
 }
