@@ -110,6 +110,10 @@ pub struct Config {
     /// Requests waiting for the core thread at most, across all connections; when full,
     /// connections stop reading and wait for room in arrival order (backpressure).
     pub queue_requests_max: u32,
+    /// Range reads (get_account_transfers, get_account_balances, query_transfers) waiting
+    /// for the query thread's scan of checkpointed history at most; one more is answered
+    /// `busy` at once, so that writes never wait behind queries.
+    pub queue_queries_max: u32,
     /// How long a request waits (its connection reading nothing more) for room in a full
     /// queue before it is answered `busy`, in milliseconds.
     pub queue_full_wait_ms_max: u64,
@@ -239,6 +243,7 @@ impl Default for Config {
             connections_max: 10_000,
             requests_in_flight_per_connection_max: 64,
             queue_requests_max: engine.queue_requests_max,
+            queue_queries_max: engine.queue_queries_max,
             queue_full_wait_ms_max: 5000,
             reply_bytes_per_connection_max: REPLY_BYTES_PER_CONNECTION_DEFAULT,
             write_timeout_seconds: 30,
@@ -328,6 +333,7 @@ impl Config {
                 self.requests_in_flight_per_connection_max,
             ),
             ("queue_requests_max", self.queue_requests_max),
+            ("queue_queries_max", self.queue_queries_max),
             ("checkpoint_batches", self.checkpoint_batches),
         ];
         for (key, value) in counts {
@@ -489,6 +495,7 @@ impl Config {
     pub fn engine_config(&self) -> Result<EngineConfig, ConfigError> {
         let mut engine = EngineConfig::new(&self.data_dir);
         engine.queue_requests_max = self.queue_requests_max;
+        engine.queue_queries_max = self.queue_queries_max;
         engine.when_full = WhenFull::Busy;
         engine.batch_events_max = self.batch_events_max;
         engine.checkpoint_batches = self.checkpoint_batches;

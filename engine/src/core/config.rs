@@ -37,6 +37,10 @@ pub struct EngineConfig {
     /// Requests waiting for the core, at most. Bounds memory: each request holds at most
     /// `BATCH_EVENTS_MAX` events of 128 bytes.
     pub queue_requests_max: u32,
+    /// Range reads (`get_account_transfers`, `get_account_balances`, `query_transfers`)
+    /// waiting for the query stage's scan of checkpointed history, at most. One more is
+    /// answered [`EngineError::QueriesBusy`] at once: writes never wait behind queries.
+    pub queue_queries_max: u32,
     /// What `submit` does when the queue is full.
     pub when_full: WhenFull,
     /// Events the core gathers into one batch (one WAL record) at most. A request is never
@@ -76,6 +80,7 @@ impl EngineConfig {
         EngineConfig {
             data_dir: data_dir.into(),
             queue_requests_max: 256,
+            queue_queries_max: 64,
             when_full: WhenFull::Wait,
             batch_events_max: BATCH_EVENTS_MAX * 4,
             checkpoint_batches: 4096,
@@ -113,6 +118,9 @@ impl EngineConfig {
         };
         if self.queue_requests_max == 0 {
             return invalid("queue_requests_max", &0, "must be at least 1");
+        }
+        if self.queue_queries_max == 0 {
+            return invalid("queue_queries_max", &0, "must be at least 1");
         }
         if self.batch_events_max < BATCH_EVENTS_MAX {
             let reason = format!("below the {BATCH_EVENTS_MAX} events of one request");

@@ -15,13 +15,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, RecvTimeoutError, TrySendError};
+use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use wal::Wal;
 
 use super::checkpointer::{CheckpointJob, CheckpointQueue, CheckpointStatus};
+use super::query_stage::{self, RecentPart};
 use super::read_stage::{read_for_request, StoreReadData, StoreReads};
 use super::record::{apply, RecordBuilder, Write};
-use super::request::{Reply, ReplySender, Request};
+use super::request::{Reply, ReplySender, ReplyTo, Request};
 use super::{EngineConfig, EngineError, RecoveryReport};
 use crate::ledger::{CheckpointMark, Ledger, OldTransfers};
 use crate::store::{CheckpointMeta, Store};
@@ -30,7 +31,8 @@ use crate::store::{CheckpointMeta, Store};
 pub(crate) enum Submission {
     Request {
         request: Request,
-        reply: ReplySender,
+        /// The submitter, or for a range read the query stage (see `query_stage`).
+        reply: ReplyTo,
         /// Filled in by the read stage.
         store_reads: Option<Box<StoreReads>>,
     },
@@ -42,14 +44,18 @@ impl Submission {
     pub(crate) fn request(request: Request, reply: ReplySender) -> Submission {
         Submission::Request {
             request,
-            reply,
+            reply: ReplyTo::Caller(reply),
             store_reads: None,
         }
     }
 
     /// Drop a submission that was never queued, without answering it.
     pub(crate) fn forget_reply(self) {
-        if let Submission::Request { reply, .. } = self {
+        if let Submission::Request {
+            reply: ReplyTo::Caller(reply),
+            ..
+        } = self
+        {
             reply.disarm();
         }
     }
@@ -58,11 +64,11 @@ impl Submission {
 /// Replies of one batch, released once `lsn` is durable.
 struct Parked {
     lsn: u64,
-    replies: Vec<(ReplySender, Result<Reply, EngineError>)>,
+    replies: Vec<(ReplyTo, Result<Reply, EngineError>)>,
 }
 
 /// A request with its reply channel and what the read stage read for it.
-type Queued = (Request, ReplySender, Option<Box<StoreReads>>);
+type Queued = (Request, ReplyTo, Option<Box<StoreReads>>);
 
 /// A checkpoint handed to the checkpointer and not yet known to be written.
 struct Taken {
@@ -83,6 +89,9 @@ pub(crate) struct Eviction {
     pub eviction_generation: Arc<AtomicU64>,
     /// The ledger's resident transfers after the latest eviction, for operators.
     pub transfers_resident: Arc<AtomicU64>,
+    /// Range reads split at the watermark: memory's part goes to the query stage here
+    /// (see `query_stage`). The core holds the only sender.
+    pub query_parts: Sender<RecentPart>,
 }
 
 pub(crate) struct CoreThread {
@@ -351,7 +360,7 @@ impl CoreThread {
         self.drain_into(&mut batch);
         if let Some(error) = &self.failed {
             for (_, reply, _) in batch {
-                let _ = reply.send(Err(error.clone()));
+                reply.send(Err(error.clone()), &self.eviction.query_parts);
             }
             return;
         }
@@ -372,7 +381,16 @@ impl CoreThread {
             .map(|(request, _, _)| u64::from(request.events_count()))
             .sum();
         let apply_started = Instant::now();
-        for (request, reply, store_reads) in batch {
+        for (request, mut reply, store_reads) in batch {
+            // Range reads come in the order of requests, their store part left to the query
+            // stage, which answers them; every other request carries its own reads.
+            match &mut reply {
+                ReplyTo::QueryStage { through, .. } => {
+                    assert!(query_stage::is_range_read(&request) && store_reads.is_none());
+                    *through = self.ledger.evicted_through();
+                }
+                ReplyTo::Caller(_) => assert!(!query_stage::is_range_read(&request)),
+            }
             replies.push((reply, self.execute(now, request, store_reads)));
         }
         self.record_batch(events, apply_started.elapsed());
@@ -479,6 +497,9 @@ impl CoreThread {
             return Err(refused);
         }
         let through = self.ledger.evicted_through();
+        if query_stage::is_range_read(&request) {
+            return Ok(self.recent_part(request, through));
+        }
         let store_reads = match store_reads {
             Some(store_reads) if store_reads.generation == self.ledger.eviction_generation() => {
                 *store_reads
@@ -513,16 +534,7 @@ impl CoreThread {
             (Request::LookupTransfers(ids), StoreReadData::Transfers(old)) => {
                 Reply::Transfers(ledger.lookup_transfers_with(&ids, &old))
             }
-            (Request::GetAccountTransfers(filter), StoreReadData::RangeTransfers(old)) => {
-                Reply::Transfers(ledger.get_account_transfers_with(&filter, through, old))
-            }
-            (Request::GetAccountBalances(filter), StoreReadData::RangeBalances(old)) => {
-                Reply::Balances(ledger.get_account_balances_with(&filter, through, old))
-            }
             (Request::QueryAccounts(filter), _) => Reply::Accounts(ledger.query_accounts(&filter)),
-            (Request::QueryTransfers(filter), StoreReadData::RangeTransfers(old)) => {
-                Reply::Transfers(ledger.query_transfers_with(&filter, through, old))
-            }
             (request, data) => unreachable!(
                 "read stage read {data:?} for a {:?} request",
                 request.operation()
@@ -531,9 +543,28 @@ impl CoreThread {
         Ok(reply)
     }
 
+    /// Memory's part of a range read: what it selects after the watermark `through`, in
+    /// the filter's order and within its limit. The query stage joins the store's part
+    /// (at or before `through`) to it; the core never scans the store.
+    fn recent_part(&self, request: Request, through: u64) -> Reply {
+        let ledger = &self.ledger;
+        match request {
+            Request::GetAccountTransfers(filter) => {
+                Reply::Transfers(ledger.get_account_transfers_with(&filter, through, Vec::new()))
+            }
+            Request::GetAccountBalances(filter) => {
+                Reply::Balances(ledger.get_account_balances_with(&filter, through, Vec::new()))
+            }
+            Request::QueryTransfers(filter) => {
+                Reply::Transfers(ledger.query_transfers_with(&filter, through, Vec::new()))
+            }
+            other => unreachable!("{:?} is not a range read", other.operation()),
+        }
+    }
+
     /// Hold replies until `lsn` is durable. Reads are parked behind the newest record too:
     /// they may have seen its effects, which must not be shown before they are durable.
-    fn park(&mut self, lsn: u64, replies: Vec<(ReplySender, Result<Reply, EngineError>)>) {
+    fn park(&mut self, lsn: u64, replies: Vec<(ReplyTo, Result<Reply, EngineError>)>) {
         if replies.is_empty() {
             return;
         }
@@ -548,8 +579,7 @@ impl CoreThread {
         while self.parked.front().is_some_and(|p| p.lsn <= durable_lsn) {
             let parked = self.parked.pop_front().expect("front exists");
             for (reply, result) in parked.replies {
-                // The caller may have stopped waiting: that is its business.
-                let _ = reply.send(result);
+                reply.send(result, &self.eviction.query_parts);
             }
         }
         if !self.parked.is_empty() && self.wal.error().is_some() {
@@ -566,21 +596,18 @@ impl CoreThread {
 
     /// The WAL failed: nothing not yet durable may be acknowledged, and the in-memory
     /// state may be ahead of the log, so the engine stops serving until restarted.
-    fn fail(
-        &mut self,
-        error: EngineError,
-        replies: Vec<(ReplySender, Result<Reply, EngineError>)>,
-    ) {
+    fn fail(&mut self, error: EngineError, replies: Vec<(ReplyTo, Result<Reply, EngineError>)>) {
         tracing::error!(%error, "engine failed; restart to recover from the WAL");
         let durable_lsn = self.wal.durable_lsn();
         for parked in std::mem::take(&mut self.parked) {
             let durable = parked.lsn <= durable_lsn;
             for (reply, result) in parked.replies {
-                let _ = reply.send(if durable { result } else { Err(error.clone()) });
+                let result = if durable { result } else { Err(error.clone()) };
+                reply.send(result, &self.eviction.query_parts);
             }
         }
         for (reply, _) in replies {
-            let _ = reply.send(Err(error.clone()));
+            reply.send(Err(error.clone()), &self.eviction.query_parts);
         }
         self.failed = Some(error);
     }
@@ -650,7 +677,7 @@ impl CoreThread {
         self.maybe_checkpoint(true);
         while let Ok(submission) = self.requests.try_recv() {
             if let Submission::Request { reply, .. } = submission {
-                let _ = reply.send(Err(EngineError::ShuttingDown));
+                reply.send(Err(EngineError::ShuttingDown), &self.eviction.query_parts);
             }
         }
         self.ledger

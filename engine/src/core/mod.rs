@@ -3,8 +3,11 @@
 //!
 //! ```text
 //! EngineHandle::submit ─queue─▶ read stage ─queue─▶ core thread ─append─▶ WAL writer
-//!        ▲                    (RocksDB reads)         │  ▲                  (group fsync)
-//!        └──────────── replies, once durable ─────────┘  └── durable LSN ─────┘
+//!        ▲                  (RocksDB point reads)     │  ▲                  (group fsync)
+//!        ├──────────── replies, once durable ─────────┤  └── durable LSN ─────┘
+//!        │                       │ range reads        │ memory's part of range reads
+//!        │                       ▼                    ▼
+//!        └──────────────── query stage (RocksDB scans, joins both parts)
 //!                                                     │
 //!                                                     └─ every N batches ─▶ checkpointer
 //!                                                                            ─▶ RocksDB
@@ -20,12 +23,14 @@
 //! `transfers_resident_max` transfers plus those no written checkpoint holds yet (at most
 //! `transfers_uncheckpointed_max`), and transiently failed ids. Older transfers live only in
 //! RocksDB; the read stage reads the ones a request names before the core applies
-//! it (see `read_stage`).
+//! it (see `read_stage`), and the query stage scans the old part of range reads off the
+//! path of writes (see `query_stage`).
 
 mod checkpointer;
 mod config;
 mod core_thread;
 mod disk;
+mod query_stage;
 mod read_stage;
 pub mod record;
 mod request;
@@ -56,6 +61,10 @@ use crate::store::{Store, StoreError};
 pub enum EngineError {
     #[error("engine busy: {queue_requests_max} requests already queued; retry later")]
     Busy { queue_requests_max: u32 },
+    /// The query stage has `queue_queries_max` range reads waiting for their scan; the
+    /// read was not done (writes are not held up by it).
+    #[error("queries busy: {queue_queries_max} range reads already queued; retry later")]
+    QueriesBusy { queue_queries_max: u32 },
     #[error("{operation} request carries {count} events; the limit is {max}")]
     TooManyEvents {
         operation: Operation,
@@ -113,6 +122,7 @@ pub struct Engine {
     transfers_resident: Arc<AtomicU64>,
     core: Option<JoinHandle<Ledger>>,
     reader: Option<JoinHandle<()>>,
+    querier: Option<JoinHandle<()>>,
     checkpointer: Option<JoinHandle<()>>,
     sampler: Option<telemetry::Sampler>,
     recovery: RecoveryReport,
@@ -127,8 +137,8 @@ pub struct ShutdownReport {
 }
 
 impl Engine {
-    /// Recover from `config.data_dir` and start the read stage, core and checkpointer
-    /// threads (the WAL starts its own writer).
+    /// Recover from `config.data_dir` and start the read stage, query stage, core and
+    /// checkpointer threads (the WAL starts its own writer).
     pub fn open(config: EngineConfig) -> Result<Engine, EngineError> {
         config.validate()?;
         let recovered = recover(&config)?;
@@ -155,19 +165,30 @@ impl Engine {
         let observed = wal.observe(Arc::new(telemetry::WalMetrics));
         assert!(observed.is_ok(), "a WAL just opened has no observer");
         // Two queues of `queue_requests_max`: submitters to the read stage, and the
-        // read stage to the core (which batches what waits there).
+        // read stage to the core (which batches what waits there). Range reads also go
+        // to the query stage, at most `queue_queries_max` at once.
         let (requests_sender, submitted) =
             crossbeam::channel::bounded(config.queue_requests_max as usize);
         let (store_reads, requests) =
             crossbeam::channel::bounded(config.queue_requests_max as usize);
+        let (queries, stage, query_parts) = query_stage::channels(config.queue_queries_max);
         let evicted_through = Arc::new(AtomicU64::new(ledger.evicted_through()));
         let eviction_generation = Arc::new(AtomicU64::new(ledger.eviction_generation()));
+        let querier = {
+            let store = store.clone();
+            std::thread::Builder::new()
+                .name("settled-query".into())
+                .spawn(move || stage.run(store))
+                .expect("spawn query stage thread")
+        };
         let reader = {
             let store = store.clone();
             let (through, generation) = (evicted_through.clone(), eviction_generation.clone());
             std::thread::Builder::new()
                 .name("settled-reader".into())
-                .spawn(move || read_stage::run(store, through, generation, submitted, store_reads))
+                .spawn(move || {
+                    read_stage::run(store, through, generation, submitted, queries, store_reads)
+                })
                 .expect("spawn read stage thread")
         };
         // One checkpoint in flight plus one waiting: the core never blocks on RocksDB.
@@ -202,6 +223,7 @@ impl Engine {
             evicted_through,
             eviction_generation,
             transfers_checkpointed,
+            query_parts,
         };
         let core = CoreThread::new(
             config,
@@ -226,6 +248,7 @@ impl Engine {
             transfers_resident,
             core: Some(core),
             reader: Some(reader),
+            querier: Some(querier),
             checkpointer: Some(checkpointer),
             sampler: Some(sampler),
             recovery,
@@ -275,6 +298,10 @@ impl Engine {
         let ledger = core.join().map_err(|_| EngineError::Stopped)?;
         if let Some(reader) = self.reader.take() {
             reader.join().map_err(|_| EngineError::Stopped)?;
+        }
+        // Ends once the read stage is gone and every range read it sent is answered.
+        if let Some(querier) = self.querier.take() {
+            querier.join().map_err(|_| EngineError::Stopped)?;
         }
         if let Some(checkpointer) = self.checkpointer.take() {
             checkpointer.join().map_err(|_| EngineError::Stopped)?;

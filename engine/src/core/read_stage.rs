@@ -5,16 +5,24 @@
 //! submitters ──queue──▶ read stage thread ──queue──▶ core
 //!                         │ reads the core's eviction watermark W (an atomic), then
 //!                         │ RocksDB: ids and pending ids named by create_transfers and
-//!                         │ lookup_transfers, timestamps of imported accounts, and the
-//!                         ▼ part at or before W of account transfers, balances, queries
+//!                         │ lookup_transfers, timestamps of imported accounts
+//!                         └─ range reads: also a job for the query stage, which scans
+//!                            their store part (see `query_stage`)
 //! ```
+//!
+//! Everything this thread reads is a batch of point reads, bounded by the events of one
+//! request, so the writes queued behind a request never wait long. Range reads
+//! (`get_account_transfers`, `get_account_balances`, `query_transfers`) may scan years
+//! of history: the query stage scans them, and when it has `queue_queries_max` of them
+//! in flight the next one is answered `busy` here at once, never waited for.
 //!
 //! The core only evicts transfers a committed checkpoint holds, and publishes W and its
 //! eviction generation (bumped whenever anything leaves memory, retained pending
 //! transfers included) after it did, so a read that starts after loading them sees every
 //! transfer evicted so far, with its final status. If anything left memory between the
 //! read and the apply (the generation moved on), the core repeats the read itself,
-//! synchronously: rare, since evictions happen once per checkpoint.
+//! synchronously: rare, since evictions happen once per checkpoint, and cheap, since
+//! these are point reads.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,15 +31,17 @@ use crossbeam::channel::{Receiver, Sender};
 use protocol::{AccountBalance, AccountFlags, Transfer};
 
 use super::core_thread::Submission;
+use super::query_stage::{self, QueryAdmission};
 use super::record::Write;
-use super::request::Request;
+use super::request::{ReplyTo, Request};
 use super::submit::Admitted;
 use super::EngineError;
 use crate::ledger::OldTransfers;
 use crate::store::{Store, StoreError};
 
 /// What was read for one request, at eviction watermark `through` of eviction
-/// `generation`: valid while the ledger's generation is still that one.
+/// `generation`: valid while the ledger's generation is still that one. (A range read's
+/// store part, read by the query stage, depends on `through` alone; see `query_stage`.)
 #[derive(Debug)]
 pub(crate) struct StoreReads {
     pub through: u64,
@@ -48,6 +58,17 @@ pub(crate) enum StoreReadData {
     RangeBalances(Vec<AccountBalance>),
     /// The request reads nothing that can be evicted.
     Nothing,
+}
+
+impl StoreReadData {
+    /// Records of a range read's store part (0 for the other kinds).
+    pub fn len(&self) -> usize {
+        match self {
+            StoreReadData::RangeTransfers(transfers) => transfers.len(),
+            StoreReadData::RangeBalances(balances) => balances.len(),
+            StoreReadData::Transfers(_) | StoreReadData::Nothing => 0,
+        }
+    }
 }
 
 /// Read what `request` needs of the transfers evicted through `through`.
@@ -136,36 +157,50 @@ pub(crate) fn read_for_write(
     Ok(old)
 }
 
-/// The read stage thread: forwards every submission in order, with what it read.
+/// The read stage thread: forwards every submission in order, with what it read; range
+/// reads go to the query stage too, which reads their store part off this path.
 pub(crate) fn run(
     store: Arc<Store>,
     evicted_through: Arc<AtomicU64>,
     eviction_generation: Arc<AtomicU64>,
     input: Receiver<Admitted>,
+    mut queries: QueryAdmission,
     output: Sender<Submission>,
 ) {
     while let Ok(Admitted { submission, slot }) = input.recv() {
         // Off the queue: its slot goes to the next async submitter waiting for one.
         drop(slot);
         let forward = match submission {
-            Submission::Request { request, reply, .. } => {
+            Submission::Request {
+                request,
+                reply: ReplyTo::Caller(reply),
+                ..
+            } => {
                 // Generation first: the core publishes the watermark before it, so this
                 // watermark is at least that generation's.
                 let generation = eviction_generation.load(Ordering::Acquire);
                 let through = evicted_through.load(Ordering::Acquire);
-                match read_for_request(&store, &request, through, generation) {
-                    Ok(store_reads) => Submission::Request {
-                        request,
-                        reply,
-                        store_reads: Some(Box::new(store_reads)),
-                    },
-                    Err(error) => {
-                        tracing::error!(%error, "reading evicted transfers failed");
-                        let _ = reply.send(Err(EngineError::Store(Arc::new(error))));
-                        continue;
+                if query_stage::is_range_read(&request) {
+                    match queries.admit(request, reply, through) {
+                        Some(forward) => forward,
+                        None => continue,
+                    }
+                } else {
+                    match read_for_request(&store, &request, through, generation) {
+                        Ok(store_reads) => Submission::Request {
+                            request,
+                            reply: ReplyTo::Caller(reply),
+                            store_reads: Some(Box::new(store_reads)),
+                        },
+                        Err(error) => {
+                            tracing::error!(%error, "reading evicted transfers failed");
+                            let _ = reply.send(Err(EngineError::Store(Arc::new(error))));
+                            continue;
+                        }
                     }
                 }
             }
+            Submission::Request { .. } => unreachable!("submitters send their own replies"),
             Submission::Shutdown => {
                 let _ = output.send(Submission::Shutdown);
                 break;
@@ -173,7 +208,7 @@ pub(crate) fn run(
         };
         if let Err(unsent) = output.send(forward) {
             if let Submission::Request { reply, .. } = unsent.into_inner() {
-                let _ = reply.send(Err(EngineError::Stopped));
+                refuse(reply, EngineError::Stopped);
             }
             break;
         }
@@ -181,7 +216,15 @@ pub(crate) fn run(
     // Requests that slipped in behind the shutdown are refused, as the core does.
     while let Ok(Admitted { submission, .. }) = input.try_recv() {
         if let Submission::Request { reply, .. } = submission {
-            let _ = reply.send(Err(EngineError::ShuttingDown));
+            refuse(reply, EngineError::ShuttingDown);
         }
+    }
+}
+
+/// Answer a request the core will never see. A range read's submitter waits in the query
+/// stage, which answers it `Stopped` once the core is gone.
+fn refuse(reply: ReplyTo, error: EngineError) {
+    if let ReplyTo::Caller(reply) = reply {
+        let _ = reply.send(Err(error));
     }
 }

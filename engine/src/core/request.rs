@@ -4,11 +4,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crossbeam::channel::Sender;
 use protocol::{
     Account, AccountBalance, AccountFilter, CreateResult, Operation, QueryFilter, Transfer,
 };
 use tokio::sync::oneshot;
 
+use super::query_stage::{self, RecentPart};
 use super::EngineError;
 
 /// One request: an operation and its events.
@@ -128,6 +130,36 @@ impl std::fmt::Debug for ReplySender {
             None => "sent",
         };
         formatter.debug_tuple("ReplySender").field(&kind).finish()
+    }
+}
+
+/// Where the core sends a request's answer once its batch is durable.
+pub(crate) enum ReplyTo {
+    /// The submitter, through its [`PendingReply`].
+    Caller(ReplySender),
+    /// The query stage, which joins memory's part of range read `id`, read at the core's
+    /// watermark `through`, with the store's before it answers the submitter (see
+    /// `query_stage`).
+    QueryStage { id: u64, through: u64 },
+}
+
+impl ReplyTo {
+    /// Deliver the answer: to the submitter, or through `parts`, the core's channel to the
+    /// query stage. A submitter that stopped waiting is its own business.
+    pub fn send(self, result: Result<Reply, EngineError>, parts: &Sender<RecentPart>) {
+        match self {
+            ReplyTo::Caller(reply) => {
+                let _ = reply.send(result);
+            }
+            ReplyTo::QueryStage { id, through } => query_stage::send_part(
+                parts,
+                RecentPart {
+                    id,
+                    through,
+                    result,
+                },
+            ),
+        }
     }
 }
 

@@ -32,8 +32,8 @@ pub use changes::Changes;
 pub use hash::CheckpointTotals;
 pub(crate) use hash::{account_hash, balance_hash, failed_id_hash, transfer_hash};
 pub use query::{
-    account_filter_matches, account_filter_valid, query_filter_matches, query_filter_valid,
-    QUERY_LIMIT_MAX,
+    account_filter_matches, account_filter_valid, join_split_read, query_filter_matches,
+    query_filter_valid, QUERY_LIMIT_MAX,
 };
 pub use resident::{OldTransfers, PendingStatus};
 pub use restore::{RestoreError, Snapshot};

@@ -204,15 +204,7 @@ impl Ledger {
         if !valid {
             return Vec::new();
         }
-        let limit = limit.min(QUERY_LIMIT_MAX) as usize;
-        let (mut merged, second) = if reversed {
-            (recent(), old)
-        } else {
-            (old, recent())
-        };
-        merged.extend(second);
-        merged.truncate(limit);
-        merged
+        join_split_read(old, recent(), reversed, limit)
     }
 
     pub(super) fn history_balance(&self, entry: &HistoryEntry) -> AccountBalance {
@@ -365,6 +357,22 @@ fn take<T>(items: impl DoubleEndedIterator<Item = T>, reversed: bool, limit: u32
     } else {
         items.take(limit).collect()
     }
+}
+
+/// One page from a range read split at a watermark: `old`, the part at or before it, and
+/// `recent`, the part after it, each already in the filter's order and within its limit.
+/// Oldest first the old part leads, newest first the recent one; then the page is cut at
+/// `limit` (capped at [`QUERY_LIMIT_MAX`]).
+pub fn join_split_read<T>(old: Vec<T>, recent: Vec<T>, reversed: bool, limit: u32) -> Vec<T> {
+    let limit = limit.min(QUERY_LIMIT_MAX) as usize;
+    let (mut page, second) = if reversed {
+        (recent, old)
+    } else {
+        (old, recent)
+    };
+    page.extend(second);
+    page.truncate(limit);
+    page
 }
 
 /// The lower time bound of a read's part after the split at `through`.

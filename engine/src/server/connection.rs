@@ -555,7 +555,7 @@ fn refusal_of(error: &EngineError) -> Refusal {
     let code = match error {
         EngineError::ShuttingDown => ErrorCode::ShuttingDown,
         EngineError::Unavailable { .. } => ErrorCode::Unavailable,
-        EngineError::Busy { .. } => ErrorCode::Busy,
+        EngineError::Busy { .. } | EngineError::QueriesBusy { .. } => ErrorCode::Busy,
         EngineError::TooManyEvents { .. } => ErrorCode::TooManyEvents,
         // Stopped: the core went away without answering, so the request may or may not
         // have been applied; like WAL and store failures, that is the server's fault.
