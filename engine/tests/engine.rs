@@ -383,3 +383,67 @@ fn a_lost_wal_after_a_checkpoint_is_refused_unless_accepted() {
     // From then on the WAL goes on from the checkpoint: a plain start works again.
     Engine::open(config).unwrap().shutdown().unwrap();
 }
+
+/// CPU time (user + system, in clock ticks) of this process's thread named `name`.
+fn thread_cpu_ticks(name: &str) -> u64 {
+    let tasks = std::fs::read_dir("/proc/self/task").unwrap();
+    for task in tasks {
+        let path = task.unwrap().path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap();
+        // Fields after the command's closing parenthesis: state is field 3, utime 14.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let utime: u64 = fields[11].parse().unwrap();
+        let stime: u64 = fields[12].parse().unwrap();
+        return utime + stime;
+    }
+    panic!("no thread named {name}");
+}
+
+#[test]
+fn after_a_wal_failure_a_due_expiry_does_not_make_the_core_spin() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = std::sync::Arc::new(wal::fault::FaultyStorage::new());
+    let mut config = config(dir.path());
+    // Expiry needs time to pass.
+    config.clock = settled_engine::core::system_clock_ns;
+    config.wal_storage = settled_engine::core::WalStorage(storage.clone());
+    let engine = Engine::open(config).unwrap();
+    let handle = engine.handle();
+    let accounts = vec![
+        account(1, AccountFlags::default()),
+        account(2, AccountFlags::default()),
+    ];
+    handle
+        .submit_wait(Request::CreateAccounts(accounts))
+        .unwrap();
+    let pending = protocol::Transfer {
+        flags: TransferFlags::PENDING,
+        timeout: 1,
+        ..transfer(10, 1, 2, 5)
+    };
+    let results = created(
+        handle
+            .submit_wait(Request::CreateTransfers(vec![pending]))
+            .unwrap(),
+    );
+    assert_eq!(results[0].status, CreateTransferResult::Created.code());
+
+    // The WAL fails: the engine acknowledges nothing more.
+    storage.fail_syncs_from(storage.sync_data_count());
+    let failed = handle.submit_wait(Request::CreateTransfers(vec![transfer(11, 1, 2, 1)]));
+    assert!(matches!(failed, Err(EngineError::Wal(_))), "{failed:?}");
+
+    // The pending transfer's expiry falls due; a failed core must sleep through it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = thread_cpu_ticks("settled-core");
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = thread_cpu_ticks("settled-core") - before;
+    // Clock ticks are 1/100 s: a spinning core spends about 100 of them in this second.
+    assert!(spent < 20, "the core spent {spent} ticks in one second");
+    let _ = engine.shutdown();
+}

@@ -30,6 +30,22 @@ pub enum WhenFull {
     Busy,
 }
 
+/// The WAL's storage, shared by the engine's opens of it.
+#[derive(Clone)]
+pub struct WalStorage(pub std::sync::Arc<dyn wal::Storage>);
+
+impl Default for WalStorage {
+    fn default() -> WalStorage {
+        WalStorage(std::sync::Arc::new(wal::FsStorage))
+    }
+}
+
+impl std::fmt::Debug for WalStorage {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("WalStorage")
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     /// Holds `wal/` (the write-ahead log) and `store/` (RocksDB checkpoints).
@@ -69,6 +85,9 @@ pub struct EngineConfig {
     /// too, so neither the WAL nor RocksDB meets a full disk. 0 turns the guard off.
     pub disk_free_min_bytes: u64,
     pub wal: WalConfig,
+    /// What the WAL's files are written through: the filesystem, or for tests a storage
+    /// that fails on purpose (`wal::fault::FaultyStorage`).
+    pub wal_storage: WalStorage,
     pub store: StoreConfig,
     /// Where the core reads time from (once per batch).
     pub clock: Clock,
@@ -91,6 +110,7 @@ impl EngineConfig {
             accept_wal_loss: false,
             disk_free_min_bytes: 1 << 30,
             wal: WalConfig::default(),
+            wal_storage: WalStorage::default(),
             store: StoreConfig::default(),
             clock: system_clock_ns,
         }

@@ -44,7 +44,7 @@ use std::thread::JoinHandle;
 use protocol::Operation;
 use wal::{Wal, WalError};
 
-pub use config::{system_clock_ns, Clock, EngineConfig, WhenFull};
+pub use config::{system_clock_ns, Clock, EngineConfig, WalStorage, WhenFull};
 pub use record::RecordError;
 pub use request::{OnReply, PendingReply, Reply, Request};
 pub use submit::{EngineHandle, SlotWait};
@@ -466,7 +466,8 @@ fn recover(config: &EngineConfig) -> Result<Recovered, EngineError> {
         first_lsn: checkpoint_lsn + 1,
         ..config.wal.clone()
     };
-    let wal = Wal::open(&wal_dir, wal_config).map_err(wal_error)?;
+    let wal = Wal::open_with_storage(&wal_dir, wal_config, config.wal_storage.0.clone())
+        .map_err(wal_error)?;
     check_wal_follows(&wal, checkpoint_lsn, config.accept_wal_loss)?;
     let report = replay(&wal, &store, &mut ledger, checkpoint_lsn)?;
     Ok(Recovered {
