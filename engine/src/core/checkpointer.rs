@@ -251,6 +251,12 @@ fn checkpoint(
     let written = store
         .write_checkpoint(job.meta, &job.changes)
         .map_err(|error| EngineError::Store(Arc::new(error)))?;
+    // The WAL may only drop what a durable log and a written checkpoint both hold.
+    assert!(
+        wal.durable_lsn() >= job.meta.lsn,
+        "truncating the WAL below LSN {} before it is durable",
+        job.meta.lsn
+    );
     let removed = wal
         .truncate_before(job.meta.lsn + 1)
         .map_err(|error| EngineError::Wal(Arc::new(error)))?;

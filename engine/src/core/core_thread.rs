@@ -399,7 +399,11 @@ impl CoreThread {
             self.lsn_last
         } else {
             match self.wal.append(self.record.finish()) {
-                Ok(lsn) => lsn,
+                Ok(lsn) => {
+                    // The core is the WAL's only writer: records are dense.
+                    assert_eq!(lsn, self.lsn_last + 1, "the WAL skipped or repeated an LSN");
+                    lsn
+                }
                 Err(error) => {
                     let error = EngineError::Wal(Arc::new(error));
                     self.fail(error, replies);
@@ -568,6 +572,13 @@ impl CoreThread {
         if replies.is_empty() {
             return;
         }
+        // Replies leave in LSN order: a later batch is never parked before an earlier one.
+        assert!(
+            self.parked.back().is_none_or(|last| last.lsn <= lsn),
+            "parked LSNs go back: {lsn} after {:?}",
+            self.parked.back().map(|last| last.lsn)
+        );
+        assert!(lsn <= self.lsn_last, "parked under an LSN not yet appended");
         match self.parked.back_mut() {
             Some(last) if last.lsn == lsn => last.replies.extend(replies),
             _ => self.parked.push_back(Parked { lsn, replies }),
@@ -578,6 +589,8 @@ impl CoreThread {
         let durable_lsn = self.wal.durable_lsn();
         while self.parked.front().is_some_and(|p| p.lsn <= durable_lsn) {
             let parked = self.parked.pop_front().expect("front exists");
+            // Nothing is answered before the record that produced it is on disk.
+            debug_assert!(parked.lsn <= self.wal.durable_lsn());
             for (reply, result) in parked.replies {
                 reply.send(result, &self.eviction.query_parts);
             }
