@@ -145,6 +145,8 @@ fn checkpoint(
 ) -> Result<CheckpointWritten, EngineError> {
     // The caller waited for the WAL to hold the checkpoint's records durably.
     debug_assert!(wal.durable_lsn() >= job.meta.lsn);
+    // With "checkpoint written" below, brackets the window a crash test aims its kills at.
+    tracing::debug!(lsn = job.meta.lsn, "checkpoint started");
     let written = store
         .write_checkpoint(job.meta, &job.changes)
         .map_err(|error| EngineError::Store(Arc::new(error)))?;
