@@ -29,9 +29,15 @@ build: deps
 test-deps:
 	@./scripts/deps.sh --test
 
+# Then crash cycles over TCP against the release daemon: kill -9 under load at least 20
+# times, restart, check that nothing acknowledged was lost or applied twice (README:
+# Development says how to run more cycles).
 test: deps test-deps
 	$(call rocksdb_notice,debug)
 	$(CARGO) test --workspace
+	$(call rocksdb_notice,release)
+	$(CARGO) build --release -p settled-engine --bin settled -p settled-bench --bin settle-crash
+	$(TARGET_DIR)/release/settle-crash --cycles 20
 
 # Criterion benches of every crate, the memory measurement of the ledger, and the durable
 # throughput of the in-process engine with 1 and 4 submitters.

@@ -248,6 +248,8 @@ fn checkpoint(
     if let Some(reason) = disk.checkpoint_refused(job.changes.bytes_estimate()) {
         return Err(EngineError::Unavailable { reason });
     }
+    // With "checkpoint written" below, brackets the window a crash test aims its kills at.
+    tracing::debug!(lsn = job.meta.lsn, "checkpoint started");
     let written = store
         .write_checkpoint(job.meta, &job.changes)
         .map_err(|error| EngineError::Store(Arc::new(error)))?;

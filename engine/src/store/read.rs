@@ -60,45 +60,57 @@ fn direction(reversed: bool) -> IteratorMode<'static> {
 
 impl Store {
     /// `ids`, sorted and without repeats, each with its value in `cf` if it has one: one
-    /// batched read on sorted keys.
+    /// batched read on sorted keys, with `options` (a snapshot, for one).
     fn get_by_ids(
         &self,
         cf: &'static str,
         mut ids: Vec<u128>,
+        options: &ReadOptions,
     ) -> Result<Vec<(u128, Option<DBPinnableSlice<'_>>)>, StoreError> {
         ids.sort_unstable();
         ids.dedup();
         let keys: Vec<[u8; 16]> = ids.iter().map(|id| id_key(*id)).collect();
-        let values = self.db.batched_multi_get_cf(self.cf(cf)?, &keys, true);
+        let values = self
+            .db
+            .batched_multi_get_cf_opt(self.cf(cf)?, &keys, true, options);
         ids.into_iter()
             .zip(values)
             .map(|(id, value)| Ok((id, value.map_err(rocks("read by id"))?)))
             .collect()
     }
 
-    /// The value in `cf` of each of `timestamps` (sorted), if it has one: one batched read.
+    /// The value in `cf` of each of `timestamps` (sorted), if it has one: one batched read
+    /// with `options`.
     fn get_by_timestamps(
         &self,
         cf: &'static str,
         timestamps: impl Iterator<Item = u64>,
+        options: &ReadOptions,
     ) -> Result<Vec<Option<DBPinnableSlice<'_>>>, StoreError> {
         let keys: Vec<[u8; 8]> = timestamps.map(timestamp_key).collect();
         debug_assert!(keys.is_sorted());
         self.db
-            .batched_multi_get_cf(self.cf(cf)?, &keys, true)
+            .batched_multi_get_cf_opt(self.cf(cf)?, &keys, true, options)
             .into_iter()
             .map(|value| value.map_err(rocks("read by timestamp")))
             .collect()
     }
 
     /// Add to `old` every transfer the store has among `ids`, with its status.
+    ///
+    /// Every read here goes through one snapshot: the checkpointer writes while this
+    /// reads, and a checkpoint that resolved a pending transfer between the read of its
+    /// status (none yet) and of its pending row (deleted) would show it with neither.
     pub fn read_transfers_by_id(
         &self,
         ids: Vec<u128>,
         old: &mut OldTransfers,
     ) -> Result<(), StoreError> {
+        let view = self.db.snapshot();
+        let mut options = ReadOptions::default();
+        options.set_snapshot(&view);
         let mut found: Vec<(u64, u128)> = Vec::new();
-        for (id, value) in self.get_by_ids(CF_TRANSFER_IDS, ids)? {
+        for (id, value) in self.get_by_ids(CF_TRANSFER_IDS, ids, &options)? {
             let Some(value) = value else {
                 continue;
             };
@@ -107,7 +119,8 @@ impl Store {
             found.push((timestamp, id));
         }
         found.sort_unstable();
-        let values = self.get_by_timestamps(CF_TRANSFERS, found.iter().map(|(t, _)| *t))?;
+        let timestamps = found.iter().map(|(t, _)| *t);
+        let values = self.get_by_timestamps(CF_TRANSFERS, timestamps, &options)?;
         let mut pending = Vec::new();
         for ((timestamp, id), value) in found.iter().zip(values) {
             let key = &timestamp_key(*timestamp);
@@ -131,7 +144,7 @@ impl Store {
         }
         // `pending` is a subsequence of `found`: still in timestamp order.
         let timestamps = pending.iter().map(|t| t.timestamp);
-        let statuses = self.get_by_timestamps(CF_TRANSFER_STATUS, timestamps)?;
+        let statuses = self.get_by_timestamps(CF_TRANSFER_STATUS, timestamps, &options)?;
         let mut unresolved = Vec::new();
         for (transfer, status) in pending.into_iter().zip(statuses) {
             match status {
@@ -146,7 +159,7 @@ impl Store {
         // Without a status row a transfer is still pending, which the store must say too:
         // the ledger holds every pending transfer in memory and trusts that.
         let timestamps = unresolved.iter().map(|t| t.timestamp);
-        let rows = self.get_by_timestamps(CF_PENDING, timestamps)?;
+        let rows = self.get_by_timestamps(CF_PENDING, timestamps, &options)?;
         for (transfer, row) in unresolved.into_iter().zip(rows) {
             if row.is_none() {
                 let key = &timestamp_key(transfer.timestamp);
@@ -168,7 +181,7 @@ impl Store {
         old: &mut OldTransfers,
     ) -> Result<(), StoreError> {
         let mut failed = Vec::new();
-        for (id, value) in self.get_by_ids(CF_FAILED_IDS, ids)? {
+        for (id, value) in self.get_by_ids(CF_FAILED_IDS, ids, &ReadOptions::default())? {
             let Some(value) = value else {
                 continue;
             };
@@ -190,7 +203,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         timestamps.sort_unstable();
         timestamps.dedup();
-        let values = self.get_by_timestamps(CF_TRANSFERS, timestamps.iter().copied())?;
+        let options = ReadOptions::default();
+        let values = self.get_by_timestamps(CF_TRANSFERS, timestamps.iter().copied(), &options)?;
         for (timestamp, value) in timestamps.into_iter().zip(values) {
             if value.is_some() {
                 old.insert_timestamp(timestamp);

@@ -13,7 +13,7 @@ use tempfile::TempDir;
 use super::codec::{id_key, timeline_key};
 use super::manifest::FORMAT_VERSION;
 use super::*;
-use crate::ledger::{CheckpointTotals, Ledger, OldTransfers, RestoreError};
+use crate::ledger::{CheckpointTotals, Ledger, OldTransfers, PendingStatus, RestoreError};
 
 const START: u64 = 1_700_000_000 * NS_PER_SECOND;
 /// Accounts 1..=8 exist; 9 does not, so some transfers fail transiently.
@@ -757,4 +757,76 @@ fn a_stored_pending_transfer_without_a_pending_row_is_corruption_when_read() {
         Err(StoreError::Corrupt { cf, .. }) => assert_eq!(cf, CF_TRANSFER_STATUS),
         other => panic!("expected corruption, got {other:?}"),
     }
+}
+
+/// Lookups run while checkpoints resolve pending transfers: each must see the store as of
+/// one checkpoint. Reading the status and the pending row at two different moments once
+/// let a checkpoint in between show a pending transfer with neither, answered `internal`
+/// (found by settle-crash, seed 7).
+#[test]
+fn lookups_racing_checkpoints_see_each_pending_transfer_in_one_state() {
+    const PENDING: u128 = 2_000;
+    const GROUP: usize = 10;
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut ledger = Ledger::new();
+    let accounts: Vec<Account> = (1..=2).map(random_history_account).collect();
+    ledger.create_accounts(START, &accounts);
+    let pending: Vec<Transfer> = (1..=PENDING)
+        .map(|id| Transfer {
+            id,
+            debit_account_id: 1,
+            credit_account_id: 2,
+            amount: 5,
+            ledger: 1,
+            code: 1,
+            flags: TransferFlags::PENDING,
+            ..Transfer::default()
+        })
+        .collect();
+    let results = ledger.create_transfers(START + 1, &pending);
+    assert!(results.iter().all(|result| result.status == 0));
+    let mut lsn = 1;
+    checkpoint(&store, &mut ledger, lsn);
+    let ids: Vec<u128> = (1..=PENDING).collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut reads = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut old = OldTransfers::new(u64::MAX);
+                store
+                    .read_transfers_by_id(ids.clone(), &mut old)
+                    .expect("a lookup during checkpoints");
+                for id in &ids {
+                    let (transfer, status) = old.get(*id).expect("every pending transfer");
+                    assert_eq!(transfer.id, *id);
+                    assert!(matches!(
+                        status,
+                        PendingStatus::Pending | PendingStatus::Posted
+                    ));
+                }
+                reads += 1;
+            }
+            reads
+        });
+        for (group, chunk) in ids.chunks(GROUP).enumerate() {
+            let posts: Vec<Transfer> = chunk
+                .iter()
+                .map(|pending_id| Transfer {
+                    id: PENDING + pending_id,
+                    pending_id: *pending_id,
+                    amount: protocol::AMOUNT_MAX,
+                    flags: TransferFlags::POST_PENDING_TRANSFER,
+                    ..Transfer::default()
+                })
+                .collect();
+            let results = ledger.create_transfers(START + 2 + group as u64 * 1_000, &posts);
+            assert!(results.iter().all(|result| result.status == 0));
+            lsn += 1;
+            checkpoint(&store, &mut ledger, lsn);
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+    });
 }
