@@ -50,6 +50,9 @@ bench: deps
 	$(CARGO) run --release -p settled-bench --bin ledger-upkeep -- --accounts 1000000
 	$(CARGO) run --release -p settled-bench --bin engine-throughput -- --submitters 1 --requests 200
 	$(CARGO) run --release -p settled-bench --bin engine-throughput -- --submitters 4 --requests 100
+	# The ceiling of one-transfer requests: loopback request/reply with nothing behind it.
+	$(CARGO) run --release -p settled-bench --bin loopback-floor -- --clients 64
+	$(CARGO) run --release -p settled-bench --bin loopback-floor -- --clients 16
 	# The daemon over TCP, then a restart after 1 M and 10 M transfers of history.
 	$(CARGO) build --release -p settled-engine --bin settled -p settled-bench --bin settle-bench
 	$(TARGET_DIR)/release/settle-bench --transfers 1000000 --restart
