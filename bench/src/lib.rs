@@ -1,4 +1,15 @@
-//! Workloads shared by settled's benchmarks (`benches/`) and measurement tools (`src/bin/`).
+//! What settled's benchmarks (`benches/`) and measurement tools (`src/bin/`) share:
+//!
+//! - here, the in-process workloads: plain accounts and random transfers for a [`Ledger`],
+//!   and [`Replay`] for the steady-state measurements;
+//! - [`daemon`]: a `settled` child process for the tools that load it over TCP
+//!   (`settle-bench`, `settle-crash`): started on a free port, its log kept, stopped or
+//!   killed, never left behind;
+//! - [`pages`]: a ledger's accounts or transfers read back page by page, to check what the
+//!   daemon holds.
+
+pub mod daemon;
+pub mod pages;
 
 use engine::core::EngineConfig;
 use engine::ledger::Ledger;

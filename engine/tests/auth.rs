@@ -78,6 +78,22 @@ async fn create_and_look_up(client: &Client, ids: [u128; 2]) {
     assert_eq!(found.iter().map(|a| a.id).collect::<Vec<_>>(), ids);
 }
 
+/// Connect with `options`, which must be let in, and create and read back accounts `ids`.
+async fn connect_and_create(addr: SocketAddr, options: ClientOptions, ids: [u128; 2]) -> Client {
+    let client = connect(addr, options).await.expect("let in");
+    create_and_look_up(&client, ids).await;
+    client
+}
+
+/// A plaintext server that admits [`clients`] by their tokens.
+async fn start_with_clients(dir: &Path) -> TestServer {
+    let config = Config {
+        clients: clients(),
+        ..server_config(dir)
+    };
+    TestServer::start(config).await
+}
+
 /// Refused during TLS: as the client's handshake, or (TLS 1.3 lets the client finish its
 /// side before the server has checked the client's certificate) as the failure to send or
 /// read the settled handshake that follows.
@@ -108,10 +124,7 @@ async fn a_tls_client_that_trusts_the_ca_creates_and_looks_up() {
     let server = TestServer::start(tls_config(dir.path(), &pki)).await;
     for (name, ids) in [("localhost", [1, 2]), ("127.0.0.1", [3, 4])] {
         let tls = TlsOptions::new(pki.ca_pem(), name).unwrap();
-        let client = connect(server.addr, options(Some(tls), None))
-            .await
-            .unwrap();
-        create_and_look_up(&client, ids).await;
+        connect_and_create(server.addr, options(Some(tls), None), ids).await;
     }
     // The CA from a file, through the blocking client, as the CLI does it.
     let tls = TlsOptions::from_ca_file(&pki.ca_file, "localhost").unwrap();
@@ -161,10 +174,7 @@ async fn plaintext_clients_and_clients_trusting_another_ca_are_refused_at_once()
 
     // Nothing above disturbed the server.
     let tls = TlsOptions::new(pki.ca_pem(), "localhost").unwrap();
-    let client = connect(server.addr, options(Some(tls), None))
-        .await
-        .unwrap();
-    create_and_look_up(&client, [5, 6]).await;
+    connect_and_create(server.addr, options(Some(tls), None), [5, 6]).await;
     server.stop().await;
 }
 
@@ -239,10 +249,7 @@ async fn with_client_certificates_required_only_clients_the_ca_signed_get_in() {
 
     let (cert, key) = pki.client_identity("payouts");
     let signed = tls().with_client_identity_files(&cert, &key).unwrap();
-    let client = connect(server.addr, options(Some(signed), None))
-        .await
-        .unwrap();
-    create_and_look_up(&client, [1, 2]).await;
+    let client = connect_and_create(server.addr, options(Some(signed), None), [1, 2]).await;
     drop(client);
     server.stop().await;
 }
@@ -250,16 +257,9 @@ async fn with_client_certificates_required_only_clients_the_ca_signed_get_in() {
 #[tokio::test]
 async fn tokens_admit_their_clients_and_refuse_everyone_else() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        clients: clients(),
-        ..server_config(dir.path())
-    };
-    let server = TestServer::start(config).await;
+    let server = start_with_clients(dir.path()).await;
 
-    let payouts = connect(server.addr, options(None, Some(PAYOUTS_TOKEN)))
-        .await
-        .unwrap();
-    create_and_look_up(&payouts, [1, 2]).await;
+    let payouts = connect_and_create(server.addr, options(None, Some(PAYOUTS_TOKEN)), [1, 2]).await;
 
     assert_server_error(
         connect(server.addr, options(None, None)).await,
@@ -303,15 +303,8 @@ async fn tokens_admit_their_clients_and_refuse_everyone_else() {
 #[tokio::test]
 async fn a_read_only_client_reads_and_its_creates_are_forbidden() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        clients: clients(),
-        ..server_config(dir.path())
-    };
-    let server = TestServer::start(config).await;
-    let payouts = connect(server.addr, options(None, Some(PAYOUTS_TOKEN)))
-        .await
-        .unwrap();
-    create_and_look_up(&payouts, [1, 2]).await;
+    let server = start_with_clients(dir.path()).await;
+    let payouts = connect_and_create(server.addr, options(None, Some(PAYOUTS_TOKEN)), [1, 2]).await;
 
     let reports = connect(server.addr, options(None, Some(REPORTS_TOKEN)))
         .await
@@ -350,10 +343,7 @@ async fn a_read_only_client_reads_and_its_creates_are_forbidden() {
 async fn without_clients_no_token_is_needed_and_one_sent_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(server_config(dir.path())).await;
-    let client = connect(server.addr, options(None, Some("anything")))
-        .await
-        .unwrap();
-    create_and_look_up(&client, [1, 2]).await;
+    connect_and_create(server.addr, options(None, Some("anything")), [1, 2]).await;
     let client = connect(server.addr, options(None, None)).await.unwrap();
     assert_eq!(client.lookup_accounts(&[1, 2]).await.unwrap().len(), 2);
     drop(client);
@@ -371,10 +361,7 @@ async fn tls_and_a_token_together() {
     };
     let server = TestServer::start(config).await;
     let tls = || Some(TlsOptions::from_ca_file(&pki.ca_file, "127.0.0.1").unwrap());
-    let client = connect(server.addr, options(tls(), Some(PAYOUTS_TOKEN)))
-        .await
-        .unwrap();
-    create_and_look_up(&client, [1, 2]).await;
+    let client = connect_and_create(server.addr, options(tls(), Some(PAYOUTS_TOKEN)), [1, 2]).await;
     assert_server_error(
         connect(server.addr, options(tls(), None)).await,
         ErrorCode::Unauthorized,

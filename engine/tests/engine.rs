@@ -11,7 +11,9 @@ use protocol::{
     AccountFlags, CreateAccountResult, CreateResult, CreateTransferResult, QueryFilter,
     TransferFlags, BATCH_EVENTS_MAX, NS_PER_SECOND,
 };
-use settled_engine::core::{recover_ledger, Engine, EngineError, Reply, Request, WhenFull};
+use settled_engine::core::{
+    recover_ledger, Engine, EngineError, EngineHandle, Reply, Request, WhenFull,
+};
 use settled_engine::ledger::{Ledger, PendingStatus};
 
 fn created(reply: Reply) -> Vec<CreateResult> {
@@ -25,11 +27,8 @@ fn statuses_all(results: &[CreateResult], status: u32) -> bool {
     results.iter().all(|result| result.status == status)
 }
 
-#[test]
-fn replies_are_durable_and_survive_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(config(dir.path())).unwrap();
-    let handle = engine.handle();
+/// Accounts 1 and 2 on ledger 1, which the transfers of these tests move money between.
+fn create_accounts_1_and_2(handle: &EngineHandle) {
     let accounts = vec![
         account(1, AccountFlags::default()),
         account(2, AccountFlags::default()),
@@ -40,6 +39,14 @@ fn replies_are_durable_and_survive_restart() {
             .unwrap(),
     );
     assert!(statuses_all(&results, CreateAccountResult::Created.code()));
+}
+
+#[test]
+fn replies_are_durable_and_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    let handle = engine.handle();
+    create_accounts_1_and_2(&handle);
     let results = created(
         handle
             .submit_wait(Request::CreateTransfers(vec![transfer(10, 1, 2, 250)]))
@@ -211,13 +218,7 @@ fn expiry_fires_on_the_engine_clock_and_replays_identically() {
     config.clock = expiry_clock;
     let engine = Engine::open(config.clone()).unwrap();
     let handle = engine.handle();
-    let accounts = vec![
-        account(1, AccountFlags::default()),
-        account(2, AccountFlags::default()),
-    ];
-    handle
-        .submit_wait(Request::CreateAccounts(accounts))
-        .unwrap();
+    create_accounts_1_and_2(&handle);
     let mut pending = transfer(5, 1, 2, 40);
     pending.flags = TransferFlags::PENDING;
     pending.timeout = 2;
@@ -414,13 +415,7 @@ fn after_a_wal_failure_a_due_expiry_does_not_make_the_core_spin() {
     config.wal_storage = settled_engine::core::WalStorage(storage.clone());
     let engine = Engine::open(config).unwrap();
     let handle = engine.handle();
-    let accounts = vec![
-        account(1, AccountFlags::default()),
-        account(2, AccountFlags::default()),
-    ];
-    handle
-        .submit_wait(Request::CreateAccounts(accounts))
-        .unwrap();
+    create_accounts_1_and_2(&handle);
     let pending = protocol::Transfer {
         flags: TransferFlags::PENDING,
         timeout: 1,

@@ -696,14 +696,9 @@ fn a_checkpoint_written_again_at_its_position_counts_once() {
     store.verify(|_| {}).unwrap();
 }
 
-#[test]
-fn a_slot_freed_by_a_failed_chain_is_not_taken_for_a_resolution() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    let mut ledger = Ledger::new();
-    let accounts: Vec<Account> = (1..=2).map(random_history_account).collect();
-    ledger.create_accounts(START, &accounts);
-    let plain = |id, flags| Transfer {
+/// 5 from account 1 to account 2 on ledger 1, as `flags` says.
+fn transfer_1_to_2(id: u128, flags: TransferFlags) -> Transfer {
+    Transfer {
         id,
         debit_account_id: 1,
         credit_account_id: 2,
@@ -712,25 +707,34 @@ fn a_slot_freed_by_a_failed_chain_is_not_taken_for_a_resolution() {
         code: 1,
         flags,
         ..Transfer::default()
-    };
+    }
+}
+
+#[test]
+fn a_slot_freed_by_a_failed_chain_is_not_taken_for_a_resolution() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut ledger = Ledger::new();
+    let accounts: Vec<Account> = (1..=2).map(random_history_account).collect();
+    ledger.create_accounts(START, &accounts);
     let linked = TransferFlags::LINKED;
     let post = Transfer {
         pending_id: 10,
         amount: u128::MAX,
-        ..plain(11, linked | TransferFlags::POST_PENDING_TRANSFER)
+        ..transfer_1_to_2(11, linked | TransferFlags::POST_PENDING_TRANSFER)
     };
     // Pending 10 and its post, then an event that fails: the chain rolls back.
     let chain = [
-        plain(10, linked | TransferFlags::PENDING),
+        transfer_1_to_2(10, linked | TransferFlags::PENDING),
         post,
         Transfer {
             credit_account_id: 9,
-            ..plain(12, TransferFlags::empty())
+            ..transfer_1_to_2(12, TransferFlags::empty())
         },
     ];
     ledger.create_transfers(START + 1, &chain);
     // A plain transfer takes the slot pending 10 had.
-    ledger.create_transfers(START + 2, &[plain(20, TransferFlags::empty())]);
+    ledger.create_transfers(START + 2, &[transfer_1_to_2(20, TransferFlags::empty())]);
     let (meta, changes) = take_checkpoint(&mut ledger, 1);
     assert!(
         changes.pending_statuses.is_empty(),
@@ -773,16 +777,7 @@ fn lookups_racing_checkpoints_see_each_pending_transfer_in_one_state() {
     let accounts: Vec<Account> = (1..=2).map(random_history_account).collect();
     ledger.create_accounts(START, &accounts);
     let pending: Vec<Transfer> = (1..=PENDING)
-        .map(|id| Transfer {
-            id,
-            debit_account_id: 1,
-            credit_account_id: 2,
-            amount: 5,
-            ledger: 1,
-            code: 1,
-            flags: TransferFlags::PENDING,
-            ..Transfer::default()
-        })
+        .map(|id| transfer_1_to_2(id, TransferFlags::PENDING))
         .collect();
     let results = ledger.create_transfers(START + 1, &pending);
     assert!(results.iter().all(|result| result.status == 0));

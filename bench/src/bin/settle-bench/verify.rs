@@ -8,7 +8,8 @@
 //!   transfers and posts, pending by the pending transfers minus the ones resolved.
 
 use client::Client;
-use protocol::{Account, QueryFilter, BATCH_EVENTS_MAX};
+use protocol::{Account, BATCH_EVENTS_MAX};
+use settled_bench::pages::for_each_page;
 
 use crate::load::Created;
 use crate::workload::{Kind, Workload};
@@ -26,32 +27,17 @@ pub struct Totals {
 /// Every account of `ledger`, in pages of 8189 by timestamp.
 pub async fn ledger_totals(client: &Client, ledger: u32) -> Result<Totals, String> {
     let mut totals = Totals::default();
-    let mut timestamp_min = 0;
-    loop {
-        let filter = QueryFilter {
-            ledger,
-            timestamp_min,
-            limit: BATCH_EVENTS_MAX,
-            ..QueryFilter::default()
-        };
-        let page: Vec<Account> = client
-            .query_accounts(filter)
-            .await
-            .map_err(|error| format!("query_accounts on ledger {ledger}: {error}"))?;
-        for account in &page {
+    for_each_page(client, ledger, |_, page: &[Account]| {
+        for account in page {
             totals.accounts += 1;
             totals.debits_pending += account.debits_pending;
             totals.debits_posted += account.debits_posted;
             totals.credits_pending += account.credits_pending;
             totals.credits_posted += account.credits_posted;
         }
-        match page.last() {
-            Some(last) if page.len() == BATCH_EVENTS_MAX as usize => {
-                timestamp_min = last.timestamp + 1;
-            }
-            _ => return Ok(totals),
-        }
-    }
+    })
+    .await?;
+    Ok(totals)
 }
 
 /// The verdict, with the first problems found (at most a few of each kind).

@@ -11,6 +11,7 @@ use protocol::{
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
+use settled_bench::pages::for_each_page;
 
 use crate::model::{transfer_difference, Model, Outcome, LEDGERS};
 
@@ -249,19 +250,8 @@ async fn check_listing(
     let mut listed_total = 0;
     for ledger in LEDGERS {
         let mut seen = BTreeSet::new();
-        let mut timestamp_min = 0;
-        loop {
-            let filter = QueryFilter {
-                ledger,
-                timestamp_min,
-                limit: BATCH_EVENTS_MAX,
-                ..QueryFilter::default()
-            };
-            let page = client
-                .query_transfers(filter)
-                .await
-                .map_err(|error| format!("query_transfers on ledger {ledger}: {error}"))?;
-            for transfer in &page {
+        for_each_page(client, ledger, |timestamp_min, page: &[Transfer]| {
+            for transfer in page {
                 if !seen.insert(transfer.id) {
                     problems.add(format!("transfer {} is listed twice", transfer.id));
                 }
@@ -278,13 +268,8 @@ async fn check_listing(
                     ));
                 }
             }
-            match page.last() {
-                Some(last) if page.len() == BATCH_EVENTS_MAX as usize => {
-                    timestamp_min = last.timestamp + 1;
-                }
-                _ => break,
-            }
-        }
+        })
+        .await?;
         let expected = created.get(&ledger).copied().unwrap_or(0);
         if seen.len() as u64 != expected {
             problems.add(format!(

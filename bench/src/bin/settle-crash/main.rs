@@ -35,7 +35,7 @@ use protocol::{CreateAccountResult, Transfer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use daemon::Daemon;
+use daemon::{Daemon, START_TIMEOUT, STOP_TIMEOUT};
 use load::Task;
 use model::{Model, Outcome};
 
@@ -249,8 +249,8 @@ async fn run(args: &Args, seed: u64, dir: &std::path::Path) -> Result<String, St
 impl Run<'_> {
     fn start(&mut self) -> Result<(Daemon, SocketAddr), String> {
         let started = Instant::now();
-        let mut daemon = Daemon::spawn(&self.binary, &self.config)?;
-        let addr = daemon.wait_listening()?;
+        let mut daemon = daemon::spawn(&self.binary, &self.config)?;
+        let addr = daemon.wait_listening(START_TIMEOUT)?;
         self.restart_ms_last = started.elapsed().as_millis();
         self.totals.restart_ms_max = self.totals.restart_ms_max.max(self.restart_ms_last);
         Ok((daemon, addr))
@@ -422,7 +422,7 @@ impl Run<'_> {
         if self.rng.random_bool(0.3) {
             let limit_us = (self.restart_ms_last as u64 * 1000).max(2_000) * 3 / 2;
             let delay_us = self.rng.random_range(0..limit_us);
-            let mut daemon = Daemon::spawn(&self.binary, &self.config)?;
+            let mut daemon = daemon::spawn(&self.binary, &self.config)?;
             std::thread::sleep(Duration::from_micros(delay_us));
             let listening = daemon.drain_log("listening on ");
             daemon.kill()?;
@@ -504,14 +504,14 @@ impl Run<'_> {
     /// A graceful stop exits 0; a start after it holds everything; `settled verify`
     /// passes on the directory.
     async fn finish(&mut self, mut daemon: Daemon) -> Result<(), String> {
-        daemon.stop()?;
+        daemon.stop(STOP_TIMEOUT)?;
         let (mut daemon, addr) = self.start()?;
         let client = connect(addr).await?;
         check::verify(&client, &mut self.model, check::Scope::Full)
             .await
             .map_err(|error| format!("after a graceful stop and start: {error}"))?;
         drop(client);
-        daemon.stop()?;
+        daemon.stop(STOP_TIMEOUT)?;
         let data_dir = self.config.with_file_name("data");
         let output = std::process::Command::new(&self.binary)
             .arg("verify")
