@@ -75,13 +75,10 @@ pub fn check_header(bytes: &[u8; HEADER_BYTES], body: &[u8]) {
         Ok(header) => header,
         Err(error) => {
             check_frame_error(&error);
-            if bytes[..4] != MAGIC.to_le_bytes() {
-                assert_eq!(
-                    error,
-                    FrameError::BadMagic {
-                        found: read_u32(bytes, 0)
-                    }
-                );
+            let (magic, _) = bytes.split_first_chunk::<4>().expect("64 bytes");
+            let found = u32::from_le_bytes(*magic);
+            if found != MAGIC {
+                assert_eq!(error, FrameError::BadMagic { found });
             }
             return;
         }
@@ -186,10 +183,4 @@ fn check_records<T: bytemuck::Pod>(body: &[u8]) {
             assert_eq!(error.length_bytes, body.len() as u64);
         }
     }
-}
-
-fn read_u32(bytes: &[u8], offset: usize) -> u32 {
-    let mut word = [0u8; 4];
-    word.copy_from_slice(&bytes[offset..offset + 4]);
-    u32::from_le_bytes(word)
 }

@@ -265,7 +265,7 @@ fn read_u32(bytes: &[u8], offset: usize) -> u32 {
     u32::from_le_bytes(word)
 }
 
-fn read_u64(bytes: &[u8], offset: usize) -> u64 {
+pub(crate) fn read_u64(bytes: &[u8], offset: usize) -> u64 {
     let mut word = [0u8; 8];
     word.copy_from_slice(&bytes[offset..offset + 8]);
     u64::from_le_bytes(word)

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use crate::error::CorruptionKind;
 use crate::format::{
     decode_record, decode_record_any_lsn, decode_segment_header, encode_record,
-    encode_segment_header, find_valid_record, segment_file_name, FORMAT_VERSION,
+    encode_segment_header, find_valid_record, read_u64, segment_file_name, FORMAT_VERSION,
     RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_TEMP_SUFFIX,
 };
 use crate::storage::{SegmentFile, Storage};
@@ -380,10 +380,6 @@ fn is_segment(path: &Path) -> bool {
 
 fn segments(files: &BTreeMap<PathBuf, Vec<u8>>) -> BTreeMap<&PathBuf, &Vec<u8>> {
     files.iter().filter(|(path, _)| is_segment(path)).collect()
-}
-
-fn read_u64(bytes: &[u8], offset: usize) -> u64 {
-    u64::from_le_bytes(bytes[offset..offset + 8].try_into().expect("8 bytes"))
 }
 
 /// Files in memory: a [`Storage`] for recovery from bytes. One flat namespace of paths;
