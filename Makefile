@@ -66,7 +66,10 @@ fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 	cd fuzz && for target in $(FUZZ_TARGETS); do \
-		$(CARGO) +nightly fuzz run --debug-assertions $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+		mkdir -p corpus/$$target; \
+		seeds=$$(test -d seeds/$$target && echo seeds/$$target); \
+		$(CARGO) +nightly fuzz run --debug-assertions $$target corpus/$$target $$seeds \
+			-- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 
 # Build release binaries (settled, settle) and start the daemon on the default config and
