@@ -1,7 +1,7 @@
 # settled: build, test, benchmark and lint. `make test` is the test command CI runs.
 CARGO ?= cargo
 
-.PHONY: all deps test-deps build test bench lint fmt run clean-data
+.PHONY: all deps test-deps build test bench lint fmt run clean-data fuzz
 
 all: build
 
@@ -65,6 +65,21 @@ lint: deps
 
 fmt:
 	$(CARGO) fmt --all
+
+# libFuzzer targets in fuzz/ (README "Fuzzing"), each run for FUZZ_SECONDS on one core.
+# Not part of `make test`: it needs a nightly toolchain and cargo-fuzz, and its first build
+# compiles RocksDB once more (instrumented). `make test` runs the same checks as proptests.
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS := frame_header request_body cli_events wal_record wal_recovery
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	cd fuzz && for target in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$target; \
+		seeds=$$(test -d seeds/$$target && echo seeds/$$target); \
+		$(CARGO) +nightly fuzz run --debug-assertions $$target corpus/$$target $$seeds \
+			-- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 # Build release binaries (settled, settle) and start the daemon on the default config and
 # data directory (./data). Stop it with Ctrl-C: it finishes in-flight work and checkpoints.

@@ -96,7 +96,8 @@
 //! # Underneath
 //!
 //! The wire protocol is in `docs/PROTOCOL.md`; the frame codec is [`protocol::frame`].
-//! [`Client::request`] sends raw bodies for operations without a typed method.
+//! [`Client::request`] sends raw bodies for operations without a typed method. [`json`]
+//! reads and writes accounts and transfers as the JSON objects the `settle` CLI uses.
 
 mod client;
 mod connection;
@@ -105,6 +106,9 @@ mod reply;
 mod tls;
 
 pub mod blocking;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod json;
 
 pub use client::{Client, ClientOptions, CONNECT_TIMEOUT_DEFAULT, IN_FLIGHT_MAX_DEFAULT};
 pub use error::ClientError;

@@ -12,6 +12,8 @@
 
 pub mod config;
 pub mod core;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ledger;
 pub mod metrics;
 pub mod server;

@@ -1012,5 +1012,62 @@ mod tests {
                 prop_assert_eq!(decoded.encode(), bytes);
             }
         }
+
+        /// The `frame_header` fuzz target's check, over random bytes.
+        #[test]
+        fn frame_checks_hold_for_random_bytes(
+            data in proptest::collection::vec(any::<u8>(), 0..HEADER_BYTES * 3)
+        ) {
+            crate::fuzzing::check_frame(&data);
+        }
+
+        /// The same check over valid frames (handshakes with and without a token, requests
+        /// of records) with a few bytes changed, re-signed as the mode byte says so that
+        /// the checks behind the checksums are reached.
+        #[test]
+        fn frame_checks_hold_for_mutated_frames(
+            frame in arbitrary_frame(),
+            mutations in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+            mode in any::<u8>(),
+        ) {
+            let mut data = vec![mode];
+            data.extend_from_slice(&frame);
+            for (index, value) in mutations {
+                let at = 1 + index.index(frame.len());
+                data[at] = value;
+            }
+            crate::fuzzing::check_frame(&data);
+        }
+    }
+
+    /// An encoded frame of any kind whose body is a handshake (with or without a token),
+    /// records, or an error message.
+    fn arbitrary_frame() -> impl Strategy<Value = Vec<u8>> {
+        let body = prop_oneof![
+            (any::<u16>(), any::<u16>()).prop_map(|(min, max)| handshake_body(min, max).to_vec()),
+            (
+                any::<u16>(),
+                proptest::collection::vec(any::<u8>(), 1..=130)
+            )
+                .prop_map(|(version, token)| handshake_body_with_token(
+                    version, version, &token
+                )
+                .unwrap_or_default()),
+            (0usize..4).prop_map(|records| vec![7u8; records * 128]),
+            "[a-z_: 0-9é]{0,40}".prop_map(String::into_bytes),
+        ];
+        (arbitrary_header(), body).prop_map(|(header, body)| {
+            let mut frame = Vec::new();
+            encode_frame(
+                &mut frame,
+                header.kind,
+                header.operation,
+                header.request_id,
+                header.event_count,
+                header.error,
+                &body,
+            );
+            frame
+        })
     }
 }

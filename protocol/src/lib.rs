@@ -37,6 +37,8 @@ mod asset;
 mod filter;
 mod flags;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 mod operation;
 pub mod records;
 mod results;

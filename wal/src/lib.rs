@@ -123,6 +123,8 @@ mod config;
 mod error;
 pub mod fault;
 mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod recovery;
 mod replay;
 mod segment;

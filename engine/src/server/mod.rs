@@ -17,10 +17,10 @@
 //! The wire format is `docs/PROTOCOL.md`; the frame codec is `protocol::frame`.
 
 pub mod auth;
-mod codec;
+pub(crate) mod codec;
 mod connection;
 mod descriptors;
-mod frame_io;
+pub(crate) mod frame_io;
 mod shutdown;
 pub(crate) mod tls;
 

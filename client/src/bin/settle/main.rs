@@ -8,7 +8,6 @@
 
 mod amount;
 mod batches;
-mod json;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -23,6 +22,7 @@ use protocol::{
 };
 use serde_json::Value;
 use settled_client::blocking::Client;
+use settled_client::json;
 use settled_client::{ClientOptions, TlsOptions};
 
 #[derive(Parser)]

@@ -1,4 +1,5 @@
-//! JSON Lines ⇄ records, with the field names of SEMANTICS.md.
+//! JSON Lines ⇄ records, with the field names of SEMANTICS.md: what the `settle` CLI reads
+//! from event files and prints.
 //!
 //! Input: one object per line; u128/u64 fields as decimal strings or JSON numbers; `flags`
 //! as a list of flag names; omitted fields are zero; unknown fields are an error (a typo
@@ -259,6 +260,60 @@ mod tests {
         for (line, expected) in cases {
             let error = transfer_from_json(&serde_json::from_str(line).unwrap()).unwrap_err();
             assert!(error.0.contains(expected), "{line}: {error}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod fuzz_tests {
+    //! The `cli_events` fuzz target's check as a proptest: over random text, and over
+    //! lines made of the known field names with values of every JSON shape.
+
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<u128>().prop_map(|n| n.to_string()),
+            any::<u128>().prop_map(|n| format!("\"{n}\"")),
+            any::<i64>().prop_map(|n| n.to_string()),
+            Just("340282366920938463463374607431768211456".to_string()),
+            Just("1e3".to_string()),
+            Just("1.0".to_string()),
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("\"\"".to_string()),
+            Just("[\"linked\",\"pending\",\"history\"]".to_string()),
+            Just("[1]".to_string()),
+            Just("{}".to_string()),
+        ]
+    }
+
+    fn line() -> impl Strategy<Value = String> {
+        let name = prop::sample::select(
+            [super::ACCOUNT_FIELDS, super::TRANSFER_FIELDS, &["amout"]].concat(),
+        );
+        prop::collection::vec((name, value()), 0..6).prop_map(|fields| {
+            let fields: Vec<String> = fields
+                .iter()
+                .map(|(name, value)| format!("\"{name}\":{value}"))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn event_lines_checks_hold_for_random_text(text in "\\PC{0,200}") {
+            crate::fuzzing::check_event_lines(text.as_bytes());
+        }
+
+        #[test]
+        fn event_lines_checks_hold_for_lines_of_known_fields(
+            lines in prop::collection::vec(line(), 1..4),
+        ) {
+            crate::fuzzing::check_event_lines(lines.join("\n").as_bytes());
         }
     }
 }
