@@ -55,7 +55,7 @@ impl Drop for Tmpfs {
 
 fn spawn(dir: &Path, metrics: Option<SocketAddr>) -> (Daemon, SocketAddr) {
     // The guard keeps 12 MiB of the 40 free: writes stop there, checkpoints go on while
-    // they leave 6 MiB. WAL segments of 9 MiB, so checkpoints can delete old ones.
+    // they leave 3 MiB. WAL segments of 9 MiB, so checkpoints can delete old ones.
     let settings = "checkpoint_events = 8192\ncheckpoint_interval_seconds = 1\n\
                     transfers_uncheckpointed_max = 65536\ndisk_free_min_bytes = 12582912\n\
                     wal_segment_bytes = 9437184\n";

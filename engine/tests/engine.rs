@@ -442,3 +442,83 @@ fn after_a_wal_failure_a_due_expiry_does_not_make_the_core_spin() {
     assert!(spent < 20, "the core spent {spent} ticks in one second");
     let _ = engine.shutdown();
 }
+
+// A WAL that ends behind the checkpoint (an old copy put back): refused by default; with
+// --accept-wal-loss the start goes on from the checkpoint with a fresh WAL (the old one
+// kept aside), and what it acknowledges from then on survives a restart.
+#[test]
+fn a_wal_behind_the_checkpoint_is_refused_or_set_aside_when_the_loss_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let engine = Engine::open(config.clone()).unwrap();
+    create_accounts_1_and_2(&engine.handle());
+    let first = engine.shutdown().unwrap();
+    let backup = dir.path().join("wal-backup");
+    std::fs::create_dir_all(&backup).unwrap();
+    for entry in std::fs::read_dir(dir.path().join("wal")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), backup.join(entry.file_name())).unwrap();
+    }
+    let engine = Engine::open(config.clone()).unwrap();
+    let mut workload = Workload::new(21, 10);
+    for _ in 0..5 {
+        engine
+            .handle()
+            .submit_wait(workload.next_request())
+            .unwrap();
+    }
+    let second = engine.shutdown().unwrap();
+    assert!(
+        second.checkpoint_lsn > first.lsn_last,
+        "{first:?} {second:?}"
+    );
+    std::fs::remove_dir_all(dir.path().join("wal")).unwrap();
+    std::fs::rename(&backup, dir.path().join("wal")).unwrap();
+
+    let refused = Engine::open(config.clone());
+    assert!(
+        matches!(refused, Err(EngineError::WalLost { .. })),
+        "{:?}",
+        refused.err()
+    );
+
+    let accepting = settled_engine::core::EngineConfig {
+        accept_wal_loss: true,
+        ..config.clone()
+    };
+    let engine = Engine::open(accepting).expect("the operator accepted the loss");
+    let reply = engine
+        .handle()
+        .submit_wait(Request::CreateAccounts(vec![account(
+            777,
+            AccountFlags::default(),
+        )]));
+    assert!(
+        reply.is_ok(),
+        "first write after an accepted WAL loss: {reply:?}"
+    );
+    engine.shutdown().unwrap();
+    let set_aside = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|entry| {
+            let name = entry.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("wal.lost-")
+        })
+        .count();
+    assert_eq!(set_aside, 1, "the old WAL is kept aside");
+
+    let engine = Engine::open(config).unwrap();
+    let Reply::Accounts(found) = engine
+        .handle()
+        .submit_wait(Request::LookupAccounts(vec![1, 777]))
+        .unwrap()
+    else {
+        panic!("lookup_accounts answers with accounts")
+    };
+    assert_eq!(
+        found.len(),
+        2,
+        "the checkpoint's and the new acknowledged account"
+    );
+    engine.shutdown().unwrap();
+}

@@ -53,7 +53,7 @@ pub(crate) struct CheckpointStatus {
     /// Set by the core as it stops: a checkpointer retrying a failure gives up then.
     pub stopping: std::sync::atomic::AtomicBool,
     /// Free space on the data directory's filesystems: below its reserve writes are
-    /// refused, and a checkpoint waits unless it leaves half of it free.
+    /// refused, and a checkpoint waits unless it leaves a quarter of it free.
     pub disk: DiskGuard,
 }
 

@@ -81,8 +81,9 @@ pub struct EngineConfig {
     /// requests it held. Off by default: such a start is refused.
     pub accept_wal_loss: bool,
     /// Free bytes the data directory's filesystems must keep: below this writes are
-    /// refused (`Unavailable`) until there is room, below half of it checkpoints wait
-    /// too, so neither the WAL nor RocksDB meets a full disk. 0 turns the guard off.
+    /// refused (`Unavailable`) until there is room, and a checkpoint waits unless it
+    /// leaves a quarter of it free, so neither the WAL nor RocksDB meets a full disk. 0
+    /// turns the guard off.
     pub disk_free_min_bytes: u64,
     pub wal: WalConfig,
     /// What the WAL's files are written through: the filesystem, or for tests a storage

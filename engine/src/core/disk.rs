@@ -6,8 +6,8 @@
 //! writes could not resume without a restart. So the core checks the free space of the
 //! WAL's and the store's filesystems (every [`CHECK_INTERVAL`]) and, below
 //! `disk_free_min_bytes`, refuses writes (`unavailable`, nothing applied) while reads go
-//! on. Checkpoints, which free WAL segments, go on as long as each leaves half that
-//! reserve free. Once there is room again, writes are accepted again, without a restart.
+//! on. Checkpoints, which free WAL segments, go on as long as each leaves a quarter of
+//! that reserve free. Once there is room again, writes are accepted again, without a restart.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,19 +100,22 @@ impl DiskGuard {
     }
 
     /// Why a checkpoint of about `bytes` must wait, if it must: measured now, it has to
-    /// leave half the reserve free after it is written.
+    /// leave a quarter of the reserve free after it is written. Writes stop at the whole
+    /// reserve, so a checkpoint up to three quarters of it always fits once they stop:
+    /// keep `disk_free_min_bytes` above 4/3 of the largest checkpoint
+    /// (`transfers_uncheckpointed_max` × 256 bytes), or checkpoints wait for room too.
     pub fn checkpoint_refused(&self, bytes: u64) -> Option<String> {
         if self.free_min_bytes == 0 {
             return None;
         }
         self.check();
-        let needed = self.free_min_bytes / 2 + bytes;
+        let needed = self.free_min_bytes / 4 + bytes;
         self.dirs.iter().find_map(|dir| {
             let free = free_bytes(dir)?;
             (free < needed).then(|| {
                 format!(
                     "disk nearly full: {free} bytes free under {}, a checkpoint of about \
-                     {bytes} bytes needs {needed} (half of disk_free_min_bytes {} kept)",
+                     {bytes} bytes needs {needed} (a quarter of disk_free_min_bytes {} kept)",
                     dir.display(),
                     self.free_min_bytes
                 )

@@ -466,9 +466,35 @@ fn recover(config: &EngineConfig) -> Result<Recovered, EngineError> {
         first_lsn: checkpoint_lsn + 1,
         ..config.wal.clone()
     };
-    let wal = Wal::open_with_storage(&wal_dir, wal_config, config.wal_storage.0.clone())
-        .map_err(wal_error)?;
-    check_wal_follows(&wal, checkpoint_lsn, config.accept_wal_loss)?;
+    let storage = config.wal_storage.0.clone();
+    let mut wal =
+        Wal::open_with_storage(&wal_dir, wal_config.clone(), storage.clone()).map_err(wal_error)?;
+    if !check_wal_follows(&wal, checkpoint_lsn, config.accept_wal_loss)?
+        && wal.recovery_report().segments_verified > 0
+    {
+        // Accepted loss: replaying a WAL that does not go on from the checkpoint would
+        // number new records before it (or after a gap). Keep it aside for the operator,
+        // and go on from the checkpoint with a fresh one.
+        wal.close().map_err(wal_error)?;
+        let seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let aside = config
+            .data_dir
+            .join(format!("wal.lost-{checkpoint_lsn}-{seconds}"));
+        std::fs::rename(&wal_dir, &aside).map_err(|source| EngineError::Io {
+            operation: "move the WAL aside",
+            path: wal_dir.display().to_string(),
+            source: Arc::new(source),
+        })?;
+        tracing::warn!(aside = %aside.display(), "the WAL that did not follow the checkpoint was moved aside; a new one starts after it");
+        std::fs::create_dir_all(&wal_dir).map_err(|source| EngineError::Io {
+            operation: "create directory",
+            path: wal_dir.display().to_string(),
+            source: Arc::new(source),
+        })?;
+        wal = Wal::open_with_storage(&wal_dir, wal_config, storage).map_err(wal_error)?;
+    }
     let report = replay(&wal, &store, &mut ledger, checkpoint_lsn)?;
     Ok(Recovered {
         store,
@@ -482,15 +508,19 @@ fn recover(config: &EngineConfig) -> Result<Recovered, EngineError> {
 /// The WAL must go on from the checkpoint: a WAL is never empty once used (its active
 /// segment is never deleted), and its oldest record is at or before the one after the
 /// checkpoint. Otherwise acknowledged requests written after the checkpoint are gone:
-/// refused, unless the operator said they accept it.
-fn check_wal_follows(wal: &Wal, checkpoint_lsn: u64, accept_loss: bool) -> Result<(), EngineError> {
+/// refused, unless the operator said they accept it (`Ok(false)`).
+fn check_wal_follows(
+    wal: &Wal,
+    checkpoint_lsn: u64,
+    accept_loss: bool,
+) -> Result<bool, EngineError> {
     let found = wal.recovery_report();
     let follows = checkpoint_lsn == 0
         || (found.segments_verified > 0
             && found.lsn_first_retained <= checkpoint_lsn + 1
             && found.lsn_next > checkpoint_lsn);
     if follows {
-        return Ok(());
+        return Ok(true);
     }
     let what = format!(
         "the store holds a checkpoint at LSN {checkpoint_lsn}, but the WAL has {} segment(s) \
@@ -501,7 +531,7 @@ fn check_wal_follows(wal: &Wal, checkpoint_lsn: u64, accept_loss: bool) -> Resul
     );
     if accept_loss {
         tracing::warn!("{what}; starting anyway (--accept-wal-loss): requests acknowledged after the checkpoint may be lost");
-        return Ok(());
+        return Ok(false);
     }
     Err(EngineError::WalLost { what })
 }

@@ -348,7 +348,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         );
         let budget = tokio::select! {
             acquired = self.reply_bytes.clone().acquire_many_owned(bound) => acquired,
-            () = self.shutdown.recv() => return Err(End::Shutdown),
+            () = self.shutdown.recv() => return Err(self.shutting_down(&frame, operation, started)),
         };
         // Closed by the writer when it gave up on the socket.
         let Ok(budget) = budget else {
@@ -356,7 +356,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         };
         let slot = tokio::select! {
             reserved = self.sender.clone().reserve_owned() => reserved,
-            () = self.shutdown.recv() => return Err(End::Shutdown),
+            () = self.shutdown.recv() => return Err(self.shutting_down(&frame, operation, started)),
         };
         let Ok(slot) = slot else {
             return Err(End::Closed);
@@ -413,6 +413,31 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             }
             Err(error) => Err(refusal_of(&error)),
         }
+    }
+
+    /// A request read but not submitted when the shutdown came: answered `shutting_down`
+    /// if the writer has room right now (it was waiting for room: no waiting here), else
+    /// the client sees the connection close with it unanswered. Nothing was applied.
+    fn shutting_down(&self, frame: &Frame, operation: Operation, started: Instant) -> End {
+        let header = &frame.header;
+        let code = ErrorCode::ShuttingDown;
+        let out = codec::error_frame(
+            header.operation,
+            header.request_id,
+            code,
+            "shutting_down: request not applied",
+        );
+        let answered = Answered {
+            operation: operation.as_str(),
+            outcome: code.as_str(),
+            results: Vec::new(),
+            started,
+        };
+        let _ = self.sender.try_send(Outgoing::Frame {
+            frame: out,
+            answered: Some(answered),
+        });
+        End::Shutdown
     }
 
     /// Answer one request with an Error frame; the connection stays open.
