@@ -55,18 +55,23 @@ impl DiskGuard {
         if self.free_min_bytes == 0 {
             return;
         }
-        let mut lowest: Option<(u64, &PathBuf)> = None;
-        for dir in &self.dirs {
-            // A filesystem that cannot be measured is not held against: the write itself
-            // will report what is wrong with it.
-            let Some(free) = free_bytes(dir) else {
-                continue;
-            };
-            if lowest.is_none_or(|(least, _)| free < least) {
-                lowest = Some((free, dir));
-            }
-        }
-        let Some((free, dir)) = lowest else { return };
+        self.hold_writes_below(self.lowest_free());
+    }
+
+    /// The least free space among the filesystems, and where. A filesystem that cannot
+    /// be measured is not held against: the write itself will report what is wrong.
+    fn lowest_free(&self) -> Option<(u64, &PathBuf)> {
+        self.dirs
+            .iter()
+            .filter_map(|dir| Some((free_bytes(dir)?, dir)))
+            .min_by_key(|(free, _)| *free)
+    }
+
+    /// Hold or release writes by `lowest` (see [`DiskGuard::lowest_free`]).
+    fn hold_writes_below(&self, lowest: Option<(u64, &PathBuf)>) {
+        let Some((free, dir)) = lowest else {
+            return;
+        };
         let writes_held = free < self.free_min_bytes;
         let was_held = self.writes_held.swap(writes_held, Ordering::AcqRel);
         if writes_held {
@@ -108,18 +113,17 @@ impl DiskGuard {
         if self.free_min_bytes == 0 {
             return None;
         }
-        self.check();
+        let lowest = self.lowest_free();
+        self.hold_writes_below(lowest);
+        let (free, dir) = lowest?;
         let needed = self.free_min_bytes / 4 + bytes;
-        self.dirs.iter().find_map(|dir| {
-            let free = free_bytes(dir)?;
-            (free < needed).then(|| {
-                format!(
-                    "disk nearly full: {free} bytes free under {}, a checkpoint of about \
-                     {bytes} bytes needs {needed} (a quarter of disk_free_min_bytes {} kept)",
-                    dir.display(),
-                    self.free_min_bytes
-                )
-            })
+        (free < needed).then(|| {
+            format!(
+                "disk nearly full: {free} bytes free under {}, a checkpoint of about {bytes} \
+                 bytes needs {needed} (a quarter of disk_free_min_bytes {} kept)",
+                dir.display(),
+                self.free_min_bytes
+            )
         })
     }
 }

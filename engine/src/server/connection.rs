@@ -248,11 +248,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 "idle_timeout: no request within idle_timeout_seconds",
             )
         };
-        crate::metrics::connection_error(code.as_str());
-        tracing::debug!(error = code.as_str(), "closing connection");
-        let _ = self
-            .send(codec::error_frame(0, 0, code, message), None)
-            .await;
+        self.fatal(code, message).await;
         End::TimedOut
     }
 
@@ -419,24 +415,11 @@ impl<R: AsyncRead + Unpin> Connection<R> {
     /// if the writer has room right now (it was waiting for room: no waiting here), else
     /// the client sees the connection close with it unanswered. Nothing was applied.
     fn shutting_down(&self, frame: &Frame, operation: Operation, started: Instant) -> End {
-        let header = &frame.header;
-        let code = ErrorCode::ShuttingDown;
-        let out = codec::error_frame(
-            header.operation,
-            header.request_id,
-            code,
-            "shutting_down: request not applied",
-        );
-        let answered = Answered {
-            operation: operation.as_str(),
-            outcome: code.as_str(),
-            results: Vec::new(),
-            started,
-        };
-        let _ = self.sender.try_send(Outgoing::Frame {
-            frame: out,
-            answered: Some(answered),
-        });
+        let message = "shutting_down: request not applied".to_string();
+        let refusal = Refusal::new(ErrorCode::ShuttingDown, message);
+        let _ = self
+            .sender
+            .try_send(refusal_outgoing(frame, Some(operation), refusal, started));
         End::Shutdown
     }
 
@@ -448,20 +431,9 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         refusal: Refusal,
         started: Instant,
     ) -> Result<(), End> {
-        let header = &frame.header;
-        let out = codec::error_frame(
-            header.operation,
-            header.request_id,
-            refusal.code,
-            &refusal.message,
-        );
-        let answered = Answered {
-            operation: operation.map_or("unknown", Operation::as_str),
-            outcome: refusal.code.as_str(),
-            results: Vec::new(),
-            started,
-        };
-        self.send(out, Some(answered)).await
+        let outgoing = refusal_outgoing(frame, operation, refusal, started);
+        // The writer only goes away when the socket failed: nothing more to do here.
+        self.sender.send(outgoing).await.map_err(|_| End::Closed)
     }
 
     /// Send an Error frame about the connection and end it.
@@ -471,7 +443,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             peer = ?self.peer,
             error = code.as_str(),
             message,
-            "closing connection on a protocol error"
+            "closing connection after an error frame about it"
         );
         crate::metrics::connection_error(code.as_str());
         let _ = self
@@ -587,6 +559,32 @@ fn refusal_of(error: &EngineError) -> Refusal {
         _ => ErrorCode::Internal,
     };
     Refusal::new(code, format!("{}: {error}", code.as_str()))
+}
+
+/// The Error frame answering request `frame` with `refusal`, and what to record of it.
+fn refusal_outgoing(
+    frame: &Frame,
+    operation: Option<Operation>,
+    refusal: Refusal,
+    started: Instant,
+) -> Outgoing {
+    let header = &frame.header;
+    let frame = codec::error_frame(
+        header.operation,
+        header.request_id,
+        refusal.code,
+        &refusal.message,
+    );
+    let answered = Answered {
+        operation: operation.map_or("unknown", Operation::as_str),
+        outcome: refusal.code.as_str(),
+        results: Vec::new(),
+        started,
+    };
+    Outgoing::Frame {
+        frame,
+        answered: Some(answered),
+    }
 }
 
 /// Why the writer stopped before its channel closed.
