@@ -12,7 +12,7 @@ use protocol::{
     TransferFlags, BATCH_EVENTS_MAX, NS_PER_SECOND,
 };
 use settled_engine::core::{
-    recover_ledger, Engine, EngineError, EngineHandle, Reply, Request, WhenFull,
+    recover_ledger, Engine, EngineError, EngineHandle, Reply, Request, ShutdownReport, WhenFull,
 };
 use settled_engine::ledger::{Ledger, PendingStatus};
 
@@ -350,10 +350,9 @@ fn a_checkpoint_is_due_after_checkpoint_events_whatever_the_batch_count() {
     engine.shutdown().unwrap();
 }
 
-#[test]
-fn a_lost_wal_after_a_checkpoint_is_refused_unless_accepted() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
+/// Open the engine on `config`, apply five requests of a workload, stop (which writes a
+/// checkpoint).
+fn run_workload_and_stop(config: &settled_engine::core::EngineConfig) -> ShutdownReport {
     let engine = Engine::open(config.clone()).unwrap();
     let mut workload = Workload::new(21, 10);
     for _ in 0..5 {
@@ -362,7 +361,14 @@ fn a_lost_wal_after_a_checkpoint_is_refused_unless_accepted() {
             .submit_wait(workload.next_request())
             .unwrap();
     }
-    let report = engine.shutdown().unwrap();
+    engine.shutdown().unwrap()
+}
+
+#[test]
+fn a_lost_wal_after_a_checkpoint_is_refused_unless_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let report = run_workload_and_stop(&config);
     assert!(report.checkpoint_lsn > 0);
 
     // The WAL directory is lost (a wrong mount, an operator's rm): starting on the store
@@ -459,15 +465,7 @@ fn a_wal_behind_the_checkpoint_is_refused_or_set_aside_when_the_loss_is_accepted
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), backup.join(entry.file_name())).unwrap();
     }
-    let engine = Engine::open(config.clone()).unwrap();
-    let mut workload = Workload::new(21, 10);
-    for _ in 0..5 {
-        engine
-            .handle()
-            .submit_wait(workload.next_request())
-            .unwrap();
-    }
-    let second = engine.shutdown().unwrap();
+    let second = run_workload_and_stop(&config);
     assert!(
         second.checkpoint_lsn > first.lsn_last,
         "{first:?} {second:?}"
