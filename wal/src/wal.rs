@@ -15,7 +15,7 @@ use crate::error::WalError;
 use crate::format::{encode_record, RECORD_HEADER_BYTES};
 use crate::recovery::{recover_dir, RecoveryReport};
 use crate::replay::Replay;
-use crate::segment::{ActiveSegment, SegmentMeta};
+use crate::segment::{create_segment, ActiveSegment, SegmentMeta};
 use crate::storage::{FsStorage, Storage};
 use crate::writer::run_writer;
 
@@ -495,6 +495,53 @@ impl Wal {
     /// reports whether the WAL ended healthy.
     pub fn close(self) -> Result<(), WalError> {
         self.shutdown()
+    }
+
+    /// Closes like [`Wal::close`] and then, when `checkpoint_lsn` covers every record
+    /// appended, leaves the log as one empty segment starting at the next LSN: the next
+    /// open verifies a header instead of a segment full of records a checkpoint already
+    /// holds, so a restart after a graceful stop reads nothing from the WAL, however
+    /// much the last segment held. Returns whether the log was emptied.
+    ///
+    /// Crash-safe like rolling and truncation: the empty segment is durable under its
+    /// name before the older segments are removed, oldest first, so a crash at any
+    /// point leaves a contiguous run of segments that recovers normally.
+    pub fn close_covered(&self, checkpoint_lsn: u64) -> Result<bool, WalError> {
+        self.shutdown()?;
+        let lsn_next = self.lsn_next();
+        assert_eq!(
+            self.durable_lsn() + 1,
+            lsn_next,
+            "a closed healthy WAL has every record durable"
+        );
+        assert!(
+            checkpoint_lsn < lsn_next,
+            "checkpoint {checkpoint_lsn} is past the WAL's last record {}",
+            lsn_next - 1
+        );
+        let active_first_lsn = lock(&self.shared.segments)
+            .back()
+            .map(|segment| segment.first_lsn);
+        if checkpoint_lsn + 1 != lsn_next || active_first_lsn == Some(lsn_next) {
+            return Ok(false);
+        }
+        let shared = &self.shared;
+        let fresh = create_segment(shared.storage.as_ref(), &shared.dir, lsn_next)?;
+        lock(&shared.segments).push_back(SegmentMeta {
+            path: fresh.path.clone(),
+            first_lsn: lsn_next,
+        });
+        shared
+            .stats
+            .segments_created
+            .fetch_add(1, Ordering::Relaxed);
+        self.truncate_before(lsn_next)?;
+        assert_eq!(
+            lock(&shared.segments).len(),
+            1,
+            "only the empty segment is left"
+        );
+        Ok(true)
     }
 
     fn shutdown(&self) -> Result<(), WalError> {

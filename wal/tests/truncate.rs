@@ -5,7 +5,7 @@ mod common;
 use std::fs;
 
 use common::*;
-use settled_wal::{Wal, WalError};
+use settled_wal::{Wal, WalError, SEGMENT_HEADER_BYTES};
 
 #[test]
 fn truncate_before_removes_covered_segments_and_reopen_works() {
@@ -87,4 +87,68 @@ fn truncation_below_the_first_segment_removes_nothing() {
         "segment 1 still holds LSN 1"
     );
     assert_eq!(segment_files(dir.path()), files);
+}
+
+#[test]
+fn a_close_covered_by_the_checkpoint_leaves_one_empty_segment() {
+    let config = small_config();
+    let dir = build_wal(&config, 100);
+    let wal = Wal::open(dir.path(), config.clone()).expect("open");
+    assert!(segment_files(dir.path()).len() > 1);
+    assert!(wal.close_covered(100).expect("close covered"));
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 1);
+    // A header and nothing else: the next open has no record to read.
+    let bytes = fs::read(&files[0]).expect("read the empty segment");
+    assert_eq!(bytes.len() as u64, u64::from(SEGMENT_HEADER_BYTES));
+
+    let wal = Wal::open(dir.path(), config.clone()).expect("reopen");
+    assert_eq!(wal.lsn_next(), 101);
+    assert_eq!(wal.lsn_first_retained(), 101);
+    assert_eq!(wal.recovery_report().records_verified, 0);
+    assert!(replay_all(&wal, 100).expect("replay").is_empty());
+    assert_eq!(wal.append(b"next").expect("append"), 101);
+    // Already empty up to the next record: nothing more to do.
+    wal.wait_durable(101).expect("durable");
+    assert!(!wal
+        .close_covered(100)
+        .expect("close with a record after the checkpoint"));
+    let wal = Wal::open(dir.path(), config).expect("reopen");
+    assert_eq!(replay_all(&wal, 100).expect("replay").len(), 1);
+}
+
+#[test]
+fn a_close_not_covered_by_the_checkpoint_keeps_every_record() {
+    let config = small_config();
+    let dir = build_wal(&config, 100);
+    let wal = Wal::open(dir.path(), config.clone()).expect("open");
+    let files = segment_files(dir.path());
+    assert!(!wal.close_covered(99).expect("close"));
+    assert_eq!(segment_files(dir.path()), files);
+    let wal = Wal::open(dir.path(), config).expect("reopen");
+    assert_records_are_payloads(&replay_all(&wal, 0).expect("replay"), 1);
+}
+
+#[test]
+fn a_crash_between_the_empty_segment_and_the_removals_still_recovers() {
+    let config = small_config();
+    let dir = build_wal(&config, 100);
+    let files = segment_files(dir.path());
+    // What close_covered leaves if the process dies right after creating the empty
+    // segment: every old segment plus an empty one that continues them.
+    let keep = tempfile::tempdir().expect("tempdir");
+    {
+        let wal = Wal::open(dir.path(), config.clone()).expect("open");
+        assert!(wal.close_covered(100).expect("close covered"));
+    }
+    let empty = segment_files(dir.path()).pop().expect("the empty segment");
+    let kept = keep.path().join("empty");
+    fs::copy(&empty, &kept).expect("keep it");
+    drop(dir);
+    let dir = build_wal(&config, 100);
+    assert_eq!(segment_files(dir.path()).len(), files.len());
+    fs::copy(&kept, dir.path().join(empty.file_name().expect("name"))).expect("put it back");
+    let wal = Wal::open(dir.path(), config).expect("recovers");
+    assert_eq!(wal.lsn_next(), 101);
+    assert_records_are_payloads(&replay_all(&wal, 0).expect("replay"), 1);
 }

@@ -314,6 +314,13 @@ impl Engine {
         if let Some(error) = self.wal.error() {
             return Err(EngineError::Wal(Arc::new(error)));
         }
+        // With the final checkpoint holding every record, the WAL is left empty, so the
+        // next start reads nothing from it (not the rest of the last segment).
+        let emptied = self
+            .wal
+            .close_covered(self.checkpoint_lsn())
+            .map_err(|error| EngineError::Wal(Arc::new(error)))?;
+        tracing::debug!(emptied, "WAL closed");
         Ok(ShutdownReport {
             state_hash: ledger.state_hash(),
             lsn_last,
