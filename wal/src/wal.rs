@@ -203,7 +203,7 @@ impl Wal {
         shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         let writer_shared = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
-            .name("wal-writer".to_string())
+            .name("settled-wal".to_string())
             .spawn(move || run_writer(writer_shared, active, lsn_next))
             .map_err(WalError::io("spawn writer thread", Path::new("")))?;
         tracing::info!(dir = %shared.dir.display(), lsn_next, "WAL opened");
