@@ -30,6 +30,7 @@ mod checkpointer;
 mod config;
 mod core_thread;
 mod disk;
+pub mod pipeline;
 mod query_stage;
 mod read_stage;
 pub mod record;
