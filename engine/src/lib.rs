@@ -17,4 +17,6 @@ pub mod fuzzing;
 pub mod ledger;
 pub mod metrics;
 pub mod server;
+#[doc(hidden)]
+pub mod sim;
 pub mod store;

@@ -451,47 +451,14 @@ impl CoreThread {
         if query_stage::is_range_read(&request) {
             return Ok(self.recent_part(request, through));
         }
-        let store_reads = match store_reads {
-            Some(store_reads) if store_reads.generation == self.ledger.eviction_generation() => {
-                *store_reads
-            }
-            _ => read_for_request(
-                &self.eviction.store,
-                &request,
-                through,
-                self.ledger.eviction_generation(),
-            )
-            .map_err(|error| EngineError::Store(Arc::new(error)))?,
-        };
-        // The watermark only moves with the generation.
-        debug_assert_eq!(store_reads.through, through);
-        let ledger = &mut self.ledger;
-        let reply = match (request, store_reads.data) {
-            (Request::CreateAccounts(accounts), StoreReadData::Transfers(mut old)) => {
-                let write = Write::CreateAccounts(&accounts);
-                if !accounts.is_empty() {
-                    self.record.push(write);
-                }
-                Reply::Created(apply(ledger, now, write, &mut old))
-            }
-            (Request::CreateTransfers(transfers), StoreReadData::Transfers(mut old)) => {
-                let write = Write::CreateTransfers(&transfers);
-                if !transfers.is_empty() {
-                    self.record.push(write);
-                }
-                Reply::Created(apply(ledger, now, write, &mut old))
-            }
-            (Request::LookupAccounts(ids), _) => Reply::Accounts(ledger.lookup_accounts(&ids)),
-            (Request::LookupTransfers(ids), StoreReadData::Transfers(old)) => {
-                Reply::Transfers(ledger.lookup_transfers_with(&ids, &old))
-            }
-            (Request::QueryAccounts(filter), _) => Reply::Accounts(ledger.query_accounts(&filter)),
-            (request, data) => unreachable!(
-                "read stage read {data:?} for a {:?} request",
-                request.operation()
-            ),
-        };
-        Ok(reply)
+        execute_request(
+            &mut self.ledger,
+            &self.eviction.store,
+            &mut self.record,
+            now,
+            request,
+            store_reads,
+        )
     }
 
     /// Memory's part of a range read: what it selects after the watermark `through`, in
@@ -606,4 +573,52 @@ impl CoreThread {
         }
         self.ledger
     }
+}
+
+/// Apply one request that is not a range read (the core's and the simulation's path):
+/// writes go into the batch's WAL record `record` first. Evicted transfers it names come
+/// from `store_reads` (the read stage's), or are read here if the ledger evicted more
+/// since (a store error then fails this request alone, before anything is applied).
+pub(crate) fn execute_request(
+    ledger: &mut Ledger,
+    store: &Store,
+    record: &mut RecordBuilder,
+    now: u64,
+    request: Request,
+    store_reads: Option<Box<StoreReads>>,
+) -> Result<Reply, EngineError> {
+    let through = ledger.evicted_through();
+    let store_reads = match store_reads {
+        Some(store_reads) if store_reads.generation == ledger.eviction_generation() => *store_reads,
+        _ => read_for_request(store, &request, through, ledger.eviction_generation())
+            .map_err(|error| EngineError::Store(Arc::new(error)))?,
+    };
+    // The watermark only moves with the generation.
+    debug_assert_eq!(store_reads.through, through);
+    let reply = match (request, store_reads.data) {
+        (Request::CreateAccounts(accounts), StoreReadData::Transfers(mut old)) => {
+            let write = Write::CreateAccounts(&accounts);
+            if !accounts.is_empty() {
+                record.push(write);
+            }
+            Reply::Created(apply(ledger, now, write, &mut old))
+        }
+        (Request::CreateTransfers(transfers), StoreReadData::Transfers(mut old)) => {
+            let write = Write::CreateTransfers(&transfers);
+            if !transfers.is_empty() {
+                record.push(write);
+            }
+            Reply::Created(apply(ledger, now, write, &mut old))
+        }
+        (Request::LookupAccounts(ids), _) => Reply::Accounts(ledger.lookup_accounts(&ids)),
+        (Request::LookupTransfers(ids), StoreReadData::Transfers(old)) => {
+            Reply::Transfers(ledger.lookup_transfers_with(&ids, &old))
+        }
+        (Request::QueryAccounts(filter), _) => Reply::Accounts(ledger.query_accounts(&filter)),
+        (request, data) => unreachable!(
+            "read stage read {data:?} for a {:?} request",
+            request.operation()
+        ),
+    };
+    Ok(reply)
 }
