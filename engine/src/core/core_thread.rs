@@ -9,6 +9,10 @@
 //! Every `checkpoint_batches` batches (or `checkpoint_interval`) it hands the changed
 //! state to the checkpointer thread without waiting for RocksDB; only when memory is at
 //! its bound (`throttle`) or at shutdown does it wait for the checkpointer to take it.
+//!
+//! What to do when is decided by the [`Pipeline`] (`pipeline.rs`, pure, no I/O); this
+//! thread feeds it events (a batch appended, the durable LSN, a checkpoint written) and
+//! performs what it returns (send replies, hand over a checkpoint, evict, wait).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
