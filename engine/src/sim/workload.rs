@@ -36,7 +36,7 @@ pub struct Workload {
 impl Workload {
     pub fn new(seed: u64) -> Workload {
         Workload {
-            rng: StdRng::seed_from_u64(seed ^ 0x5eed_0f_c11e_175),
+            rng: StdRng::seed_from_u64(seed ^ 0x0005_eed0_fc11_e175),
             id_next: 1,
             accounts: Vec::new(),
             transfers: Vec::new(),

@@ -227,6 +227,9 @@ pub struct RocksStats {
 
 /// The ledger's checkpoints in one RocksDB instance. Written by one thread (the
 /// checkpointer); reads see a consistent snapshot.
+/// A row as RocksDB holds it: key and value.
+pub(crate) type RawRow = (Box<[u8]>, Box<[u8]>);
+
 pub struct Store {
     db: DB,
     /// The options of `transfers`, for the files checkpoints build for it.
@@ -549,7 +552,7 @@ impl Store {
         &self,
         pick: usize,
         bit: usize,
-    ) -> Result<Option<(Box<[u8]>, Box<[u8]>)>, StoreError> {
+    ) -> Result<Option<RawRow>, StoreError> {
         let cf = self.cf(CF_ACCOUNTS)?;
         let rows = self
             .db
