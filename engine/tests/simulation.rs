@@ -64,6 +64,7 @@ struct Totals {
     wal_corruptions_refused: u64,
     store_corruptions_refused: u64,
     checkpoints_written: u64,
+    truncations_failed: u64,
     transfers_evicted: u64,
     expiries: u64,
 }
@@ -80,6 +81,7 @@ impl Totals {
         self.wal_corruptions_refused += summary.wal_corruptions_refused;
         self.store_corruptions_refused += summary.store_corruptions_refused;
         self.checkpoints_written += summary.checkpoints_written;
+        self.truncations_failed += summary.truncations_failed;
         self.transfers_evicted += summary.transfers_evicted;
         self.expiries += summary.expiries;
     }
@@ -100,6 +102,10 @@ impl Totals {
             "no store damage: {self:?}"
         );
         assert!(self.transfers_evicted > 0, "no eviction: {self:?}");
+        assert!(
+            self.truncations_failed > 0,
+            "no failed truncation: {self:?}"
+        );
         assert!(self.expiries > 0, "no expiry: {self:?}");
         assert!(self.replies_acknowledged > self.requests / 2, "{self:?}");
     }

@@ -13,11 +13,13 @@
 //! length, often none or all) of the unsynced ones: a torn write; EIO and ENOSPC on a
 //! write (after part of its bytes) or a sync (nothing synced); delayed completions (the
 //! gate held while the core goes on); bit flips in synced bytes
-//! ([`SimDisk::flip_bit`]). What it does not: directory operations (create, rename,
-//! remove, truncate) are durable at once and never fail; unsynced bytes never reach the
-//! disk out of order (no garbage or zeros in a torn tail); files the WAL writes outside
-//! its writer thread (the first segment at open, recovery's cuts) are never gated or
-//! failed.
+//! ([`SimDisk::flip_bit`]); directory entries (create, rename, remove) that a crash
+//! keeps or loses unless the directory was synced since; EIO on the writer's directory
+//! operations (a new segment) and, on request, on the truncation's
+//! ([`SimDisk::fail_directory_operation`]). What it does not: unsynced bytes never
+//! reach the disk out of order (no garbage or zeros in a torn tail); a cut (`truncate`)
+//! is durable at once and never fails; the first segment at open and recovery's cuts
+//! are never gated or failed.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -45,8 +47,12 @@ struct FileData {
 /// A write or sync of the writer thread, waiting for its verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GateOp {
-    Write { bytes: usize },
+    Write {
+        bytes: usize,
+    },
     Sync,
+    /// Create, rename, or sync the directory (a new segment).
+    Directory,
 }
 
 /// What happens to the operation at the gate.
@@ -66,6 +72,11 @@ pub enum Verdict {
 #[derive(Default)]
 struct State {
     names: BTreeMap<PathBuf, u64>,
+    /// The names as of each directory's last sync: a crash may lose the later changes.
+    names_durable: BTreeMap<PathBuf, u64>,
+    /// The next directory operation (create, rename, remove, directory sync) of a thread
+    /// other than the writer fails with EIO after this many more succeed (`None`: none).
+    directory_fault_after: Option<u32>,
     files: BTreeMap<u64, FileData>,
     id_next: u64,
     /// This incarnation's disk is gone (the process crashed): every operation fails.
@@ -183,8 +194,17 @@ impl SimDisk {
         let mut state = lock(&self.shared);
         state.crashed = true;
         self.shared.changed.notify_all();
+        // Directory changes since the last directory sync survived, or did not.
+        let names = if rng.random_bool(0.5) {
+            state.names.clone()
+        } else {
+            state.names_durable.clone()
+        };
         let mut files = BTreeMap::new();
         for (&id, file) in &state.files {
+            if !names.values().any(|named| *named == id) {
+                continue;
+            }
             let unsynced = file.bytes.len() - file.synced;
             let kept = match rng.random_range(0..4) {
                 0 => 0,
@@ -201,7 +221,8 @@ impl SimDisk {
             );
         }
         SimDisk::from_state(State {
-            names: state.names.clone(),
+            names_durable: names.clone(),
+            names,
             files,
             id_next: state.id_next,
             ..State::default()
@@ -213,6 +234,13 @@ impl SimDisk {
     pub fn halt(&self) {
         lock(&self.shared).crashed = true;
         self.shared.changed.notify_all();
+    }
+
+    /// A directory operation outside the writer thread (the WAL's truncation: remove a
+    /// segment, sync the directory) fails with EIO after `after` more succeed; `None`
+    /// takes a fault back.
+    pub fn fail_directory_operation(&self, after: Option<u32>) {
+        lock(&self.shared).directory_fault_after = after;
     }
 
     /// Paths and synced lengths of the files whose names `keep` accepts, in path order.
@@ -254,6 +282,33 @@ impl SimDisk {
             hasher.update(&file.bytes);
         }
         hasher.digest128()
+    }
+
+    /// Before a directory operation: a crashed disk, the writer's gate, or a fault the
+    /// simulation asked for. `Ok(state)`: go on.
+    fn directory_operation(&self) -> io::Result<MutexGuard<'_, State>> {
+        let mut state = lock(&self.shared);
+        if state.crashed {
+            return Err(errno(ERRNO_IO));
+        }
+        if gated() {
+            let (after, decided) = self.pass_gate(state, GateOp::Directory);
+            state = after;
+            return match decided.ok_or_else(|| errno(ERRNO_IO))? {
+                Verdict::Complete => Ok(state),
+                Verdict::Io { .. } => Err(errno(ERRNO_IO)),
+                Verdict::NoSpace { .. } => Err(errno(ERRNO_NO_SPACE)),
+            };
+        }
+        match state.directory_fault_after {
+            Some(0) => {
+                state.directory_fault_after = None;
+                return Err(errno(ERRNO_IO));
+            }
+            Some(after) => state.directory_fault_after = Some(after - 1),
+            None => {}
+        }
+        Ok(state)
     }
 
     fn file_id(state: &State, path: &Path) -> io::Result<u64> {
@@ -389,10 +444,7 @@ impl Storage for SimDisk {
     }
 
     fn create_file(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
-        let mut state = lock(&self.shared);
-        if state.crashed {
-            return Err(errno(ERRNO_IO));
-        }
+        let mut state = self.directory_operation()?;
         state.id_next += 1;
         let id = state.id_next;
         state.files.insert(id, FileData::default());
@@ -429,30 +481,29 @@ impl Storage for SimDisk {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut state = lock(&self.shared);
-        if state.crashed {
-            return Err(errno(ERRNO_IO));
-        }
+        let mut state = self.directory_operation()?;
         let id = state.names.remove(from).ok_or_else(|| not_found(from))?;
         state.names.insert(to.to_path_buf(), id);
         Ok(())
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        let mut state = lock(&self.shared);
-        if state.crashed {
-            return Err(errno(ERRNO_IO));
-        }
-        let id = state.names.remove(path).ok_or_else(|| not_found(path))?;
-        if !state.names.values().any(|other| *other == id) {
-            state.files.remove(&id);
-        }
+        let mut state = self.directory_operation()?;
+        // The data stays while the durable directory may still name the file.
+        state.names.remove(path).ok_or_else(|| not_found(path))?;
         Ok(())
     }
 
-    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
-        if lock(&self.shared).crashed {
-            return Err(errno(ERRNO_IO));
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.directory_operation()?;
+        let state = &mut *state;
+        state
+            .names_durable
+            .retain(|path, _| path.parent() != Some(dir));
+        for (path, id) in &state.names {
+            if path.parent() == Some(dir) {
+                state.names_durable.insert(path.clone(), *id);
+            }
         }
         Ok(())
     }

@@ -103,6 +103,8 @@ pub struct SimSummary {
     pub wal_corruptions_refused: u64,
     pub store_corruptions_refused: u64,
     pub checkpoints_written: u64,
+    /// WAL truncations that failed (the checkpoint was then written again).
+    pub truncations_failed: u64,
     pub transfers_evicted: u64,
     pub expiries: u64,
     pub trace_hash: u128,
@@ -511,7 +513,7 @@ impl Sim {
         self.summary.wal_faults += 1;
         let written = match op {
             GateOp::Write { bytes } => self.rng.random_range(0..=bytes),
-            GateOp::Sync => 0,
+            GateOp::Sync | GateOp::Directory => 0,
         };
         if self.rng.random_bool(0.5) {
             Verdict::Io { written }
@@ -584,15 +586,28 @@ impl Sim {
                 return;
             }
         }
-        let node = self.node();
+        // Whether removing a segment or syncing the directory after it fails: the
+        // checkpointer then retries the whole checkpoint later (it is idempotent).
+        let fail = self.rng.random_range(0..1000u32) < self.options.disk_fault_per_mille * 4;
+        let fail_after = self.rng.random_range(0..4);
+        let node = self.node.as_mut().expect("a node runs");
         let (meta, changes) = node.checkpoints.pop_front().expect("front exists");
         node.store
             .write_checkpoint(meta, &changes)
             .unwrap_or_else(|error| panic!("checkpoint {lsn}: {error}"));
         assert!(node.wal.durable_lsn() >= meta.lsn);
-        node.wal
-            .truncate_before(meta.lsn + 1)
-            .unwrap_or_else(|error| panic!("truncate below {lsn}: {error}"));
+        if fail {
+            node.disk.fail_directory_operation(Some(fail_after));
+        }
+        let truncated = node.wal.truncate_before(meta.lsn + 1);
+        node.disk.fail_directory_operation(None);
+        if let Err(error) = truncated {
+            assert!(fail, "truncate below {lsn}: {error}");
+            node.checkpoints.push_front((meta, changes));
+            self.summary.truncations_failed += 1;
+            note(&mut self.trace, "truncate_failed", &[lsn]);
+            return;
+        }
         let durable_lsn = node.wal.durable_lsn();
         let released = node.pipeline.durable(durable_lsn);
         let mark = node.pipeline.checkpoint_written(meta.lsn);
