@@ -65,6 +65,7 @@ struct Totals {
     store_corruptions_refused: u64,
     checkpoints_written: u64,
     truncations_failed: u64,
+    writes_refused: u64,
     transfers_evicted: u64,
     expiries: u64,
 }
@@ -82,6 +83,7 @@ impl Totals {
         self.store_corruptions_refused += summary.store_corruptions_refused;
         self.checkpoints_written += summary.checkpoints_written;
         self.truncations_failed += summary.truncations_failed;
+        self.writes_refused += summary.writes_refused;
         self.transfers_evicted += summary.transfers_evicted;
         self.expiries += summary.expiries;
     }

@@ -231,7 +231,6 @@ impl CoreThread {
         ThrottleInput {
             transfers_count: self.ledger.transfers_count(),
             checkpoint_rate: status.transfers_per_second.load(Ordering::Relaxed),
-            checkpoints_failing: status.failure.is_failing(),
             checkpointer_gone: self.throttle_off,
         }
     }
@@ -242,6 +241,7 @@ impl CoreThread {
     fn throttle(&mut self) {
         let mut warned = false;
         loop {
+            self.observe_checkpointer();
             let decision = self.pipeline.throttle(self.throttle_input());
             match decision {
                 Throttle::Go => return,
@@ -322,6 +322,7 @@ impl CoreThread {
             }
             return;
         }
+        self.observe_checkpointer();
         let now = (self.config.clock)();
         self.record.begin(now);
         if self
@@ -382,10 +383,24 @@ impl CoreThread {
         if let Some(reason) = self.eviction.checkpoint_status.disk.writes_held() {
             return Some(EngineError::Unavailable { reason });
         }
-        let error = self.eviction.checkpoint_status.failure.get()?;
+        if !self.pipeline.writes_refused() {
+            return None;
+        }
+        let error = self
+            .eviction
+            .checkpoint_status
+            .failure
+            .get()
+            .map_or_else(|| "no detail".to_owned(), |error| error.to_string());
         Some(EngineError::Unavailable {
             reason: format!("checkpoints to disk are failing ({error}); reads are served"),
         })
+    }
+
+    /// Tell the pipeline whether checkpoints keep failing (the checkpointer's status).
+    fn observe_checkpointer(&mut self) {
+        let failing = self.eviction.checkpoint_status.failure.is_failing();
+        self.pipeline.checkpoints_failing(failing);
     }
 
     /// Per batch, never per event: a handful of atomic updates next to a batch's work.

@@ -14,6 +14,7 @@
 //! | a turn ended at `now` ([`Pipeline::checkpoint_due`]) | start a checkpoint at an LSN |
 //! | the checkpoint was handed over ([`Pipeline::checkpoint_taken`]) | — |
 //! | a checkpoint was written ([`Pipeline::checkpoint_written`]) | evict what its mark holds |
+//! | checkpoints keep failing, or one was written again ([`Pipeline::checkpoints_failing`]) | refuse writes or take them again ([`Pipeline::writes_refused`]) |
 //! | before taking requests ([`Pipeline::throttle`]) | go, pace for a while, hold, or force a checkpoint |
 //! | idle ([`Pipeline::idle_timeout_ns`]) | how long to wait for a request |
 //!
@@ -89,8 +90,6 @@ pub struct ThrottleInput {
     pub transfers_count: u64,
     /// Transfers per second the newest checkpoint was written at (0: unknown).
     pub checkpoint_rate: u64,
-    /// Checkpoints keep failing: nothing will catch up, writes are refused.
-    pub checkpoints_failing: bool,
     /// The checkpointer is gone: waiting for it would hang.
     pub checkpointer_gone: bool,
 }
@@ -124,6 +123,9 @@ pub struct Pipeline<R> {
     transfers_checkpointed: u64,
     /// Set once the WAL fails: nothing more is applied, answered or checkpointed.
     failed: bool,
+    /// Checkpoints keep failing (after their retries): writes are refused so that
+    /// memory and the WAL stay bounded, reads go on, nothing is throttled.
+    checkpoints_failing: bool,
 }
 
 impl<R> Pipeline<R> {
@@ -144,6 +146,7 @@ impl<R> Pipeline<R> {
             taken: VecDeque::new(),
             transfers_checkpointed: start.transfers_checkpointed,
             failed: false,
+            checkpoints_failing: false,
         }
     }
 
@@ -177,6 +180,18 @@ impl<R> Pipeline<R> {
 
     pub fn is_failed(&self) -> bool {
         self.failed
+    }
+
+    /// The checkpointer reports that checkpoints keep failing (`true`, after its
+    /// retries) or that one was written again (`false`).
+    pub fn checkpoints_failing(&mut self, failing: bool) {
+        self.checkpoints_failing = failing;
+    }
+
+    /// Writes are refused before they touch the ledger while checkpoints keep failing:
+    /// nothing more could be checkpointed. Reads are served.
+    pub fn writes_refused(&self) -> bool {
+        self.checkpoints_failing
     }
 
     /// A batch holding `events` may take more requests.
@@ -382,7 +397,7 @@ impl<R> Pipeline<R> {
     /// the bound, hold requests until a checkpoint is written. Never after a failure or
     /// while checkpoints fail: nothing would catch up, and reads must not wait.
     pub fn throttle(&self, input: ThrottleInput) -> Throttle {
-        if self.failed || input.checkpoints_failing || input.checkpointer_gone {
+        if self.failed || self.checkpoints_failing || input.checkpointer_gone {
             return Throttle::Go;
         }
         let max = self.config.transfers_uncheckpointed_max;
@@ -515,10 +530,10 @@ mod tests {
         assert_eq!(pipeline.throttle(input(11)), Throttle::ForceCheckpoint);
         pipeline.checkpoint_taken(1, mark(11), 0);
         assert_eq!(pipeline.throttle(input(11)), Throttle::Hold);
-        let failing = ThrottleInput {
-            checkpoints_failing: true,
-            ..input(11)
-        };
-        assert_eq!(pipeline.throttle(failing), Throttle::Go);
+        pipeline.checkpoints_failing(true);
+        assert!(pipeline.writes_refused());
+        assert_eq!(pipeline.throttle(input(11)), Throttle::Go);
+        pipeline.checkpoints_failing(false);
+        assert_eq!(pipeline.throttle(input(11)), Throttle::Hold);
     }
 }

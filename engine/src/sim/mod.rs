@@ -103,6 +103,8 @@ pub struct SimSummary {
     pub wal_corruptions_refused: u64,
     pub store_corruptions_refused: u64,
     pub checkpoints_written: u64,
+    /// Writes refused while checkpoints kept failing.
+    pub writes_refused: u64,
     /// WAL truncations that failed (the checkpoint was then written again).
     pub truncations_failed: u64,
     pub transfers_evicted: u64,
@@ -321,7 +323,6 @@ impl Sim {
         let input = ThrottleInput {
             transfers_count: node.ledger.transfers_count(),
             checkpoint_rate: 1000,
-            checkpoints_failing: false,
             checkpointer_gone: false,
         };
         match node.pipeline.throttle(input) {
@@ -375,6 +376,19 @@ impl Sim {
         }
         let mut answers = Vec::with_capacity(batch.len());
         for submitted in batch {
+            if node.pipeline.writes_refused() && is_write(&submitted.request) {
+                // Refused before it touches the ledger: the reference skips it too.
+                answers.push(Answer {
+                    index: submitted.index,
+                    lsn: 0,
+                    request: submitted.request,
+                    result: Err(EngineError::Unavailable {
+                        reason: "checkpoints to disk are failing".to_owned(),
+                    }),
+                });
+                self.summary.writes_refused += 1;
+                continue;
+            }
             let expected = reference_reply(&mut self.reference.ledger, now, &submitted.request);
             let result = execute(node, now, submitted.request.clone(), submitted.store_reads);
             match &result {
@@ -586,6 +600,9 @@ impl Sim {
                 return;
             }
         }
+        if !self.checkpoint_attempt_succeeds() {
+            return;
+        }
         // Whether removing a segment or syncing the directory after it fails: the
         // checkpointer then retries the whole checkpoint later (it is idempotent).
         let fail = self.rng.random_range(0..1000u32) < self.options.disk_fault_per_mille * 4;
@@ -617,6 +634,26 @@ impl Sim {
         self.summary.transfers_evicted += evicted;
         note(&mut self.trace, "checkpoint_written", &[lsn, evicted]);
         self.acknowledge(released);
+    }
+
+    /// Whether the store takes this checkpoint. Now and then checkpoints start failing
+    /// for good (after the real checkpointer's retries: a full or failing disk) and the
+    /// pipeline is told, so writes are refused; each later attempt may succeed again.
+    fn checkpoint_attempt_succeeds(&mut self) -> bool {
+        let failing = self.node().pipeline.writes_refused();
+        if !failing && self.rng.random_range(0..1000u32) < self.options.disk_fault_per_mille * 3 {
+            self.node().pipeline.checkpoints_failing(true);
+            note(&mut self.trace, "checkpoints_failing", &[]);
+            return false;
+        }
+        if failing {
+            if self.rng.random_bool(0.6) {
+                return false;
+            }
+            self.node().pipeline.checkpoints_failing(false);
+            note(&mut self.trace, "checkpoints_recovered", &[]);
+        }
+        true
     }
 
     /// Kill the process: the checkpoint being written finished or not, unsynced WAL bytes
@@ -881,6 +918,13 @@ fn note(trace: &mut Xxh3, tag: &str, values: &[u64]) {
 }
 
 static DIR_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn is_write(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::CreateAccounts(_) | Request::CreateTransfers(_)
+    )
+}
 
 fn is_range_read(request: &Request) -> bool {
     matches!(
