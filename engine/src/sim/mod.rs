@@ -342,20 +342,39 @@ impl Sim {
         self.run_batch();
     }
 
+    /// One core batch: the requests that fit, an expiry step first when due, each
+    /// applied and compared with the reference, the record appended, replies parked.
     fn run_batch(&mut self) {
         let now = self.clock_ns;
-        let node = self.node.as_mut().expect("a node runs");
+        let (batch, events) = self.take_batch();
+        let expire = self.expire_if_due(now);
+        if batch.is_empty() && !expire {
+            return;
+        }
+        let answers = self.apply_batch(now, batch);
+        self.append_and_park(events, expire, answers);
+    }
+
+    /// The queued requests that fit one batch (the rest are carried: never split).
+    fn take_batch(&mut self) -> (Vec<Submitted>, u64) {
+        let pipeline = &self.node.as_ref().expect("a node runs").pipeline;
         let mut batch = Vec::new();
         let mut events = 0u64;
         while let Some(front) = self.queue.front() {
             let count = u64::from(front.request.events_count());
-            if !node.pipeline.batch_has_room(events) || !node.pipeline.fits(events, count) {
-                // Carried to the next batch: requests are never split.
+            if !pipeline.batch_has_room(events) || !pipeline.fits(events, count) {
                 break;
             }
             events += count;
             batch.push(self.queue.pop_front().expect("front exists"));
         }
+        (batch, events)
+    }
+
+    /// Begin the batch's record, with an expiry step when the pipeline says it is due
+    /// (applied to the reference too).
+    fn expire_if_due(&mut self, now: u64) -> bool {
+        let node = self.node.as_mut().expect("a node runs");
         node.record.begin(now);
         let expiry_next = node.ledger.expiry_timestamp_next();
         assert_eq!(
@@ -371,36 +390,35 @@ impl Sim {
             self.reference.ledger.expire(now);
             self.summary.expiries += 1;
         }
-        if batch.is_empty() && !expire {
-            return;
-        }
+        expire
+    }
+
+    /// Apply each request as the core does and as the reference does: the replies must
+    /// be equal. Writes are refused, untouched, while checkpoints fail.
+    fn apply_batch(&mut self, now: u64, batch: Vec<Submitted>) -> Vec<Answer> {
+        let node = self.node.as_mut().expect("a node runs");
         let mut answers = Vec::with_capacity(batch.len());
         for submitted in batch {
-            if node.pipeline.writes_refused() && is_write(&submitted.request) {
-                // Refused before it touches the ledger: the reference skips it too.
-                answers.push(Answer {
-                    index: submitted.index,
-                    lsn: 0,
-                    request: submitted.request,
-                    result: Err(EngineError::Unavailable {
-                        reason: "checkpoints to disk are failing".to_owned(),
-                    }),
-                });
+            let result = if node.pipeline.writes_refused() && is_write(&submitted.request) {
                 self.summary.writes_refused += 1;
-                continue;
-            }
-            let expected = reference_reply(&mut self.reference.ledger, now, &submitted.request);
-            let result = execute(node, now, submitted.request.clone(), submitted.store_reads);
-            match &result {
-                Ok(reply) => assert_eq!(
-                    reply,
-                    &expected,
-                    "request {} ({:?}) answered unlike the reference",
-                    submitted.index,
-                    submitted.request.operation()
-                ),
-                Err(error) => panic!("request {} failed: {error}", submitted.index),
-            }
+                Err(EngineError::Unavailable {
+                    reason: "checkpoints to disk are failing".to_owned(),
+                })
+            } else {
+                let expected = reference_reply(&mut self.reference.ledger, now, &submitted.request);
+                let result = execute(node, now, submitted.request.clone(), submitted.store_reads);
+                match &result {
+                    Ok(reply) => assert_eq!(
+                        reply,
+                        &expected,
+                        "request {} ({:?}) answered unlike the reference",
+                        submitted.index,
+                        submitted.request.operation()
+                    ),
+                    Err(error) => panic!("request {} failed: {error}", submitted.index),
+                }
+                result
+            };
             answers.push(Answer {
                 index: submitted.index,
                 lsn: 0,
@@ -408,6 +426,13 @@ impl Sim {
                 result,
             });
         }
+        answers
+    }
+
+    /// Append the batch's record (if it logged anything), check the state against the
+    /// reference, and park the replies in the pipeline behind the newest record.
+    fn append_and_park(&mut self, events: u64, expire: bool, mut answers: Vec<Answer>) {
+        let node = self.node.as_mut().expect("a node runs");
         let appended = if node.record.is_empty() {
             None
         } else {
