@@ -137,7 +137,10 @@ fn every_seed_keeps_every_acknowledged_write_and_invariant() {
         options.steps,
         started.elapsed().as_secs_f64()
     );
-    totals.assert_every_path_walked();
+    // A handful of seeds need not reach every path; the default set must.
+    if count >= SEEDS_DEFAULT / 2 {
+        totals.assert_every_path_walked();
+    }
 }
 
 fn soak(duration: Duration, mut options: SimOptions) {
