@@ -68,6 +68,8 @@ struct Totals {
     writes_refused: u64,
     transfers_evicted: u64,
     expiries: u64,
+    paced: u64,
+    held: u64,
 }
 
 impl Totals {
@@ -86,6 +88,8 @@ impl Totals {
         self.writes_refused += summary.writes_refused;
         self.transfers_evicted += summary.transfers_evicted;
         self.expiries += summary.expiries;
+        self.paced += summary.paced;
+        self.held += summary.held;
     }
 
     /// The seeds walked every path the simulation exists for: a run where none

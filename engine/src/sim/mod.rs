@@ -109,6 +109,9 @@ pub struct SimSummary {
     pub truncations_failed: u64,
     pub transfers_evicted: u64,
     pub expiries: u64,
+    /// Batches the throttle delayed (pace) or held back (too much not checkpointed).
+    pub paced: u64,
+    pub held: u64,
     pub trace_hash: u128,
 }
 
@@ -231,7 +234,7 @@ impl Sim {
         config.checkpoint_events = 150;
         config.checkpoint_interval = Duration::from_secs(2);
         config.transfers_resident_max = 0;
-        config.transfers_uncheckpointed_max = 300;
+        config.transfers_uncheckpointed_max = 40;
         config.disk_free_min_bytes = 0;
         let record_bytes = record::record_bytes_max(BATCH_EVENTS_MAX) as u32;
         config.wal = WalConfig {
@@ -328,10 +331,12 @@ impl Sim {
         match node.pipeline.throttle(input) {
             Throttle::Go => {}
             Throttle::Pace { delay_ns } => {
+                self.summary.paced += 1;
                 note(&mut self.trace, "pace", &[delay_ns]);
                 self.clock_ns += delay_ns;
             }
             Throttle::Hold | Throttle::ForceCheckpoint => {
+                self.summary.held += 1;
                 note(&mut self.trace, "hold", &[]);
                 self.take_checkpoint_if_due(true);
                 self.settle(false);
