@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -33,9 +34,6 @@ use wal::{SegmentFile, Storage, Wal};
 
 const ERRNO_IO: i32 = 5;
 const ERRNO_NO_SPACE: i32 = 28;
-
-/// The name of the WAL's writer thread: only its file operations are gated.
-const WRITER_THREAD: &str = "wal-writer";
 
 #[derive(Clone, Debug, Default)]
 struct FileData {
@@ -90,6 +88,8 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     changed: Condvar,
+    /// The simulation's thread.
+    driver: ThreadId,
 }
 
 /// Where the WAL's writer thread stands.
@@ -120,24 +120,27 @@ fn not_found(path: &Path) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, path.display().to_string())
 }
 
-fn gated() -> bool {
-    std::thread::current().name() == Some(WRITER_THREAD)
-}
-
-impl Default for SimDisk {
-    fn default() -> SimDisk {
-        SimDisk::from_state(State::default())
-    }
-}
-
 impl SimDisk {
-    fn from_state(state: State) -> SimDisk {
+    /// An empty disk driven from the calling thread: operations of every other thread
+    /// (the WAL's writer) pass the gate, the driver's own (open, recovery, truncation)
+    /// do not.
+    pub fn new() -> SimDisk {
+        SimDisk::from_state(State::default(), std::thread::current().id())
+    }
+
+    fn from_state(state: State, driver: ThreadId) -> SimDisk {
         SimDisk {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 changed: Condvar::new(),
+                driver,
             }),
         }
+    }
+
+    /// Operations of threads other than the driver wait at the gate.
+    fn gated(&self) -> bool {
+        std::thread::current().id() != self.shared.driver
     }
 
     /// Wait until the writer of `wal` is at the gate, idle with `appended_last` durable,
@@ -220,13 +223,16 @@ impl SimDisk {
                 },
             );
         }
-        SimDisk::from_state(State {
-            names_durable: names.clone(),
-            names,
-            files,
-            id_next: state.id_next,
-            ..State::default()
-        })
+        SimDisk::from_state(
+            State {
+                names_durable: names.clone(),
+                names,
+                files,
+                id_next: state.id_next,
+                ..State::default()
+            },
+            self.shared.driver,
+        )
     }
 
     /// The process is gone: every later operation fails, and a writer at the gate
@@ -291,7 +297,7 @@ impl SimDisk {
         if state.crashed {
             return Err(errno(ERRNO_IO));
         }
-        if gated() {
+        if self.gated() {
             let (after, decided) = self.pass_gate(state, GateOp::Directory);
             state = after;
             return match decided.ok_or_else(|| errno(ERRNO_IO))? {
@@ -364,7 +370,7 @@ impl SegmentFile for SimFile {
             return Err(errno(ERRNO_IO));
         }
         let mut verdict = Verdict::Complete;
-        if gated() {
+        if self.disk.gated() {
             let op = GateOp::Write { bytes: bytes.len() };
             let (after, decided) = self.disk.pass_gate(state, op);
             state = after;
@@ -397,7 +403,7 @@ impl SegmentFile for SimFile {
             return Err(errno(ERRNO_IO));
         }
         let mut verdict = Verdict::Complete;
-        if gated() {
+        if self.disk.gated() {
             let (after, decided) = self.disk.pass_gate(state, GateOp::Sync);
             state = after;
             verdict = decided.ok_or_else(|| errno(ERRNO_IO))?;
