@@ -124,7 +124,7 @@ impl SimDisk {
     /// An empty disk driven from the calling thread: operations of every other thread
     /// (the WAL's writer) pass the gate, the driver's own (open, recovery, truncation)
     /// do not.
-    pub fn new() -> SimDisk {
+    pub fn driven_from_this_thread() -> SimDisk {
         SimDisk::from_state(State::default(), std::thread::current().id())
     }
 

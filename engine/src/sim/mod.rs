@@ -203,7 +203,7 @@ impl Sim {
             rng: StdRng::seed_from_u64(seed),
             clock_ns: CLOCK_START_NS,
             dir,
-            disk: SimDisk::new(),
+            disk: SimDisk::driven_from_this_thread(),
             node: None,
             reference: Reference {
                 ledger: Ledger::new(),
