@@ -29,6 +29,8 @@ build: deps
 test-deps:
 	@./scripts/deps.sh --test
 
+# The workspace's tests include the deterministic simulation (engine/tests/simulation.rs:
+# 64 seeds, about 25 s; README "Simulation" for one seed or a soak run).
 # Then crash cycles over TCP against the release daemon: kill -9 under load at least 20
 # times, restart, check that nothing acknowledged was lost or applied twice (README:
 # Development says how to run more cycles).

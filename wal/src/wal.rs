@@ -435,10 +435,14 @@ impl Wal {
                 .collect()
         };
         for path in &removable {
-            shared
-                .storage
-                .remove_file(path)
-                .map_err(WalError::io("remove segment", path))?;
+            match shared.storage.remove_file(path) {
+                Ok(()) => {}
+                // A retry after a failed directory sync: the file is gone, but the
+                // removal was never made durable, so the sync below must still run (and
+                // the segment still leave the list). Without this, every retry failed.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(WalError::io("remove segment", path)(error)),
+            }
             shared
                 .storage
                 .sync_dir(&shared.dir)

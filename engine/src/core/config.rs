@@ -117,6 +117,18 @@ impl EngineConfig {
         }
     }
 
+    /// The limits the core's [`super::pipeline::Pipeline`] decides with.
+    pub fn pipeline(&self) -> super::pipeline::PipelineConfig {
+        super::pipeline::PipelineConfig {
+            batch_events_max: self.batch_events_max,
+            checkpoint_batches: self.checkpoint_batches,
+            checkpoint_events: self.checkpoint_events,
+            checkpoint_interval_ns: u64::try_from(self.checkpoint_interval.as_nanos())
+                .unwrap_or(u64::MAX),
+            transfers_uncheckpointed_max: self.transfers_uncheckpointed_max,
+        }
+    }
+
     /// Raise the WAL's record limit to hold a full batch of `batch_events_max` events
     /// (never lowering it: a data directory written with larger batches must still
     /// recover after batch_events_max is lowered).

@@ -9,8 +9,11 @@
 //! Every `checkpoint_batches` batches (or `checkpoint_interval`) it hands the changed
 //! state to the checkpointer thread without waiting for RocksDB; only when memory is at
 //! its bound (`throttle`) or at shutdown does it wait for the checkpointer to take it.
+//!
+//! What to do when is decided by the [`Pipeline`] (`pipeline.rs`, pure, no I/O); this
+//! thread feeds it events (a batch appended, the durable LSN, a checkpoint written) and
+//! performs what it returns (send replies, hand over a checkpoint, evict, wait).
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,12 +22,13 @@ use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use wal::Wal;
 
 use super::checkpointer::{CheckpointJob, CheckpointQueue, CheckpointStatus};
+use super::pipeline::{Pipeline, PipelineStart, Throttle, ThrottleInput};
 use super::query_stage::{self, RecentPart};
 use super::read_stage::{read_for_request, StoreReadData, StoreReads};
 use super::record::{apply, RecordBuilder, Write};
 use super::request::{Reply, ReplySender, ReplyTo, Request};
 use super::{EngineConfig, EngineError, RecoveryReport};
-use crate::ledger::{CheckpointMark, Ledger, OldTransfers};
+use crate::ledger::{Ledger, OldTransfers};
 use crate::store::{CheckpointMeta, Store};
 
 /// What travels on the request queue.
@@ -61,20 +65,11 @@ impl Submission {
     }
 }
 
-/// Replies of one batch, released once `lsn` is durable.
-struct Parked {
-    lsn: u64,
-    replies: Vec<(ReplyTo, Result<Reply, EngineError>)>,
-}
+/// A reply with the result it carries once released.
+type Answer = (ReplyTo, Result<Reply, EngineError>);
 
 /// A request with its reply channel and what the read stage read for it.
 type Queued = (Request, ReplyTo, Option<Box<StoreReads>>);
-
-/// A checkpoint handed to the checkpointer and not yet known to be written.
-struct Taken {
-    lsn: u64,
-    checkpoint_mark: CheckpointMark,
-}
 
 /// What the core needs to move transfers out of memory.
 pub(crate) struct Eviction {
@@ -101,17 +96,11 @@ pub(crate) struct CoreThread {
     requests: Receiver<Submission>,
     checkpoints: CheckpointQueue,
     eviction: Eviction,
-    taken: VecDeque<Taken>,
-    /// LSN of the newest record appended (or replayed).
-    lsn_last: u64,
-    /// LSN of the newest record handed to the checkpointer.
-    lsn_checkpoint_taken: u64,
-    batches_since_checkpoint: u32,
-    events_since_checkpoint: u64,
-    /// Events of the newest batch, for pacing.
-    events_last_batch: u64,
-    checkpoint_taken_at: Instant,
-    parked: VecDeque<Parked>,
+    /// Every decision: batching, parking until durable, checkpoints due, eviction
+    /// marks, throttling (see `pipeline`). This thread performs what it asks.
+    pipeline: Pipeline<Answer>,
+    /// The monotonic clock the pipeline's checkpoint interval is measured on.
+    started: Instant,
     record: RecordBuilder,
     /// A request taken from the queue that did not fit the previous batch.
     carried: Option<Queued>,
@@ -123,13 +112,6 @@ pub(crate) struct CoreThread {
     shutdown_seen: bool,
 }
 
-/// How long the core sleeps when idle and nothing is due: only bounds how late a
-/// checkpoint can be, since requests and durability notifications wake it at once.
-const IDLE_WAKE_MAX: Duration = Duration::from_millis(100);
-
-/// Longest pause `pace` adds after one batch.
-const PACE_DELAY_MAX: Duration = Duration::from_millis(250);
-
 impl CoreThread {
     pub fn new(
         config: EngineConfig,
@@ -140,6 +122,17 @@ impl CoreThread {
         eviction: Eviction,
         recovery: RecoveryReport,
     ) -> CoreThread {
+        let pipeline = Pipeline::new(
+            config.pipeline(),
+            PipelineStart {
+                lsn_last: recovery.lsn_last,
+                checkpoint_lsn: recovery.checkpoint_lsn,
+                // Replayed records are not in the store yet: they count towards a checkpoint.
+                records_replayed: recovery.records_replayed,
+                transfers_checkpointed: eviction.transfers_checkpointed,
+                now_ns: 0,
+            },
+        );
         CoreThread {
             config,
             ledger,
@@ -147,15 +140,8 @@ impl CoreThread {
             requests,
             checkpoints,
             eviction,
-            taken: VecDeque::new(),
-            lsn_last: recovery.lsn_last,
-            lsn_checkpoint_taken: recovery.checkpoint_lsn,
-            // Replayed records are not in the store yet: count them towards a checkpoint.
-            batches_since_checkpoint: u32::try_from(recovery.records_replayed).unwrap_or(u32::MAX),
-            events_since_checkpoint: 0,
-            events_last_batch: 0,
-            checkpoint_taken_at: Instant::now(),
-            parked: VecDeque::new(),
+            pipeline,
+            started: Instant::now(),
             record: RecordBuilder::default(),
             carried: None,
             failed: None,
@@ -196,24 +182,29 @@ impl CoreThread {
         self.stop()
     }
 
+    /// The pipeline's clock: nanoseconds since this thread started (monotonic).
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn send(&self, answers: Vec<Answer>) {
+        for (reply, result) in answers {
+            reply.send(result, &self.eviction.query_parts);
+        }
+    }
+
     /// Learn which checkpoints were written and move what they hold out of memory.
     fn evict_checkpointed(&mut self) {
+        // The written LSN first, the durable LSN after: a checkpoint is durable before
+        // it is written, so the pipeline knows it durable when it learns it written.
         let written_lsn = self.eviction.checkpoint_status.lsn.load(Ordering::Acquire);
-        let mut written = None;
-        while self
-            .taken
-            .front()
-            .is_some_and(|taken| taken.lsn <= written_lsn)
-        {
-            written = self.taken.pop_front();
-        }
-        let Some(written) = written else {
+        self.release_durable();
+        let Some(checkpoint_mark) = self.pipeline.checkpoint_written(written_lsn) else {
             return;
         };
-        self.eviction.transfers_checkpointed = written.checkpoint_mark.transfers;
         let evicted = self
             .ledger
-            .evict(written.checkpoint_mark, self.config.transfers_resident_max);
+            .evict(checkpoint_mark, self.config.transfers_resident_max);
         // The watermark first: a store read that sees the new generation sees it too.
         self.eviction
             .evicted_through
@@ -235,35 +226,40 @@ impl CoreThread {
         }
     }
 
-    /// Transfers applied that no written checkpoint holds yet.
-    fn transfers_uncheckpointed(&self) -> u64 {
-        self.ledger.transfers_count() - self.eviction.transfers_checkpointed
+    fn throttle_input(&self) -> ThrottleInput {
+        let status = &self.eviction.checkpoint_status;
+        ThrottleInput {
+            transfers_count: self.ledger.transfers_count(),
+            checkpoint_rate: status.transfers_per_second.load(Ordering::Relaxed),
+            checkpointer_gone: self.throttle_off,
+        }
     }
 
     /// Slow down, then stop, taking requests while too many transfers wait for a
-    /// checkpoint: memory stays bounded when ingest outruns RocksDB, and the full queue
-    /// pushes back on clients.
+    /// checkpoint (the pipeline decides): memory stays bounded when ingest outruns
+    /// RocksDB, and the full queue pushes back on clients.
     fn throttle(&mut self) {
-        self.pace();
-        let mut waited = false;
-        while !self.throttle_off
-            && self.failed.is_none()
-            && self.transfers_uncheckpointed() > self.config.transfers_uncheckpointed_max
-            && !self.eviction.checkpoint_status.failure.is_failing()
-        {
-            if !waited {
+        let mut warned = false;
+        loop {
+            self.observe_checkpointer();
+            let decision = self.pipeline.throttle(self.throttle_input());
+            match decision {
+                Throttle::Go => return,
+                Throttle::Pace { delay_ns } => return self.pace(delay_ns),
+                Throttle::Hold | Throttle::ForceCheckpoint => {}
+            }
+            if !warned {
                 tracing::warn!(
-                    uncheckpointed = self.transfers_uncheckpointed(),
+                    uncheckpointed = self
+                        .pipeline
+                        .transfers_uncheckpointed(self.ledger.transfers_count()),
                     "checkpoints fall behind; holding requests until one is written"
                 );
-                waited = true;
+                warned = true;
             }
-            if self.taken.is_empty() {
-                if self.lsn_last == self.lsn_checkpoint_taken {
-                    return;
-                }
+            if decision == Throttle::ForceCheckpoint {
                 self.maybe_checkpoint(true);
-                if self.taken.is_empty() {
+                if self.pipeline.checkpoints_in_flight() == 0 {
                     // The checkpointer is gone: no checkpoint will be written, waiting would hang.
                     tracing::error!("checkpointer stopped; memory is no longer bounded");
                     self.throttle_off = true;
@@ -271,41 +267,16 @@ impl CoreThread {
                 }
             }
             std::thread::sleep(Duration::from_millis(1));
-            self.release_durable();
             self.evict_checkpointed();
         }
     }
 
-    /// Above half of `transfers_uncheckpointed_max`, wait after each batch for a share of
-    /// the time the checkpointer needs to write it, growing from nothing at half to twice
-    /// that time at the bound: ingest settles near the checkpointer's pace with every
-    /// request a little slower, instead of running into the bound and stopping for a
-    /// whole checkpoint. Replies keep going out while it waits.
-    fn pace(&mut self) {
-        let max = self.config.transfers_uncheckpointed_max;
-        let soft = max / 2;
-        let uncheckpointed = self.transfers_uncheckpointed();
-        let rate = self
-            .eviction
-            .checkpoint_status
-            .transfers_per_second
-            .load(Ordering::Relaxed);
-        let checkpoints_failed = self.eviction.checkpoint_status.failure.is_failing();
-        if uncheckpointed <= soft
-            || rate == 0
-            || self.throttle_off
-            || checkpoints_failed
-            || self.failed.is_some()
-        {
-            // Nothing will catch up after a failure: writes are refused, reads must not wait.
-            return;
-        }
-        let fraction = ((uncheckpointed - soft) as f64 / (max - soft).max(1) as f64).min(1.0);
-        let delay = self.events_last_batch as f64 / rate as f64 * 2.0 * fraction;
-        let deadline = Instant::now() + Duration::from_secs_f64(delay).min(PACE_DELAY_MAX);
+    /// Wait `delay_ns` after a batch (the pipeline's pace towards the checkpointer's
+    /// rate); replies keep going out while it waits.
+    fn pace(&mut self, delay_ns: u64) {
+        let deadline = Instant::now() + Duration::from_nanos(delay_ns);
         metrics::counter!(crate::metrics::CORE_PACED_TOTAL).increment(1);
         loop {
-            self.release_durable();
             self.evict_checkpointed();
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -317,8 +288,11 @@ impl CoreThread {
 
     /// Wait for a request, a durability notification, or the next deadline.
     fn next_submission(&mut self, durable: &Receiver<u64>) -> Option<Submission> {
-        let timeout = self.idle_timeout();
-        if !self.parked.is_empty() {
+        let timeout = Duration::from_nanos(
+            self.pipeline
+                .idle_timeout_ns((self.config.clock)(), self.ledger.expiry_timestamp_next()),
+        );
+        if self.pipeline.has_parked() {
             crossbeam::select! {
                 recv(self.requests) -> submission => return submission.ok().or(Some(Submission::Shutdown)),
                 recv(durable) -> notified => {
@@ -338,22 +312,6 @@ impl CoreThread {
         }
     }
 
-    fn idle_timeout(&self) -> Duration {
-        // A failed engine applies nothing more, expiries included: a due expiry must not
-        // make every wait return at once (the core would spin).
-        if self.failed.is_some() {
-            return IDLE_WAKE_MAX;
-        }
-        let now = (self.config.clock)();
-        let expiry = self
-            .ledger
-            .expiry_timestamp_next()
-            .map_or(IDLE_WAKE_MAX, |at| {
-                Duration::from_nanos(at.saturating_sub(now))
-            });
-        expiry.min(IDLE_WAKE_MAX)
-    }
-
     /// One core batch: the first request (if any) plus whatever else is waiting.
     fn run_batch(&mut self, first: Option<Queued>) {
         let mut batch: Vec<Queued> = first.into_iter().collect();
@@ -364,12 +322,12 @@ impl CoreThread {
             }
             return;
         }
+        self.observe_checkpointer();
         let now = (self.config.clock)();
         self.record.begin(now);
         if self
-            .ledger
-            .expiry_timestamp_next()
-            .is_some_and(|at| at <= now)
+            .pipeline
+            .expiry_due(now, self.ledger.expiry_timestamp_next())
         {
             self.record.push(Write::Expire);
             let mut nothing = OldTransfers::new(self.ledger.evicted_through());
@@ -394,16 +352,11 @@ impl CoreThread {
             replies.push((reply, self.execute(now, request, store_reads)));
         }
         self.record_batch(events, apply_started.elapsed());
-        self.events_last_batch = events;
-        let lsn = if self.record.is_empty() {
-            self.lsn_last
+        let appended = if self.record.is_empty() {
+            None
         } else {
             match self.wal.append(self.record.finish()) {
-                Ok(lsn) => {
-                    // The core is the WAL's only writer: records are dense.
-                    assert_eq!(lsn, self.lsn_last + 1, "the WAL skipped or repeated an LSN");
-                    lsn
-                }
+                Ok(lsn) => Some(lsn),
                 Err(error) => {
                     let error = EngineError::Wal(Arc::new(error));
                     self.fail(error, replies);
@@ -411,12 +364,9 @@ impl CoreThread {
                 }
             }
         };
-        if lsn != self.lsn_last {
-            self.lsn_last = lsn;
-            self.batches_since_checkpoint += 1;
-            self.events_since_checkpoint += self.events_last_batch;
-        }
-        self.park(lsn, replies);
+        // Parked behind the newest record; the pipeline asserts the LSN is dense.
+        let released = self.pipeline.batch_appended(appended, events, replies);
+        self.send(released);
     }
 
     /// While checkpoints keep failing, writes are refused before they touch the ledger:
@@ -433,10 +383,24 @@ impl CoreThread {
         if let Some(reason) = self.eviction.checkpoint_status.disk.writes_held() {
             return Some(EngineError::Unavailable { reason });
         }
-        let error = self.eviction.checkpoint_status.failure.get()?;
+        if !self.pipeline.writes_refused() {
+            return None;
+        }
+        let error = self
+            .eviction
+            .checkpoint_status
+            .failure
+            .get()
+            .map_or_else(|| "no detail".to_owned(), |error| error.to_string());
         Some(EngineError::Unavailable {
             reason: format!("checkpoints to disk are failing ({error}); reads are served"),
         })
+    }
+
+    /// Tell the pipeline whether checkpoints keep failing (the checkpointer's status).
+    fn observe_checkpointer(&mut self) {
+        let failing = self.eviction.checkpoint_status.failure.is_failing();
+        self.pipeline.checkpoints_failing(failing);
     }
 
     /// Per batch, never per event: a handful of atomic updates next to a batch's work.
@@ -448,7 +412,9 @@ impl CoreThread {
         metrics::gauge!(m::CORE_QUEUE_REQUESTS).set(self.requests.len() as f64);
         let ledger = &self.ledger;
         let resident = ledger.transfers_resident();
-        let uncheckpointed = ledger.transfers_count() - self.eviction.transfers_checkpointed;
+        let uncheckpointed = self
+            .pipeline
+            .transfers_uncheckpointed(ledger.transfers_count());
         metrics::gauge!(m::TRANSFERS_RESIDENT).set(resident as f64);
         metrics::gauge!(m::TRANSFERS_CHECKPOINTED_RESIDENT)
             .set(resident.saturating_sub(uncheckpointed) as f64);
@@ -457,13 +423,13 @@ impl CoreThread {
         metrics::gauge!(m::FAILED_IDS).set(ledger.failed_ids_count() as f64);
     }
 
-    /// Take waiting requests until the batch would exceed `batch_events_max` events.
+    /// Take waiting requests while the pipeline says they fit the batch.
     fn drain_into(&mut self, batch: &mut Vec<Queued>) {
         let mut events: u64 = batch
             .iter()
             .map(|(r, _, _)| u64::from(r.events_count()))
             .sum();
-        while events < u64::from(self.config.batch_events_max) {
+        while self.pipeline.batch_has_room(events) {
             match self.requests.try_recv() {
                 Ok(Submission::Request {
                     request,
@@ -471,7 +437,7 @@ impl CoreThread {
                     store_reads,
                 }) => {
                     let count = u64::from(request.events_count());
-                    if events + count > u64::from(self.config.batch_events_max) {
+                    if !self.pipeline.fits(events, count) {
                         self.carried = Some((request, reply, store_reads));
                         return;
                     }
@@ -504,47 +470,14 @@ impl CoreThread {
         if query_stage::is_range_read(&request) {
             return Ok(self.recent_part(request, through));
         }
-        let store_reads = match store_reads {
-            Some(store_reads) if store_reads.generation == self.ledger.eviction_generation() => {
-                *store_reads
-            }
-            _ => read_for_request(
-                &self.eviction.store,
-                &request,
-                through,
-                self.ledger.eviction_generation(),
-            )
-            .map_err(|error| EngineError::Store(Arc::new(error)))?,
-        };
-        // The watermark only moves with the generation.
-        debug_assert_eq!(store_reads.through, through);
-        let ledger = &mut self.ledger;
-        let reply = match (request, store_reads.data) {
-            (Request::CreateAccounts(accounts), StoreReadData::Transfers(mut old)) => {
-                let write = Write::CreateAccounts(&accounts);
-                if !accounts.is_empty() {
-                    self.record.push(write);
-                }
-                Reply::Created(apply(ledger, now, write, &mut old))
-            }
-            (Request::CreateTransfers(transfers), StoreReadData::Transfers(mut old)) => {
-                let write = Write::CreateTransfers(&transfers);
-                if !transfers.is_empty() {
-                    self.record.push(write);
-                }
-                Reply::Created(apply(ledger, now, write, &mut old))
-            }
-            (Request::LookupAccounts(ids), _) => Reply::Accounts(ledger.lookup_accounts(&ids)),
-            (Request::LookupTransfers(ids), StoreReadData::Transfers(old)) => {
-                Reply::Transfers(ledger.lookup_transfers_with(&ids, &old))
-            }
-            (Request::QueryAccounts(filter), _) => Reply::Accounts(ledger.query_accounts(&filter)),
-            (request, data) => unreachable!(
-                "read stage read {data:?} for a {:?} request",
-                request.operation()
-            ),
-        };
-        Ok(reply)
+        execute_request(
+            &mut self.ledger,
+            &self.eviction.store,
+            &mut self.record,
+            now,
+            request,
+            store_reads,
+        )
     }
 
     /// Memory's part of a range read: what it selects after the watermark `through`, in
@@ -566,36 +499,11 @@ impl CoreThread {
         }
     }
 
-    /// Hold replies until `lsn` is durable. Reads are parked behind the newest record too:
-    /// they may have seen its effects, which must not be shown before they are durable.
-    fn park(&mut self, lsn: u64, replies: Vec<(ReplyTo, Result<Reply, EngineError>)>) {
-        if replies.is_empty() {
-            return;
-        }
-        // Replies leave in LSN order: a later batch is never parked before an earlier one.
-        assert!(
-            self.parked.back().is_none_or(|last| last.lsn <= lsn),
-            "parked LSNs go back: {lsn} after {:?}",
-            self.parked.back().map(|last| last.lsn)
-        );
-        assert!(lsn <= self.lsn_last, "parked under an LSN not yet appended");
-        match self.parked.back_mut() {
-            Some(last) if last.lsn == lsn => last.replies.extend(replies),
-            _ => self.parked.push_back(Parked { lsn, replies }),
-        }
-    }
-
+    /// Send what the WAL made durable.
     fn release_durable(&mut self) {
-        let durable_lsn = self.wal.durable_lsn();
-        while self.parked.front().is_some_and(|p| p.lsn <= durable_lsn) {
-            let parked = self.parked.pop_front().expect("front exists");
-            // Nothing is answered before the record that produced it is on disk.
-            debug_assert!(parked.lsn <= self.wal.durable_lsn());
-            for (reply, result) in parked.replies {
-                reply.send(result, &self.eviction.query_parts);
-            }
-        }
-        if !self.parked.is_empty() && self.wal.error().is_some() {
+        let released = self.pipeline.durable(self.wal.durable_lsn());
+        self.send(released);
+        if self.pipeline.has_parked() && self.wal.error().is_some() {
             self.fail_from_wal();
         }
     }
@@ -609,15 +517,13 @@ impl CoreThread {
 
     /// The WAL failed: nothing not yet durable may be acknowledged, and the in-memory
     /// state may be ahead of the log, so the engine stops serving until restarted.
-    fn fail(&mut self, error: EngineError, replies: Vec<(ReplyTo, Result<Reply, EngineError>)>) {
+    fn fail(&mut self, error: EngineError, replies: Vec<Answer>) {
         tracing::error!(%error, "engine failed; restart to recover from the WAL");
-        let durable_lsn = self.wal.durable_lsn();
-        for parked in std::mem::take(&mut self.parked) {
-            let durable = parked.lsn <= durable_lsn;
-            for (reply, result) in parked.replies {
-                let result = if durable { result } else { Err(error.clone()) };
-                reply.send(result, &self.eviction.query_parts);
-            }
+        let released = self.pipeline.durable(self.wal.durable_lsn());
+        self.send(released);
+        for ((reply, result), durable) in self.pipeline.wal_failed() {
+            let result = if durable { result } else { Err(error.clone()) };
+            reply.send(result, &self.eviction.query_parts);
         }
         for (reply, _) in replies {
             reply.send(Err(error.clone()), &self.eviction.query_parts);
@@ -625,21 +531,17 @@ impl CoreThread {
         self.failed = Some(error);
     }
 
-    /// Hand the changes since the last checkpoint to the checkpointer, unless it is still
-    /// busy with the previous one (then they keep accumulating). `force` waits for room.
+    /// Hand the changes since the last checkpoint to the checkpointer when the pipeline
+    /// says one is due, unless it is still busy with the previous one (then they keep
+    /// accumulating). `force` waits for room.
     fn maybe_checkpoint(&mut self, force: bool) {
-        if self.failed.is_some() || self.lsn_last == self.lsn_checkpoint_taken {
+        let now_ns = self.now_ns();
+        let queue_has_room = !self.checkpoints.jobs.is_full();
+        let Some(lsn) = self.pipeline.checkpoint_due(now_ns, queue_has_room, force) else {
             return;
-        }
-        let due = force
-            || self.batches_since_checkpoint >= self.config.checkpoint_batches
-            || self.events_since_checkpoint >= self.config.checkpoint_events
-            || self.checkpoint_taken_at.elapsed() >= self.config.checkpoint_interval;
-        if !due || (!force && self.checkpoints.jobs.is_full()) {
-            return;
-        }
+        };
         let meta = CheckpointMeta {
-            lsn: self.lsn_last,
+            lsn,
             timestamp_last: self.ledger.timestamp_last(),
         };
         if let Ok(changes) = self.checkpoints.emptied.try_recv() {
@@ -661,14 +563,8 @@ impl CoreThread {
             }
         };
         if sent {
-            self.taken.push_back(Taken {
-                lsn: meta.lsn,
-                checkpoint_mark: self.ledger.checkpoint_mark(),
-            });
-            self.lsn_checkpoint_taken = self.lsn_last;
-            self.batches_since_checkpoint = 0;
-            self.events_since_checkpoint = 0;
-            self.checkpoint_taken_at = Instant::now();
+            self.pipeline
+                .checkpoint_taken(lsn, self.ledger.checkpoint_mark(), now_ns);
         }
     }
 
@@ -681,8 +577,9 @@ impl CoreThread {
             .checkpoint_status
             .stopping
             .store(true, Ordering::Release);
-        if self.failed.is_none() && self.lsn_last > 0 {
-            if let Err(error) = self.wal.wait_durable(self.lsn_last) {
+        let lsn_last = self.pipeline.lsn_last();
+        if self.failed.is_none() && lsn_last > 0 {
+            if let Err(error) = self.wal.wait_durable(lsn_last) {
                 self.fail(EngineError::Wal(Arc::new(error)), Vec::new());
             }
         }
@@ -695,4 +592,52 @@ impl CoreThread {
         }
         self.ledger
     }
+}
+
+/// Apply one request that is not a range read (the core's and the simulation's path):
+/// writes go into the batch's WAL record `record` first. Evicted transfers it names come
+/// from `store_reads` (the read stage's), or are read here if the ledger evicted more
+/// since (a store error then fails this request alone, before anything is applied).
+pub(crate) fn execute_request(
+    ledger: &mut Ledger,
+    store: &Store,
+    record: &mut RecordBuilder,
+    now: u64,
+    request: Request,
+    store_reads: Option<Box<StoreReads>>,
+) -> Result<Reply, EngineError> {
+    let through = ledger.evicted_through();
+    let store_reads = match store_reads {
+        Some(store_reads) if store_reads.generation == ledger.eviction_generation() => *store_reads,
+        _ => read_for_request(store, &request, through, ledger.eviction_generation())
+            .map_err(|error| EngineError::Store(Arc::new(error)))?,
+    };
+    // The watermark only moves with the generation.
+    debug_assert_eq!(store_reads.through, through);
+    let reply = match (request, store_reads.data) {
+        (Request::CreateAccounts(accounts), StoreReadData::Transfers(mut old)) => {
+            let write = Write::CreateAccounts(&accounts);
+            if !accounts.is_empty() {
+                record.push(write);
+            }
+            Reply::Created(apply(ledger, now, write, &mut old))
+        }
+        (Request::CreateTransfers(transfers), StoreReadData::Transfers(mut old)) => {
+            let write = Write::CreateTransfers(&transfers);
+            if !transfers.is_empty() {
+                record.push(write);
+            }
+            Reply::Created(apply(ledger, now, write, &mut old))
+        }
+        (Request::LookupAccounts(ids), _) => Reply::Accounts(ledger.lookup_accounts(&ids)),
+        (Request::LookupTransfers(ids), StoreReadData::Transfers(old)) => {
+            Reply::Transfers(ledger.lookup_transfers_with(&ids, &old))
+        }
+        (Request::QueryAccounts(filter), _) => Reply::Accounts(ledger.query_accounts(&filter)),
+        (request, data) => unreachable!(
+            "read stage read {data:?} for a {:?} request",
+            request.operation()
+        ),
+    };
+    Ok(reply)
 }

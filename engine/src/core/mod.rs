@@ -30,6 +30,7 @@ mod checkpointer;
 mod config;
 mod core_thread;
 mod disk;
+pub mod pipeline;
 mod query_stage;
 mod read_stage;
 pub mod record;
@@ -52,6 +53,9 @@ pub use telemetry::Health;
 
 use checkpointer::{CheckpointQueue, CheckpointStatus};
 use core_thread::{CoreThread, Eviction};
+// For the simulation (`crate::sim`), which drives the same pieces on one thread.
+pub(crate) use core_thread::execute_request;
+pub(crate) use read_stage::{read_for_request, StoreReadData, StoreReads};
 
 use crate::ledger::Ledger;
 use crate::store::{Store, StoreError};
@@ -442,18 +446,18 @@ fn wal_error(error: WalError) -> EngineError {
 }
 
 /// Everything recovery rebuilt.
-struct Recovered {
-    store: Store,
-    wal: Wal,
-    ledger: Ledger,
-    report: RecoveryReport,
+pub(crate) struct Recovered {
+    pub store: Store,
+    pub wal: Wal,
+    pub ledger: Ledger,
+    pub report: RecoveryReport,
     /// Transfers the checkpoint held (the rest came from the WAL).
-    transfers_checkpointed: u64,
+    pub transfers_checkpointed: u64,
 }
 
 /// Open the store and the WAL of `config.data_dir` and rebuild the ledger: the
 /// checkpoint's accounts and pending transfers, then every WAL record after it.
-fn recover(config: &EngineConfig) -> Result<Recovered, EngineError> {
+pub(crate) fn recover(config: &EngineConfig) -> Result<Recovered, EngineError> {
     let store_dir = config.data_dir.join("store");
     let wal_dir = config.data_dir.join("wal");
     for dir in [&store_dir, &wal_dir] {

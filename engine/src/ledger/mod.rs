@@ -24,6 +24,8 @@ mod lookahead;
 mod memory;
 mod query;
 mod resident;
+#[doc(hidden)]
+pub use resident::set_chunk_transfers;
 mod restore;
 
 use protocol::{Account, AccountFlags, CreateResult, Transfer, TransferFlags, TIMESTAMP_MAX};

@@ -245,6 +245,44 @@ impl AccountTable {
 /// eviction.
 pub(crate) const CHUNK_TRANSFERS: usize = 16384;
 
+/// The chunk size of transfer tables built from now on: [`CHUNK_TRANSFERS`], except under
+/// the simulation (`crate::sim`), which sets a small power of two before it builds any
+/// ledger so that a few thousand transfers span many chunks and evictions.
+static CHUNK_TRANSFERS_SHIFT_NEW: std::sync::atomic::AtomicU32 =
+    std::sync::atomic::AtomicU32::new(CHUNK_TRANSFERS.trailing_zeros());
+
+/// Chunks of `transfers` (a power of two, at most [`CHUNK_TRANSFERS`]) for the transfer
+/// tables built after this call. For the simulation only.
+#[doc(hidden)]
+pub fn set_chunk_transfers(transfers: usize) {
+    assert!(transfers.is_power_of_two() && (2..=CHUNK_TRANSFERS).contains(&transfers));
+    CHUNK_TRANSFERS_SHIFT_NEW.store(
+        transfers.trailing_zeros(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// A table's chunk size, fixed when it is built: `1 << shift` transfers.
+#[derive(Clone, Copy, Debug)]
+struct ChunkSize {
+    shift: u32,
+}
+
+impl Default for ChunkSize {
+    fn default() -> ChunkSize {
+        ChunkSize {
+            shift: CHUNK_TRANSFERS_SHIFT_NEW.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
+impl ChunkSize {
+    #[inline]
+    fn transfers(self) -> usize {
+        1 << self.shift
+    }
+}
+
 /// A run of consecutive transfers. Which of them touch an account is found without a
 /// per-account list (whose upkeep costs two cache misses per transfer): the chunk being
 /// filled is scanned, and a full chunk is indexed in bulk the first time an account's
@@ -254,6 +292,8 @@ pub(crate) const CHUNK_TRANSFERS: usize = 16384;
 /// (64 at 1 Mi resident: ~15 ms on the core thread), once.
 #[derive(Clone, Default)]
 struct Chunk {
+    /// Transfers it holds when full.
+    size: usize,
     transfers: HugeVec<Transfer>,
     status: Vec<PendingStatus>,
     /// The account slots of each transfer (in either order).
@@ -266,25 +306,26 @@ struct Chunk {
 
 impl Chunk {
     /// An empty chunk, in the memory of `recycled` records if there are some.
-    fn new(recycled: Option<HugeVec<Transfer>>) -> Chunk {
+    fn new(recycled: Option<HugeVec<Transfer>>, size: usize) -> Chunk {
         let transfers = match recycled {
             Some(mut transfers) => {
                 transfers.clear();
                 transfers
             }
-            None => HugeVec::with_capacity(CHUNK_TRANSFERS),
+            None => HugeVec::with_capacity(size),
         };
         Chunk {
+            size,
             transfers,
-            status: Vec::with_capacity(CHUNK_TRANSFERS),
-            parties: Vec::with_capacity(CHUNK_TRANSFERS),
+            status: Vec::with_capacity(size),
+            parties: Vec::with_capacity(size),
             by_account: OnceLock::new(),
         }
     }
 
     /// The account index of a full chunk, built on first use.
     fn by_account(&self) -> &[u64] {
-        debug_assert_eq!(self.transfers.len(), CHUNK_TRANSFERS);
+        debug_assert_eq!(self.transfers.len(), self.size);
         self.by_account.get_or_init(|| {
             let mut keys = Vec::with_capacity(self.parties.len() * 2);
             for (offset, parties) in self.parties.iter().enumerate() {
@@ -300,7 +341,7 @@ impl Chunk {
 
     /// The chunk's transfers of one account, oldest first.
     fn of_account(&self, account: Slot) -> ChunkRun<'_> {
-        if self.transfers.len() == CHUNK_TRANSFERS {
+        if self.transfers.len() == self.size {
             let by_account = self.by_account();
             let start = by_account.partition_point(|key| key_account(*key) < account);
             let end =
@@ -490,8 +531,10 @@ const WRITE_AHEAD_STATUSES: usize = 256;
 
 #[derive(Clone, Default)]
 pub(crate) struct TransferTable {
+    /// Transfers per chunk ([`CHUNK_TRANSFERS`] but in the simulation).
+    chunk_size: ChunkSize,
     /// Resident transfers in creation order: every chunk but the last holds
-    /// `CHUNK_TRANSFERS`; `chunks[0]` starts at slot `base`.
+    /// `chunk_size`; `chunks[0]` starts at slot `base`.
     chunks: VecDeque<Chunk>,
     base: TransferSlot,
     /// The next slot.
@@ -644,7 +687,8 @@ impl TransferTable {
     #[inline]
     fn locate(&self, slot: TransferSlot) -> Option<(usize, usize)> {
         let offset = slot.checked_sub(self.base)? as usize;
-        Some((offset / CHUNK_TRANSFERS, offset % CHUNK_TRANSFERS))
+        let shift = self.chunk_size.shift;
+        Some((offset >> shift, offset & ((1 << shift) - 1)))
     }
 
     #[inline]
@@ -708,8 +752,8 @@ impl TransferTable {
         match self.chunks.get(full_chunks) {
             Some(chunk) => {
                 self.base
-                    + (full_chunks * CHUNK_TRANSFERS + chunk.transfers.partition_point(&before))
-                        as u64
+                    + (full_chunks * self.chunk_size.transfers()
+                        + chunk.transfers.partition_point(&before)) as u64
             }
             None => self.count,
         }
@@ -805,12 +849,13 @@ impl TransferTable {
             "transfer id inserted twice"
         );
         self.slots.insert_tagged(transfer.id, tag, slot);
-        if ((self.count - self.base) as usize).is_multiple_of(CHUNK_TRANSFERS) {
+        let size = self.chunk_size.transfers();
+        if ((self.count - self.base) as usize).is_multiple_of(size) {
             let recycled = self.spare_records.pop();
-            self.chunks.push_back(Chunk::new(recycled));
+            self.chunks.push_back(Chunk::new(recycled, size));
         }
         let chunk = self.chunks.back_mut().expect("a chunk with room");
-        debug_assert!(chunk.transfers.len() < CHUNK_TRANSFERS);
+        debug_assert!(chunk.transfers.len() < chunk.size);
         chunk.transfers.push(transfer);
         chunk
             .transfers
@@ -988,7 +1033,7 @@ impl TransferTable {
         if self.chunks.len() < 2 {
             return None;
         }
-        let end = self.base + CHUNK_TRANSFERS as u64;
+        let end = self.base + self.chunk_size.transfers() as u64;
         let newest = self.chunks.front()?.transfers.last()?.timestamp;
         if end > transfers_checkpointed || self.count - end < keep_recent {
             return None;
@@ -996,7 +1041,7 @@ impl TransferTable {
         self.eviction_generation += 1;
         let chunk = self.chunks.pop_front().expect("checked above");
         let first = self.base;
-        self.base += CHUNK_TRANSFERS as u64;
+        self.base += self.chunk_size.transfers() as u64;
         // Every removal is a cache miss in the id index: its bucket is requested
         // `LOOKAHEAD_INDEX_EVENTS` transfers ahead, as when the transfers were created.
         let mut tags = [0u64; LOOKAHEAD_INDEX_EVENTS];

@@ -227,6 +227,9 @@ pub struct RocksStats {
 
 /// The ledger's checkpoints in one RocksDB instance. Written by one thread (the
 /// checkpointer); reads see a consistent snapshot.
+/// A row as RocksDB holds it: key and value.
+pub(crate) type RawRow = (Box<[u8]>, Box<[u8]>);
+
 pub struct Store {
     db: DB,
     /// The options of `transfers`, for the files checkpoints build for it.
@@ -540,6 +543,40 @@ impl Store {
             .db
             .property_int_value("rocksdb.actual-delayed-write-rate"))?;
         Ok(stats)
+    }
+
+    /// For the simulation (`crate::sim`): flip bit `bit` of the value of the `pick`-th
+    /// row (modulo the count) of `accounts`, flushed. Returns the key and the original
+    /// value, for [`Store::put_account_row`] to put back; `None` when there is no row.
+    pub(crate) fn damage_account_row(
+        &self,
+        pick: usize,
+        bit: usize,
+    ) -> Result<Option<RawRow>, StoreError> {
+        let cf = self.cf(CF_ACCOUNTS)?;
+        let rows = self
+            .db
+            .iterator_cf(cf, rocksdb::IteratorMode::Start)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(rocks("read accounts"))?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let (key, value) = rows[pick % rows.len()].clone();
+        let mut damaged = value.to_vec();
+        let bit = bit % (damaged.len() * 8);
+        damaged[bit / 8] ^= 1 << (bit % 8);
+        self.put_account_row(&key, &damaged)?;
+        Ok(Some((key, value)))
+    }
+
+    /// For the simulation: write an `accounts` row as it is given, flushed.
+    pub(crate) fn put_account_row(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let cf = self.cf(CF_ACCOUNTS)?;
+        self.db
+            .put_cf(cf, key, value)
+            .map_err(rocks("write account row"))?;
+        self.db.flush_cf(cf).map_err(rocks("flush accounts"))
     }
 
     fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
