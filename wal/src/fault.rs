@@ -38,6 +38,8 @@ struct FaultState {
     sync_data_failed_count: u64,
     syncs_blocked: u64,
     written_bytes: u64,
+    /// The next directory sync fails with EIO (once).
+    dir_sync_fail_armed: bool,
 }
 
 /// Real file system plus injected faults. Clones share one fault plan.
@@ -61,6 +63,12 @@ impl FaultyStorage {
     /// Only the `sync_index`-th `sync_data` call (0-based) fails with EIO.
     pub fn fail_sync_once(&self, sync_index: u64) {
         self.lock().sync_fail_indexes = Some(sync_index..sync_index + 1);
+    }
+
+    /// The next `sync_dir` call fails with EIO, once (a directory entry change not
+    /// known to be durable).
+    pub fn fail_dir_sync_once(&self) {
+        self.lock().dir_sync_fail_armed = true;
     }
 
     /// Writes may add `bytes` more bytes in total; the write that crosses the
@@ -94,6 +102,7 @@ impl FaultyStorage {
         state.write_bytes_left = None;
         state.write_fault = None;
         state.syncs_paused = false;
+        state.dir_sync_fail_armed = false;
         self.syncs_resumed.notify_all();
     }
 
@@ -222,6 +231,9 @@ impl Storage for FaultyStorage {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if std::mem::take(&mut self.lock().dir_sync_fail_armed) {
+            return Err(io::Error::from_raw_os_error(ERRNO_IO));
+        }
         FsStorage.sync_dir(dir)
     }
 }

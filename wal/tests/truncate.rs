@@ -3,52 +3,11 @@
 mod common;
 
 use std::fs;
-use std::io;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::*;
-use settled_wal::{FsStorage, SegmentFile, Storage, Wal, WalError, SEGMENT_HEADER_BYTES};
-
-/// The real file system, with one directory sync that fails once armed.
-#[derive(Default)]
-struct DirSyncFailsOnce {
-    armed: AtomicBool,
-}
-
-impl Storage for DirSyncFailsOnce {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        FsStorage.create_dir_all(dir)
-    }
-    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
-        FsStorage.list_dir(dir)
-    }
-    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
-        FsStorage.read_file(path)
-    }
-    fn create_file(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
-        FsStorage.create_file(path)
-    }
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
-        FsStorage.open_append(path)
-    }
-    fn truncate_file(&self, path: &Path, file_bytes: u64) -> io::Result<()> {
-        FsStorage.truncate_file(path, file_bytes)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        FsStorage.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        FsStorage.remove_file(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if self.armed.swap(false, Ordering::SeqCst) {
-            return Err(io::Error::from_raw_os_error(5));
-        }
-        FsStorage.sync_dir(dir)
-    }
-}
+use settled_wal::fault::FaultyStorage;
+use settled_wal::{Wal, WalError, SEGMENT_HEADER_BYTES};
 
 /// Found by the engine's simulation: a directory sync that failed after a segment was
 /// removed made every retry fail on the missing file, so checkpoints failed until a
@@ -57,10 +16,11 @@ impl Storage for DirSyncFailsOnce {
 fn a_truncation_retried_after_a_failed_directory_sync_goes_through() {
     let config = small_config();
     let dir = build_wal(&config, 100);
-    let storage = Arc::new(DirSyncFailsOnce::default());
-    let wal = Wal::open_with_storage(dir.path(), config.clone(), storage.clone()).expect("open");
+    let storage = FaultyStorage::new();
+    let wal = Wal::open_with_storage(dir.path(), config.clone(), Arc::new(storage.clone()))
+        .expect("open");
     let segments_before = segment_files(dir.path()).len();
-    storage.armed.store(true, Ordering::SeqCst);
+    storage.fail_dir_sync_once();
     assert!(matches!(wal.truncate_before(50), Err(WalError::Io { .. })));
     // The first segment's file is gone, its removal not yet durable.
     assert_eq!(segment_files(dir.path()).len(), segments_before - 1);
