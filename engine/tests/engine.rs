@@ -549,3 +549,69 @@ fn a_wal_behind_the_checkpoint_is_refused_or_set_aside_when_the_loss_is_accepted
     );
     engine.shutdown().unwrap();
 }
+
+/// The production path of "checkpoints keep failing": the checkpointer's status, read by
+/// the core thread into its Pipeline, refuses writes (unavailable), serves reads, and takes
+/// writes again once a checkpoint is written. The simulation refuses writes itself and does
+/// not run this path.
+#[test]
+fn checkpoints_failing_refuse_writes_serve_reads_and_writes_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every WAL truncation, the last step of a checkpoint, fails while removes fail.
+    let storage = wal::fault::FaultyStorage::new();
+    let mut config = config(dir.path());
+    config.wal_storage = settled_engine::core::WalStorage(std::sync::Arc::new(storage.clone()));
+    let engine = Engine::open(config).unwrap();
+    let handle = engine.handle();
+    create_accounts_1_and_2(&handle);
+    storage.fail_removes(true);
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let mut id = 100u128;
+    let mut acknowledged = 0u128;
+    loop {
+        // About 1 MiB of WAL each: segments (4 MiB) roll, so checkpoints truncate.
+        let transfers: Vec<_> = (0..8189).map(|i| transfer(id + i, 1, 2, 1)).collect();
+        id += 8189;
+        match handle.submit_wait(Request::CreateTransfers(transfers)) {
+            Ok(reply) => {
+                assert!(statuses_all(
+                    &created(reply),
+                    CreateTransferResult::Created.code()
+                ));
+                acknowledged += 8189;
+            }
+            Err(EngineError::Unavailable { .. }) => break,
+            Err(other) => panic!("{other:?}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "checkpoints failing for 40 s never refused a write"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Reads are served, and the refused write was not applied.
+    let Ok(Reply::Accounts(accounts)) = handle.submit_wait(Request::LookupAccounts(vec![1])) else {
+        panic!("a read was refused while checkpoints failed");
+    };
+    assert_eq!(accounts[0].debits_posted, acknowledged);
+    storage.fail_removes(false);
+    loop {
+        match handle.submit_wait(Request::CreateTransfers(vec![transfer(id, 1, 2, 1)])) {
+            Ok(reply) => {
+                assert!(statuses_all(
+                    &created(reply),
+                    CreateTransferResult::Created.code()
+                ));
+                break;
+            }
+            Err(EngineError::Unavailable { .. }) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writes never came back once checkpoints could be written"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    engine.shutdown().unwrap();
+}

@@ -113,6 +113,10 @@ impl Totals {
             "no failed truncation: {self:?}"
         );
         assert!(self.expiries > 0, "no expiry: {self:?}");
+        assert!(self.checkpoints_written > 0, "no checkpoint: {self:?}");
+        assert!(self.writes_refused > 0, "no write refused: {self:?}");
+        assert!(self.paced > 0, "the throttle never paced: {self:?}");
+        assert!(self.held > 0, "the throttle never held: {self:?}");
         assert!(self.replies_acknowledged > self.requests / 2, "{self:?}");
     }
 }

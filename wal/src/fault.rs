@@ -40,6 +40,8 @@ struct FaultState {
     written_bytes: u64,
     /// The next directory sync fails with EIO (once).
     dir_sync_fail_armed: bool,
+    /// While set, removing a file fails with EIO.
+    removes_fail: bool,
 }
 
 /// Real file system plus injected faults. Clones share one fault plan.
@@ -69,6 +71,12 @@ impl FaultyStorage {
     /// known to be durable).
     pub fn fail_dir_sync_once(&self) {
         self.lock().dir_sync_fail_armed = true;
+    }
+
+    /// While `fail` is set, every `remove_file` fails with EIO (so every WAL truncation,
+    /// the last step of a checkpoint, fails).
+    pub fn fail_removes(&self, fail: bool) {
+        self.lock().removes_fail = fail;
     }
 
     /// Writes may add `bytes` more bytes in total; the write that crosses the
@@ -103,6 +111,7 @@ impl FaultyStorage {
         state.write_fault = None;
         state.syncs_paused = false;
         state.dir_sync_fail_armed = false;
+        state.removes_fail = false;
         self.syncs_resumed.notify_all();
     }
 
@@ -227,6 +236,9 @@ impl Storage for FaultyStorage {
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
+        if self.lock().removes_fail {
+            return Err(io::Error::from_raw_os_error(ERRNO_IO));
+        }
         FsStorage.remove_file(path)
     }
 

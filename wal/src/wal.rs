@@ -440,7 +440,11 @@ impl Wal {
                 // A retry after a failed directory sync: the file is gone, but the
                 // removal was never made durable, so the sync below must still run (and
                 // the segment still leave the list). Without this, every retry failed.
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                // Only segments a written checkpoint covers are removed here, so nothing
+                // is lost either way; a file gone for another reason is still worth a line.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::warn!(path = %path.display(), "WAL segment already gone: removed by a truncation retried after a failed directory sync, or by someone else");
+                }
                 Err(error) => return Err(WalError::io("remove segment", path)(error)),
             }
             shared

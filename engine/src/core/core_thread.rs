@@ -77,8 +77,8 @@ pub(crate) struct Eviction {
     pub checkpoint_status: Arc<CheckpointStatus>,
     /// The ledger's eviction watermark, for the read stage.
     pub evicted_through: Arc<AtomicU64>,
-    /// Transfers the written checkpoints hold (the ledger's count when the newest one
-    /// was taken).
+    /// Transfers the store's checkpoint held at start: the pipeline's starting value
+    /// (it keeps the count from then on).
     pub transfers_checkpointed: u64,
     /// The ledger's eviction generation, published with the watermark (see `read_stage`).
     pub eviction_generation: Arc<AtomicU64>,
@@ -188,6 +188,14 @@ impl CoreThread {
     }
 
     fn send(&self, answers: Vec<Answer>) {
+        // Checked against the WAL itself, not the pipeline's copy: whatever the pipeline
+        // released is at or below an LSN the WAL reports durable.
+        assert!(
+            answers.is_empty() || self.pipeline.lsn_durable() <= self.wal.durable_lsn(),
+            "replies released at LSN {} with the WAL durable to {}",
+            self.pipeline.lsn_durable(),
+            self.wal.durable_lsn()
+        );
         for (reply, result) in answers {
             reply.send(result, &self.eviction.query_parts);
         }

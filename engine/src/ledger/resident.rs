@@ -850,7 +850,8 @@ impl TransferTable {
         );
         self.slots.insert_tagged(transfer.id, tag, slot);
         let size = self.chunk_size.transfers();
-        if ((self.count - self.base) as usize).is_multiple_of(size) {
+        // Chunk sizes are powers of two.
+        if ((self.count - self.base) as usize) & (size - 1) == 0 {
             let recycled = self.spare_records.pop();
             self.chunks.push_back(Chunk::new(recycled, size));
         }

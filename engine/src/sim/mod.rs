@@ -58,6 +58,8 @@ const CHUNK_TRANSFERS: usize = 32;
 const CLOCK_START_NS: u64 = 1_700_000_000 * NS_PER_SECOND;
 /// Records appended and not yet durable before the simulation stops delaying the disk.
 const UNSYNCED_RECORDS_MAX: u64 = 8;
+/// Transfers that may wait for a written checkpoint before the throttle holds.
+const TRANSFERS_UNCHECKPOINTED_MAX: u64 = 40;
 /// Checkpoints handed over and not yet written, at most: one being written, one waiting
 /// (as the engine's `bounded(1)` queue plus the checkpointer).
 const CHECKPOINTS_IN_FLIGHT_MAX: usize = 2;
@@ -176,6 +178,9 @@ pub struct Sim {
     requests_next: u64,
     trace: Xxh3,
     summary: SimSummary,
+    /// The simulation's own record of whether it made checkpoints fail (the oracle the
+    /// pipeline's `writes_refused` and `throttle` are checked against).
+    checkpoints_failing: bool,
 }
 
 /// Run one seed; panics with what broke (the caller prints the seed).
@@ -222,6 +227,7 @@ impl Sim {
                 steps: options.steps,
                 ..SimSummary::default()
             },
+            checkpoints_failing: false,
         };
         sim.start_node();
         sim
@@ -234,7 +240,7 @@ impl Sim {
         config.checkpoint_events = 150;
         config.checkpoint_interval = Duration::from_secs(2);
         config.transfers_resident_max = 0;
-        config.transfers_uncheckpointed_max = 40;
+        config.transfers_uncheckpointed_max = TRANSFERS_UNCHECKPOINTED_MAX;
         config.disk_free_min_bytes = 0;
         let record_bytes = record::record_bytes_max(BATCH_EVENTS_MAX) as u32;
         config.wal = WalConfig {
@@ -328,7 +334,19 @@ impl Sim {
             checkpoint_rate: 1000,
             checkpointer_gone: false,
         };
-        match node.pipeline.throttle(input) {
+        let decision = node.pipeline.throttle(input);
+        if matches!(decision, Throttle::Go | Throttle::Pace { .. }) {
+            // Memory stays bounded: past the bound the throttle holds (unless checkpoints
+            // are failing, when writes are refused instead).
+            let uncheckpointed = node
+                .pipeline
+                .transfers_uncheckpointed(node.ledger.transfers_count());
+            assert!(
+                self.checkpoints_failing || uncheckpointed <= TRANSFERS_UNCHECKPOINTED_MAX,
+                "the throttle let a batch in with {uncheckpointed} transfers not checkpointed"
+            );
+        }
+        match decision {
             Throttle::Go => {}
             Throttle::Pace { delay_ns } => {
                 self.summary.paced += 1;
@@ -402,6 +420,11 @@ impl Sim {
     /// be equal. Writes are refused, untouched, while checkpoints fail.
     fn apply_batch(&mut self, now: u64, batch: Vec<Submitted>) -> Vec<Answer> {
         let node = self.node.as_mut().expect("a node runs");
+        assert_eq!(
+            node.pipeline.writes_refused(),
+            self.checkpoints_failing,
+            "writes refused must follow checkpoints failing"
+        );
         let mut answers = Vec::with_capacity(batch.len());
         for submitted in batch {
             let result = if node.pipeline.writes_refused() && is_write(&submitted.request) {
@@ -670,8 +693,9 @@ impl Sim {
     /// for good (after the real checkpointer's retries: a full or failing disk) and the
     /// pipeline is told, so writes are refused; each later attempt may succeed again.
     fn checkpoint_attempt_succeeds(&mut self) -> bool {
-        let failing = self.node().pipeline.writes_refused();
+        let failing = self.checkpoints_failing;
         if !failing && self.rng.random_range(0..1000u32) < self.options.disk_fault_per_mille * 3 {
+            self.checkpoints_failing = true;
             self.node().pipeline.checkpoints_failing(true);
             note(&mut self.trace, "checkpoints_failing", &[]);
             return false;
@@ -680,6 +704,7 @@ impl Sim {
             if self.rng.random_bool(0.6) {
                 return false;
             }
+            self.checkpoints_failing = false;
             self.node().pipeline.checkpoints_failing(false);
             note(&mut self.trace, "checkpoints_recovered", &[]);
         }
@@ -845,6 +870,8 @@ impl Sim {
             transfers_checkpointed: recovered.transfers_checkpointed,
             now_ns: self.clock_ns,
         };
+        // A new process: its checkpointer has not failed yet.
+        self.checkpoints_failing = false;
         self.node = Some(Node {
             pipeline: Pipeline::new(config.pipeline(), start),
             ledger: recovered.ledger,

@@ -225,11 +225,11 @@ pub struct RocksStats {
     pub delayed_write_rate_bytes: u64,
 }
 
-/// The ledger's checkpoints in one RocksDB instance. Written by one thread (the
-/// checkpointer); reads see a consistent snapshot.
 /// A row as RocksDB holds it: key and value.
 pub(crate) type RawRow = (Box<[u8]>, Box<[u8]>);
 
+/// The ledger's checkpoints in one RocksDB instance. Written by one thread (the
+/// checkpointer); reads see a consistent snapshot.
 pub struct Store {
     db: DB,
     /// The options of `transfers`, for the files checkpoints build for it.
