@@ -15,9 +15,9 @@ use crate::error::WalError;
 use crate::format::{encode_record, RECORD_HEADER_BYTES};
 use crate::recovery::{recover_dir, RecoveryReport};
 use crate::replay::Replay;
-use crate::segment::{create_segment, ActiveSegment, SegmentMeta};
+use crate::segment::{ActiveSegment, SegmentMeta};
 use crate::storage::{FsStorage, Storage};
-use crate::writer::run_writer;
+use crate::writer::{add_segment, run_writer};
 
 /// Depth of each durability notification channel. One queued value is
 /// enough to wake a receiver, which then reads [`Wal::durable_lsn`].
@@ -534,15 +534,7 @@ impl Wal {
             return Ok(false);
         }
         let shared = &self.shared;
-        let fresh = create_segment(shared.storage.as_ref(), &shared.dir, lsn_next)?;
-        lock(&shared.segments).push_back(SegmentMeta {
-            path: fresh.path.clone(),
-            first_lsn: lsn_next,
-        });
-        shared
-            .stats
-            .segments_created
-            .fetch_add(1, Ordering::Relaxed);
+        add_segment(shared, lsn_next)?;
         self.truncate_before(lsn_next)?;
         assert_eq!(
             lock(&shared.segments).len(),

@@ -134,17 +134,24 @@ fn roll_segment(
     active: &mut ActiveSegment,
     first_lsn: u64,
 ) -> Result<(), WalError> {
-    *active = create_segment(shared.storage.as_ref(), &shared.dir, first_lsn)?;
+    *active = add_segment(shared, first_lsn)?;
+    Ok(())
+}
+
+/// Creates the segment whose first record will be `first_lsn` and appends it to the
+/// WAL's list: the newest segment, where records go from now on.
+pub(crate) fn add_segment(shared: &Shared, first_lsn: u64) -> Result<ActiveSegment, WalError> {
+    let segment = create_segment(shared.storage.as_ref(), &shared.dir, first_lsn)?;
     lock(&shared.segments).push_back(SegmentMeta {
-        path: active.path.clone(),
+        path: segment.path.clone(),
         first_lsn,
     });
     shared
         .stats
         .segments_created
         .fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(path = %active.path.display(), first_lsn, "WAL segment created");
-    Ok(())
+    tracing::debug!(path = %segment.path.display(), first_lsn, "WAL segment created");
+    Ok(segment)
 }
 
 fn publish_durable(shared: &Shared, lsn: u64) {
