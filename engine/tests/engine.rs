@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{account, apply_reference, config, transfer, Workload, START};
+use common::{account, apply_reference, config, copy_files, transfer, Workload, START};
 use protocol::{
     AccountFlags, CreateAccountResult, CreateResult, CreateTransferResult, QueryFilter,
     TransferFlags, BATCH_EVENTS_MAX, NS_PER_SECOND,
@@ -271,21 +271,14 @@ fn expiry_fires_on_the_engine_clock_and_replays_identically() {
     assert_eq!(results[0].status, CreateTransferResult::Created.code());
     let wal_dir = dir.path().join("wal");
     let wal_copy = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(&wal_dir).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, wal_copy.path().join(path.file_name().unwrap())).unwrap();
-    }
+    copy_files(&wal_dir, wal_copy.path());
     let report = engine.shutdown().unwrap();
 
     // Expiry was logged like any input: replay without the checkpoint reaches the same
     // state (the checkpoint is removed so that every record is re-executed).
     std::fs::remove_dir_all(dir.path().join("store")).unwrap();
     std::fs::remove_dir_all(&wal_dir).unwrap();
-    std::fs::create_dir(&wal_dir).unwrap();
-    for entry in std::fs::read_dir(wal_copy.path()).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, wal_dir.join(path.file_name().unwrap())).unwrap();
-    }
+    copy_files(wal_copy.path(), &wal_dir);
     EXPIRY_CLOCK.store(START, Ordering::SeqCst);
     let (recovered, recovery) = recover_ledger(&config).unwrap();
     assert!(recovery.records_replayed >= 3);
@@ -489,11 +482,7 @@ fn a_wal_behind_the_checkpoint_is_refused_or_set_aside_when_the_loss_is_accepted
     create_accounts_1_and_2(&engine.handle());
     let first = engine.shutdown().unwrap();
     let backup = dir.path().join("wal-backup");
-    std::fs::create_dir_all(&backup).unwrap();
-    for entry in std::fs::read_dir(dir.path().join("wal")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), backup.join(entry.file_name())).unwrap();
-    }
+    copy_files(&dir.path().join("wal"), &backup);
     let second = run_workload_and_stop(&config);
     assert!(
         second.checkpoint_lsn > first.lsn_last,

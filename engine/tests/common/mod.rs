@@ -32,6 +32,15 @@ pub fn config(dir: &Path) -> EngineConfig {
     config
 }
 
+/// Copy every file of directory `from` into `to` (created if missing).
+pub fn copy_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
 pub fn account(id: u128, flags: AccountFlags) -> Account {
     Account {
         id,
