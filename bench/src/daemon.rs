@@ -31,6 +31,15 @@ const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// `settled` beside this executable (both are built into the same target directory);
 /// `otherwise` ends the error that says how else to get one.
+/// Peak resident memory (VmHWM) of the process `/proc/<process>` names ("self" or a pid),
+/// in bytes; `None` where /proc does not say.
+pub fn peak_rss_bytes(process: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 pub fn sibling_settled(otherwise: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|error| format!("cannot find myself: {error}"))?;
     let path = exe.with_file_name("settled");

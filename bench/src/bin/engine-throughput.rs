@@ -100,18 +100,8 @@ fn main() {
         micros_as_ms(latencies.max()),
         shutdown_started.elapsed().as_secs_f64(),
         report.lsn_last,
-        peak_rss_kib() / 1024,
+        settled_bench::daemon::peak_rss_bytes("self").unwrap_or(0) / (1024 * 1024),
     );
-}
-
-/// The process's peak resident set (VmHWM), in KiB; 0 where /proc is not available.
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn micros_as_ms(micros: u64) -> f64 {

@@ -68,10 +68,7 @@ impl Daemon {
 
     /// Peak resident memory of the daemon so far (VmHWM), in bytes.
     pub fn peak_rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.id())).ok()?;
-        let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        daemon::peak_rss_bytes(&self.process.id().to_string())
     }
 
     /// Bytes of every file under the data directory.
