@@ -19,7 +19,7 @@ use crossbeam::channel::{Receiver, Sender};
 use wal::Wal;
 
 use super::disk::DiskGuard;
-use super::EngineError;
+use super::{wal_error, EngineError};
 use crate::ledger::Changes;
 use crate::metrics as m;
 use crate::store::{CheckpointMeta, CheckpointWritten, Store};
@@ -203,8 +203,7 @@ fn checkpoint_with_retries(
 ) -> Result<(CheckpointWritten, Duration), EngineError> {
     // A WAL that cannot make the checkpoint's records durable has failed for good (it
     // is poisoned): no retry can help.
-    wal.wait_durable(job.meta.lsn)
-        .map_err(|error| EngineError::Wal(Arc::new(error)))?;
+    wal.wait_durable(job.meta.lsn).map_err(wal_error)?;
     let mut pause = RETRY_PAUSE_FIRST;
     let mut attempt = 1;
     loop {
@@ -259,9 +258,7 @@ fn checkpoint(
         "truncating the WAL below LSN {} before it is durable",
         job.meta.lsn
     );
-    let removed = wal
-        .truncate_before(job.meta.lsn + 1)
-        .map_err(|error| EngineError::Wal(Arc::new(error)))?;
+    let removed = wal.truncate_before(job.meta.lsn + 1).map_err(wal_error)?;
     tracing::debug!(
         lsn = job.meta.lsn,
         accounts = job.changes.accounts.len(),

@@ -27,7 +27,7 @@ use super::query_stage::{self, RecentPart};
 use super::read_stage::{read_for_request, StoreReadData, StoreReads};
 use super::record::{apply, RecordBuilder, Write};
 use super::request::{Reply, ReplySender, ReplyTo, Request};
-use super::{EngineConfig, EngineError, RecoveryReport};
+use super::{wal_error, EngineConfig, EngineError, RecoveryReport};
 use crate::ledger::{Ledger, OldTransfers};
 use crate::store::{CheckpointMeta, Store};
 
@@ -366,8 +366,7 @@ impl CoreThread {
             match self.wal.append(self.record.finish()) {
                 Ok(lsn) => Some(lsn),
                 Err(error) => {
-                    let error = EngineError::Wal(Arc::new(error));
-                    self.fail(error, replies);
+                    self.fail(wal_error(error), replies);
                     return;
                 }
             }
@@ -517,9 +516,7 @@ impl CoreThread {
     }
 
     fn fail_from_wal(&mut self) {
-        let error = self.wal.error().map_or(EngineError::Stopped, |error| {
-            EngineError::Wal(Arc::new(error))
-        });
+        let error = self.wal.error().map_or(EngineError::Stopped, wal_error);
         self.fail(error, Vec::new());
     }
 
@@ -588,7 +585,7 @@ impl CoreThread {
         let lsn_last = self.pipeline.lsn_last();
         if self.failed.is_none() && lsn_last > 0 {
             if let Err(error) = self.wal.wait_durable(lsn_last) {
-                self.fail(EngineError::Wal(Arc::new(error)), Vec::new());
+                self.fail(wal_error(error), Vec::new());
             }
         }
         self.release_durable();

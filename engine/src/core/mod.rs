@@ -316,14 +316,14 @@ impl Engine {
             return Err(error);
         }
         if let Some(error) = self.wal.error() {
-            return Err(EngineError::Wal(Arc::new(error)));
+            return Err(wal_error(error));
         }
         // With the final checkpoint holding every record, the WAL is left empty, so the
         // next start reads nothing from it (not the rest of the last segment).
         let emptied = self
             .wal
             .close_covered(self.checkpoint_lsn())
-            .map_err(|error| EngineError::Wal(Arc::new(error)))?;
+            .map_err(wal_error)?;
         tracing::debug!(emptied, "WAL closed");
         Ok(ShutdownReport {
             state_hash: ledger.state_hash(),
@@ -441,7 +441,7 @@ fn store_error(error: StoreError) -> EngineError {
     EngineError::Store(Arc::new(error))
 }
 
-fn wal_error(error: WalError) -> EngineError {
+pub(crate) fn wal_error(error: WalError) -> EngineError {
     EngineError::Wal(Arc::new(error))
 }
 
