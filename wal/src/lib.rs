@@ -142,4 +142,4 @@ pub use format::{
 pub use recovery::{RecoveryReport, TornTail};
 pub use replay::{Record, Replay};
 pub use storage::{FsStorage, SegmentFile, Storage};
-pub use wal::{GroupDurable, Wal, WalObserver, WalStats};
+pub use wal::{DurableWake, GroupDurable, Wal, WalObserver, WalStats};

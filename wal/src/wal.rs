@@ -23,6 +23,15 @@ use crate::writer::{add_segment, run_writer};
 /// enough to wake a receiver, which then reads [`Wal::durable_lsn`].
 const DURABLE_NOTIFY_DEPTH: usize = 1;
 
+/// Wakes a durability subscriber that parks itself (see [`Wal::subscribe_waking`]).
+pub type DurableWake = Box<dyn Fn() + Send + Sync>;
+
+/// One durability subscription: its channel and, for a parking subscriber, its wake.
+pub(crate) struct Subscriber {
+    pub sender: Sender<u64>,
+    pub wake: Option<DurableWake>,
+}
+
 /// Counters, all monotonic since open (except the two LSNs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WalStats {
@@ -103,7 +112,7 @@ pub(crate) struct Shared {
     pub writer_stopped: AtomicBool,
     /// Set once, by the first failed write or sync. Never cleared.
     pub poison: OnceLock<Arc<WalError>>,
-    pub subscribers: Mutex<Vec<Sender<u64>>>,
+    pub subscribers: Mutex<Vec<Subscriber>>,
     /// Segments on disk, oldest first; the last is the active one.
     pub segments: Mutex<VecDeque<SegmentMeta>>,
     /// Serialises `truncate_before` calls.
@@ -356,11 +365,25 @@ impl Wal {
     /// for the latest. The channel disconnects when the WAL is poisoned or
     /// closed; then call [`Wal::error`].
     pub fn subscribe(&self) -> Receiver<u64> {
+        self.subscribe_with(None)
+    }
+
+    /// Like [`Wal::subscribe`], for a thread that parks itself rather than blocking on
+    /// the channel: the writer calls `wake` after each notification it sends, and once
+    /// after the channel disconnects. `wake` runs on the writer thread between syncs: it
+    /// must only wake someone (no I/O, no locks held long).
+    pub fn subscribe_waking(&self, wake: DurableWake) -> Receiver<u64> {
+        self.subscribe_with(Some(wake))
+    }
+
+    fn subscribe_with(&self, wake: Option<DurableWake>) -> Receiver<u64> {
         let (sender, receiver) = crossbeam::channel::bounded(DURABLE_NOTIFY_DEPTH);
         let mut subscribers = lock(&self.shared.subscribers);
+        // A WAL already stopped drops the sender here: the receiver reads as disconnected
+        // at once, so nobody waits for a wake that will never come.
         if self.shared.poison.get().is_none() && !self.shared.writer_stopped.load(Ordering::Acquire)
         {
-            subscribers.push(sender);
+            subscribers.push(Subscriber { sender, wake });
         }
         receiver
     }

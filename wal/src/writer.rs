@@ -41,7 +41,15 @@ pub(crate) fn run_writer(shared: Arc<Shared>, mut active: ActiveSegment, lsn_nex
     let _guard = lock(&shared.durable_mutex);
     shared.writer_stopped.store(true, Ordering::Release);
     shared.durable_changed.notify_all();
-    lock(&shared.subscribers).clear();
+    // Senders go first, then the wakes: a woken subscriber finds its channel disconnected.
+    let ended = std::mem::take(&mut *lock(&shared.subscribers));
+    let wakes: Vec<_> = ended
+        .into_iter()
+        .filter_map(|subscriber| subscriber.wake)
+        .collect();
+    for wake in wakes {
+        wake();
+    }
 }
 
 /// Waits for records, then swaps the whole pending buffer for `spare`.
@@ -166,11 +174,12 @@ fn publish_durable(shared: &Shared, lsn: u64) {
     }
     // A full channel already holds a wake-up; the receiver reads the latest
     // durable LSN itself. Dropped receivers are forgotten.
-    lock(&shared.subscribers).retain(|sender| {
-        !matches!(
-            sender.try_send(lsn),
-            Err(crossbeam::channel::TrySendError::Disconnected(_))
-        )
+    lock(&shared.subscribers).retain(|subscriber| {
+        let sent = subscriber.sender.try_send(lsn);
+        if let Some(wake) = &subscriber.wake {
+            wake();
+        }
+        !matches!(sent, Err(crossbeam::channel::TrySendError::Disconnected(_)))
     });
 }
 

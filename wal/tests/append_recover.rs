@@ -151,6 +151,40 @@ fn subscribers_are_told_the_durable_lsn() {
 }
 
 #[test]
+fn a_waking_subscriber_is_woken_after_each_notification_and_after_the_end() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = Wal::open(dir.path(), small_config()).expect("open");
+    let wakes = Arc::new(AtomicU64::new(0));
+    let counted = wakes.clone();
+    let durable = wal.subscribe_waking(Box::new(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+    }));
+    let lsn = append_durable(&wal, 1, 5);
+    // The wake comes right after the send, on the writer thread: wait for it.
+    let started = std::time::Instant::now();
+    while wakes.load(Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "never woken"
+        );
+        std::thread::yield_now();
+    }
+    let notified = durable.try_recv().expect("a notification before its wake");
+    assert!(notified >= 1 && notified <= lsn);
+    let before_close = wakes.load(Ordering::SeqCst);
+    wal.close().expect("close");
+    // The end wakes too, and by then the channel reads as disconnected.
+    assert!(wakes.load(Ordering::SeqCst) > before_close);
+    while durable.try_recv().is_ok() {}
+    assert!(matches!(
+        durable.try_recv(),
+        Err(crossbeam::channel::TryRecvError::Disconnected)
+    ));
+}
+
+#[test]
 fn wait_durable_timeout_reports_durability() {
     let dir = tempfile::tempdir().expect("tempdir");
     let wal = Wal::open(dir.path(), small_config()).expect("open");
