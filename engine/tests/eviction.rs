@@ -12,7 +12,10 @@ use protocol::{
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use settled_engine::core::{recover_ledger, Engine, EngineConfig, PendingReply, Reply, Request};
+use settled_engine::core::{
+    recover_ledger, Engine, EngineConfig, EngineError, EngineHandle, OnReply, PendingReply, Reply,
+    Request, SUBMITTER_READS_EVENTS_MAX,
+};
 use settled_engine::ledger::Ledger;
 use tempfile::TempDir;
 
@@ -29,12 +32,14 @@ fn evicting_config(dir: &TempDir) -> EngineConfig {
     config
 }
 
-/// A read whose answer depends on old transfers.
-fn random_read(rng: &mut StdRng, sent: &[u128], timestamp_last: u64) -> Request {
+/// A read whose answer depends on old transfers. With `small`, only lookups of at most 15
+/// ids (and one unknown): requests that all take one path to the core (see `Submitter`).
+fn random_read(rng: &mut StdRng, sent: &[u128], timestamp_last: u64, small: bool) -> Request {
     let time = |rng: &mut StdRng| START + rng.random_range(0..=timestamp_last - START + 10);
-    match rng.random_range(0..4) {
+    let kind = if small { 0 } else { rng.random_range(0..4) };
+    match kind {
         0 => Request::LookupTransfers(
-            (0..rng.random_range(1..50))
+            (0..rng.random_range(1..if small { 16 } else { 50 }))
                 .map(|_| sent[rng.random_range(0..sent.len())])
                 .chain([u128::MAX - 1])
                 .collect(),
@@ -94,7 +99,7 @@ fn random_read(rng: &mut StdRng, sent: &[u128], timestamp_last: u64) -> Request 
 /// An imported request built against the reference's state: transfers stamped just after
 /// the newest transfer (at or below the clock when failed events used timestamps up), or
 /// accounts stamped at an old transfer's timestamp (refused) or an unused one.
-fn random_import(rng: &mut StdRng, reference: &Ledger, id_next: &mut u128) -> Request {
+fn random_import(rng: &mut StdRng, reference: &Ledger, id_next: &mut u128, small: bool) -> Request {
     let newest = reference.query_transfers(&QueryFilter {
         limit: 1,
         flags: QueryFilterFlags::REVERSED,
@@ -102,7 +107,7 @@ fn random_import(rng: &mut StdRng, reference: &Ledger, id_next: &mut u128) -> Re
     });
     let transfer_last = newest.first().map_or(START, |t| t.timestamp);
     if rng.random_bool(0.5) {
-        let count = rng.random_range(1..40);
+        let count = rng.random_range(1..if small { 17 } else { 40 });
         let events = (0..count)
             .map(|index| {
                 *id_next += 1;
@@ -162,11 +167,94 @@ fn describe(reply: &Reply) -> String {
     }
 }
 
+/// How requests reach the engine: `submit` from a thread (through the read stage), or
+/// `submit_async` (the server's way), where requests of at most
+/// `SUBMITTER_READS_EVENTS_MAX` events do their own point reads and go straight to the
+/// core. Requests on the two paths may pass each other (the protocol promises no order
+/// between requests in flight together) while the reference applies them in the order
+/// sent, so the async run sends small requests, and waits for the reply of a larger one
+/// (the first, which creates the accounts) before it sends anything else.
+enum Submitter {
+    Thread,
+    Async(tokio::runtime::Runtime),
+}
+
+enum Waiting {
+    Pending(PendingReply),
+    Callback(std::sync::mpsc::Receiver<Result<Reply, EngineError>>),
+    Answered(Reply),
+}
+
+impl Submitter {
+    fn submit(&self, handle: &EngineHandle, request: Request) -> Waiting {
+        let runtime = match self {
+            Submitter::Thread => return Waiting::Pending(handle.submit(request).unwrap()),
+            Submitter::Async(runtime) => runtime,
+        };
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let on_reply: OnReply = Box::new(move |result| {
+            let _ = sender.send(result);
+        });
+        let large = request.events_count() > SUBMITTER_READS_EVENTS_MAX;
+        let submitted = runtime.block_on(handle.submit_async(
+            request,
+            on_reply,
+            std::time::Duration::from_secs(30),
+            std::future::pending(),
+        ));
+        assert!(matches!(submitted, Ok(Ok(()))), "submit_async refused");
+        if large {
+            return Waiting::Answered(receiver.recv().unwrap().unwrap());
+        }
+        Waiting::Callback(receiver)
+    }
+}
+
+impl Waiting {
+    fn wait(self) -> Reply {
+        match self {
+            Waiting::Pending(pending) => pending.wait().unwrap(),
+            Waiting::Callback(receiver) => receiver.recv().unwrap().unwrap(),
+            Waiting::Answered(reply) => reply,
+        }
+    }
+}
+
 #[test]
 fn an_evicting_engine_answers_like_a_ledger_that_keeps_everything() {
+    evicting_engine_matches_the_reference(
+        Submitter::Thread,
+        Workload::new(11, ACCOUNTS),
+        240,
+        30_000,
+    );
+}
+
+/// The same through `submit_async` with small requests: their point reads of evicted ids
+/// happen on the submitting task, not the read stage, and must see the same transfers.
+#[test]
+fn small_async_requests_read_what_left_memory_themselves() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    evicting_engine_matches_the_reference(
+        Submitter::Async(runtime),
+        Workload::new(13, ACCOUNTS).with_events_max(16),
+        480,
+        5_000,
+    );
+}
+
+fn evicting_engine_matches_the_reference(
+    submitter: Submitter,
+    mut workload: Workload,
+    rounds: u32,
+    transfers_min: u64,
+) {
     let dir = TempDir::new().unwrap();
     let config = evicting_config(&dir);
-    let mut workload = Workload::new(11, ACCOUNTS);
+    let small = matches!(submitter, Submitter::Async(_));
     let mut rng = StdRng::seed_from_u64(12);
     let mut reference = Ledger::new();
     let mut resident_min = u64::MAX;
@@ -178,23 +266,23 @@ fn an_evicting_engine_answers_like_a_ledger_that_keeps_everything() {
     // memory with their checkpoint and come back from the store.
     let mut already_failed_after_restart = 0u64;
     let mut engine = Engine::open(config.clone()).unwrap();
-    for round in 0..240 {
+    for round in 0..rounds {
         // A few creates and reads in flight at once, so that they share core batches
         // and the read stage runs ahead of the core.
-        let mut in_flight: Vec<(Request, PendingReply)> = Vec::new();
+        let mut in_flight: Vec<(Request, Waiting)> = Vec::new();
         for _ in 0..4 {
             let request = if round > 0 && rng.random_bool(0.08) {
-                random_import(&mut rng, &reference, &mut import_id_next)
+                random_import(&mut rng, &reference, &mut import_id_next, small)
             } else if round > 0 && rng.random_bool(0.4) {
                 let sent: Vec<u128> = workload.sent_ids().collect();
-                random_read(&mut rng, &sent, reference.timestamp_last())
+                random_read(&mut rng, &sent, reference.timestamp_last(), small)
             } else {
                 workload.next_request()
             };
-            let pending = engine.handle().submit(request.clone()).unwrap();
-            in_flight.push((request, pending));
+            let waiting = submitter.submit(&engine.handle(), request.clone());
+            in_flight.push((request, waiting));
         }
-        for (request, pending) in in_flight {
+        for (request, waiting) in in_flight {
             let expected = reference_reply(&mut reference, &request);
             let imported = match &request {
                 Request::CreateTransfers(events) => {
@@ -217,7 +305,7 @@ fn an_evicting_engine_answers_like_a_ledger_that_keeps_everything() {
                     imports[usize::from(result.status == 0)] += 1;
                 }
             }
-            let reply = pending.wait().unwrap();
+            let reply = waiting.wait();
             assert!(
                 reply == expected,
                 "round {round}: {:?} answered {} where the reference has {}",
@@ -237,7 +325,7 @@ fn an_evicting_engine_answers_like_a_ledger_that_keeps_everything() {
         }
     }
     let transfers = reference.transfers_count();
-    assert!(transfers > 30_000, "only {transfers} transfers");
+    assert!(transfers > transfers_min, "only {transfers} transfers");
     assert!(
         resident_min < transfers / 2,
         "eviction never happened: {resident_min} of {transfers} resident"

@@ -18,15 +18,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use wal::Wal;
+use crossbeam::channel::{Receiver, Sender, TrySendError};
+use wal::{DurableWake, Wal};
 
 use super::checkpointer::{CheckpointJob, CheckpointQueue, CheckpointStatus};
+use super::inbox::{Inbox, Woken};
 use super::pipeline::{Pipeline, PipelineStart, Throttle, ThrottleInput};
 use super::query_stage::{self, RecentPart};
 use super::read_stage::{read_for_request, StoreReadData, StoreReads};
 use super::record::{apply, RecordBuilder, Write};
 use super::request::{Reply, ReplySender, ReplyTo, Request};
+use super::submit::Admitted;
 use super::{wal_error, EngineConfig, EngineError, RecoveryReport};
 use crate::ledger::{Ledger, OldTransfers};
 use crate::store::{CheckpointMeta, Store};
@@ -93,7 +95,9 @@ pub(crate) struct CoreThread {
     config: EngineConfig,
     ledger: Ledger,
     wal: Arc<Wal>,
-    requests: Receiver<Submission>,
+    requests: Inbox,
+    /// Handed to the WAL when the core subscribes to durability notifications.
+    durable_wake: Option<DurableWake>,
     checkpoints: CheckpointQueue,
     eviction: Eviction,
     /// Every decision: batching, parking until durable, checkpoints due, eviction
@@ -117,7 +121,7 @@ impl CoreThread {
         config: EngineConfig,
         ledger: Ledger,
         wal: Arc<Wal>,
-        requests: Receiver<Submission>,
+        (requests, durable_wake): (Inbox, DurableWake),
         checkpoints: CheckpointQueue,
         eviction: Eviction,
         recovery: RecoveryReport,
@@ -138,6 +142,7 @@ impl CoreThread {
             ledger,
             wal,
             requests,
+            durable_wake: Some(durable_wake),
             checkpoints,
             eviction,
             pipeline,
@@ -152,7 +157,8 @@ impl CoreThread {
 
     /// Runs until shutdown; returns the final ledger.
     pub fn run(mut self) -> Ledger {
-        let durable = self.wal.subscribe();
+        let wake = self.durable_wake.take().expect("run is called once");
+        let durable = self.wal.subscribe_waking(wake);
         while !self.shutdown_seen {
             self.throttle();
             let next = match self.carried.take() {
@@ -300,23 +306,16 @@ impl CoreThread {
             self.pipeline
                 .idle_timeout_ns((self.config.clock)(), self.ledger.expiry_timestamp_next()),
         );
-        if self.pipeline.has_parked() {
-            crossbeam::select! {
-                recv(self.requests) -> submission => return submission.ok().or(Some(Submission::Shutdown)),
-                recv(durable) -> notified => {
-                    if notified.is_err() {
-                        self.fail_from_wal();
-                    }
-                    return None;
-                }
-                default(timeout) => return None,
+        // Durability only matters while replies wait for it.
+        let durable = self.pipeline.has_parked().then_some(durable);
+        match self.requests.wait(durable, timeout) {
+            Woken::Submission(admitted) => Some(admitted.into_submission()),
+            Woken::Durable | Woken::TimedOut => None,
+            Woken::DurableClosed => {
+                self.fail_from_wal();
+                None
             }
-        }
-        match self.requests.recv_timeout(timeout) {
-            Ok(submission) => Some(submission),
-            Err(RecvTimeoutError::Timeout) => None,
-            // Every handle is gone: nobody can submit or shut down any more.
-            Err(RecvTimeoutError::Disconnected) => Some(Submission::Shutdown),
+            Woken::Disconnected => Some(Submission::Shutdown),
         }
     }
 
@@ -437,7 +436,7 @@ impl CoreThread {
             .map(|(r, _, _)| u64::from(r.events_count()))
             .sum();
         while self.pipeline.batch_has_room(events) {
-            match self.requests.try_recv() {
+            match self.requests.try_recv().map(Admitted::into_submission) {
                 Ok(Submission::Request {
                     request,
                     reply,
@@ -590,8 +589,8 @@ impl CoreThread {
         }
         self.release_durable();
         self.maybe_checkpoint(true);
-        while let Ok(submission) = self.requests.try_recv() {
-            if let Submission::Request { reply, .. } = submission {
+        while let Ok(admitted) = self.requests.try_recv() {
+            if let Submission::Request { reply, .. } = admitted.into_submission() {
                 reply.send(Err(EngineError::ShuttingDown), &self.eviction.query_parts);
             }
         }

@@ -30,6 +30,7 @@ mod checkpointer;
 mod config;
 mod core_thread;
 mod disk;
+mod inbox;
 pub mod pipeline;
 mod query_stage;
 mod read_stage;
@@ -48,7 +49,7 @@ use wal::{Wal, WalError};
 pub use config::{system_clock_ns, Clock, EngineConfig, WalStorage, WhenFull};
 pub use record::RecordError;
 pub use request::{OnReply, PendingReply, Reply, Request};
-pub use submit::{EngineHandle, SlotWait};
+pub use submit::{EngineHandle, SlotWait, SUBMITTER_READS_EVENTS_MAX};
 pub use telemetry::Health;
 
 use checkpointer::{CheckpointQueue, CheckpointStatus};
@@ -173,8 +174,7 @@ impl Engine {
         // to the query stage, at most `queue_queries_max` at once.
         let (requests_sender, submitted) =
             crossbeam::channel::bounded(config.queue_requests_max as usize);
-        let (store_reads, requests) =
-            crossbeam::channel::bounded(config.queue_requests_max as usize);
+        let (inbox_sender, inbox) = inbox::inbox(config.queue_requests_max as usize);
         let (queries, stage, query_parts) = query_stage::channels(config.queue_queries_max);
         let evicted_through = Arc::new(AtomicU64::new(ledger.evicted_through()));
         let eviction_generation = Arc::new(AtomicU64::new(ledger.eviction_generation()));
@@ -188,10 +188,11 @@ impl Engine {
         let reader = {
             let store = store.clone();
             let (through, generation) = (evicted_through.clone(), eviction_generation.clone());
+            let output = inbox_sender.clone();
             std::thread::Builder::new()
                 .name("settled-reader".into())
                 .spawn(move || {
-                    read_stage::run(store, through, generation, submitted, queries, store_reads)
+                    read_stage::run(store, through, generation, submitted, queries, output)
                 })
                 .expect("spawn read stage thread")
         };
@@ -218,7 +219,16 @@ impl Engine {
                 checkpoint_status: checkpoint_status.clone(),
             },
         );
-        let handle = EngineHandle::new(requests_sender, &config);
+        let handle = EngineHandle::new(
+            requests_sender,
+            inbox_sender.clone(),
+            submit::SubmitterReads {
+                store: Arc::downgrade(&store),
+                evicted_through: evicted_through.clone(),
+                eviction_generation: eviction_generation.clone(),
+            },
+            &config,
+        );
         let transfers_resident = Arc::new(AtomicU64::new(ledger.transfers_resident()));
         let eviction = Eviction {
             store,
@@ -233,7 +243,7 @@ impl Engine {
             config,
             ledger,
             wal.clone(),
-            requests,
+            (inbox, inbox_sender.wake()),
             CheckpointQueue {
                 jobs: jobs_sender,
                 emptied,

@@ -27,10 +27,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crossbeam::channel::{Receiver, Sender};
+use crossbeam::channel::Receiver;
 use protocol::{AccountBalance, AccountFlags, Transfer};
 
 use super::core_thread::Submission;
+use super::inbox::InboxSender;
 use super::query_stage::{self, QueryAdmission};
 use super::record::Write;
 use super::request::{ReplyTo, Request};
@@ -165,11 +166,10 @@ pub(crate) fn run(
     eviction_generation: Arc<AtomicU64>,
     input: Receiver<Admitted>,
     mut queries: QueryAdmission,
-    output: Sender<Submission>,
+    output: InboxSender,
 ) {
+    // A submission keeps its queue slot until the core takes it (see `submit`).
     while let Ok(Admitted { submission, slot }) = input.recv() {
-        // Off the queue: its slot goes to the next async submitter waiting for one.
-        drop(slot);
         let forward = match submission {
             Submission::Request {
                 request,
@@ -202,12 +202,19 @@ pub(crate) fn run(
             }
             Submission::Request { .. } => unreachable!("submitters send their own replies"),
             Submission::Shutdown => {
-                let _ = output.send(Submission::Shutdown);
+                let _ = output.send(Admitted {
+                    submission: Submission::Shutdown,
+                    slot,
+                });
                 break;
             }
         };
+        let forward = Admitted {
+            submission: forward,
+            slot,
+        };
         if let Err(unsent) = output.send(forward) {
-            if let Submission::Request { reply, .. } = unsent.into_inner() {
+            if let Submission::Request { reply, .. } = unsent.into_inner().submission {
                 refuse(reply, EngineError::Stopped);
             }
             break;

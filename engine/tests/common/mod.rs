@@ -90,6 +90,8 @@ pub struct Workload {
     resolved: Vec<u128>,
     sent: Vec<Transfer>,
     requests: u64,
+    /// Transfers in one request, at most.
+    events_max: usize,
 }
 
 impl Workload {
@@ -102,7 +104,15 @@ impl Workload {
             resolved: Vec::new(),
             sent: Vec::new(),
             requests: 0,
+            events_max: 199,
         }
+    }
+
+    /// Requests of at most `events_max` transfers (199 unless set).
+    pub fn with_events_max(mut self, events_max: usize) -> Workload {
+        assert!(events_max >= 1);
+        self.events_max = events_max;
+        self
     }
 
     pub fn next_request(&mut self) -> Request {
@@ -124,7 +134,7 @@ impl Workload {
                     .collect(),
             );
         }
-        let count = self.rng.random_range(1..200);
+        let count = self.rng.random_range(1..self.events_max + 1);
         let mut transfers = Vec::with_capacity(count);
         while transfers.len() < count {
             let linked = self.rng.random_bool(0.1) && transfers.len() + 1 < count;
