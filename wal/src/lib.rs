@@ -141,5 +141,5 @@ pub use format::{
 };
 pub use recovery::{RecoveryReport, TornTail};
 pub use replay::{Record, Replay};
-pub use storage::{FsStorage, SegmentFile, Storage};
+pub use storage::{FsStorage, SegmentFile, Storage, SEGMENT_RESERVE_BYTES};
 pub use wal::{DurableWake, GroupDurable, Wal, WalObserver, WalStats};
