@@ -103,7 +103,7 @@ impl EngineConfig {
             queue_queries_max: 64,
             when_full: WhenFull::Wait,
             batch_events_max: BATCH_EVENTS_MAX * 4,
-            checkpoint_batches: 4096,
+            checkpoint_batches: 65536,
             checkpoint_events: 1 << 18,
             checkpoint_interval: Duration::from_secs(30),
             transfers_resident_max: 1 << 20,
