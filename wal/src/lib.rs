@@ -36,7 +36,8 @@
 //!   writes it with one `write`, makes it durable with one `fdatasync`, then
 //!   publishes the new durable LSN: it stores [`Wal::durable_lsn`], wakes
 //!   [`Wal::wait_durable`] callers, and sends the LSN on every
-//!   [`Wal::subscribe`] channel. While it syncs, the next group fills. If the
+//!   [`Wal::subscribe`] channel (and calls the wake of a
+//!   [`Wal::subscribe_waking`] one). While it syncs, the next group fills. If the
 //!   writer falls behind and the pending buffer reaches
 //!   [`WalConfig::pending_bytes_max`], appends block (backpressure).
 //! * **Segments.** The log is a directory of segment files named
@@ -47,6 +48,11 @@
 //!   tail. A new segment is written under a `.log.tmp` name, synced, renamed,
 //!   and the directory synced: a segment under its final name always has a
 //!   durable header.
+//! * **Reserved space.** [`FsStorage`] keeps [`SEGMENT_RESERVE_BYTES`] of
+//!   zeros written ahead of the records, so a sync overwrites allocated blocks
+//!   and commits no new file size (about a third off each `fdatasync` on
+//!   ext4). A segment is sealed (cut to its last record) before a roll and at a
+//!   clean close; after a crash recovery cuts the zeros like a torn tail.
 //! * **Poisoning.** A failed write or sync poisons the WAL for good: the
 //!   durable LSN stays at the last successful sync, and every later append
 //!   or wait returns [`WalError::Poisoned`]. After a failed `fsync` the page

@@ -13,6 +13,10 @@
 //! What to do when is decided by the [`Pipeline`] (`pipeline.rs`, pure, no I/O); this
 //! thread feeds it events (a batch appended, the durable LSN, a checkpoint written) and
 //! performs what it returns (send replies, hand over a checkpoint, evict, wait).
+//!
+//! Requests arrive on its [`Inbox`] (from the read stage, or straight from async
+//! submitters for small requests); it parks there when idle, and the WAL's durability
+//! notifications ring the same doorbell.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -2,15 +2,15 @@
 //! DESIGN.md, behind an in-process handle.
 //!
 //! ```text
-//! EngineHandle::submit ─queue─▶ read stage ─queue─▶ core thread ─append─▶ WAL writer
-//!        ▲                  (RocksDB point reads)     │  ▲                  (group fsync)
-//!        ├──────────── replies, once durable ─────────┤  └── durable LSN ─────┘
-//!        │                       │ range reads        │ memory's part of range reads
-//!        │                       ▼                    ▼
-//!        └──────────────── query stage (RocksDB scans, joins both parts)
-//!                                                     │
-//!                                                     └─ every N batches ─▶ checkpointer
-//!                                                                            ─▶ RocksDB
+//! EngineHandle::submit ─queue─▶ read stage ──────inbox──▶ core thread ─append─▶ WAL writer
+//!   │    ▲     │          (RocksDB point reads)   ▲      │   ▲             (group fsync)
+//!   │    │     └─ async, ≤ 16 events: reads on ──┘      │   └─ durable LSN ──────┘
+//!   │    │        its own task, straight to the inbox    │
+//!   │    └──────────────── replies, once durable ────────┤ memory's part of range reads
+//!   │                                                     ▼
+//!   └─ range reads (via the read stage) ──▶ query stage (RocksDB scans, joins both parts)
+//!
+//! core thread ── every N batches ──▶ checkpointer ──▶ RocksDB
 //! ```
 //!
 //! - [`Engine::open`] recovers (checkpoint from RocksDB, then the WAL records after it,
