@@ -13,8 +13,8 @@ use protocol::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use settled_engine::core::{
-    recover_ledger, Engine, EngineConfig, EngineError, EngineHandle, OnReply, PendingReply, Reply,
-    Request, SUBMITTER_READS_EVENTS_MAX,
+    reads_on_submitting_task, recover_ledger, Engine, EngineConfig, EngineError, EngineHandle,
+    OnReply, PendingReply, Reply, Request,
 };
 use settled_engine::ledger::Ledger;
 use tempfile::TempDir;
@@ -168,12 +168,12 @@ fn describe(reply: &Reply) -> String {
 }
 
 /// How requests reach the engine: `submit` from a thread (through the read stage), or
-/// `submit_async` (the server's way), where requests of at most
-/// `SUBMITTER_READS_EVENTS_MAX` events do their own point reads and go straight to the
-/// core. Requests on the two paths may pass each other (the protocol promises no order
-/// between requests in flight together) while the reference applies them in the order
-/// sent, so the async run sends small requests, and waits for the reply of a larger one
-/// (the first, which creates the accounts) before it sends anything else.
+/// `submit_async` (the server's way), where small creates do their own point reads and go
+/// straight to the core (`reads_on_submitting_task`). Requests on the two paths may pass
+/// each other (the protocol promises no order between requests in flight together)
+/// while the reference applies them in the order sent, so the async run waits for the
+/// reply of a request on the read stage's path (the first, which creates the accounts,
+/// and lookups of transfers) before it sends anything else.
 enum Submitter {
     Thread,
     Async(tokio::runtime::Runtime),
@@ -195,7 +195,7 @@ impl Submitter {
         let on_reply: OnReply = Box::new(move |result| {
             let _ = sender.send(result);
         });
-        let large = request.events_count() > SUBMITTER_READS_EVENTS_MAX;
+        let read_stage = !reads_on_submitting_task(&request);
         let submitted = runtime.block_on(handle.submit_async(
             request,
             on_reply,
@@ -203,7 +203,7 @@ impl Submitter {
             std::future::pending(),
         ));
         assert!(matches!(submitted, Ok(Ok(()))), "submit_async refused");
-        if large {
+        if read_stage {
             return Waiting::Answered(receiver.recv().unwrap().unwrap());
         }
         Waiting::Callback(receiver)

@@ -4,8 +4,8 @@
 //! ```text
 //! EngineHandle::submit ─queue─▶ read stage ──────inbox──▶ core thread ─append─▶ WAL writer
 //!   │    ▲     │          (RocksDB point reads)   ▲      │   ▲             (group fsync)
-//!   │    │     └─ async, ≤ 16 events: reads on ──┘      │   └─ durable LSN ──────┘
-//!   │    │        its own task, straight to the inbox    │
+//!   │    │     └─ async creates ≤ 16 events read ─┘      │   └─ durable LSN ──────┘
+//!   │    │        on their own task, straight to the inbox│
 //!   │    └──────────────── replies, once durable ────────┤ memory's part of range reads
 //!   │                                                     ▼
 //!   └─ range reads (via the read stage) ──▶ query stage (RocksDB scans, joins both parts)
@@ -49,7 +49,7 @@ use wal::{Wal, WalError};
 pub use config::{system_clock_ns, Clock, EngineConfig, WalStorage, WhenFull};
 pub use record::RecordError;
 pub use request::{OnReply, PendingReply, Reply, Request};
-pub use submit::{EngineHandle, SlotWait, SUBMITTER_READS_EVENTS_MAX};
+pub use submit::{reads_on_submitting_task, EngineHandle, SlotWait, SUBMITTER_READS_EVENTS_MAX};
 pub use telemetry::Health;
 
 use checkpointer::{CheckpointQueue, CheckpointStatus};

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Everything this thread reads is a batch of point reads, bounded by the events of one
-//! request, so the writes queued behind a request never wait long. Async requests of at
+//! request, so the writes queued behind a request never wait long. Async creates of at
 //! most `SUBMITTER_READS_EVENTS_MAX` events call [`read_for_request`] on their own task
 //! and go straight to the core's inbox instead (see `submit`). Range reads
 //! (`get_account_transfers`, `get_account_balances`, `query_transfers`) may scan years

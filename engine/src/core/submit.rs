@@ -9,14 +9,15 @@
 //! takes it off its inbox: the slots bound the async requests waiting anywhere before the
 //! core, in the read stage's queue or the core's inbox.
 //!
-//! A small async request (at most [`SUBMITTER_READS_EVENTS_MAX`] events, not a range read)
-//! skips the read stage: the submitting task does its point reads itself (at most three
-//! keys per event, nearly always answered by RocksDB's bloom filters in memory) and puts it
-//! straight into the core's inbox. That saves a thread hand-off per request, which is most
+//! A small async write (at most [`SUBMITTER_READS_EVENTS_MAX`] events) skips the read stage:
+//! the submitting task does its point reads itself (at most three keys per event, new ids
+//! nearly always, which RocksDB's bloom filters answer in memory) and puts it straight into
+//! the core's inbox; so do account reads, which read nothing from the store (see
+//! [`reads_on_submitting_task`]). That saves a thread hand-off per request, which is most
 //! of what a request of one transfer costs: `settle-bench --clients 64 --batch-size 1`
 //! went from 51 k to 59 k transfers/s with it (medians of four interleaved runs,
-//! 2026-11-28). Larger requests keep the read stage, so a task never blocks long on
-//! RocksDB. The protocol promises no order between requests in flight together, so the
+//! 2026-11-28). Larger writes, lookups of transfers (rows that exist, perhaps read from
+//! disk) and range reads keep the read stage, so a task never blocks long on RocksDB. The protocol promises no order between requests in flight together, so the
 //! two paths may pass each other; each read is checked by the core against the eviction
 //! generation it was made at, as the read stage's are.
 
@@ -35,9 +36,25 @@ use super::request::{OnReply, PendingReply, ReplySender, ReplyTo, Request};
 use super::{EngineConfig, EngineError, WhenFull};
 use crate::store::Store;
 
-/// Async requests of at most this many events do their own point reads and go straight
-/// to the core (see the module comment).
+/// Async writes of at most this many events do their own point reads and go straight to
+/// the core (see the module comment).
 pub const SUBMITTER_READS_EVENTS_MAX: u32 = 16;
+
+/// Whether an async `request` does its store reads on the submitting task and goes
+/// straight to the core's inbox, rather than through the read stage's thread.
+pub fn reads_on_submitting_task(request: &Request) -> bool {
+    match request {
+        Request::CreateAccounts(_) | Request::CreateTransfers(_) => {
+            request.events_count() <= SUBMITTER_READS_EVENTS_MAX
+        }
+        // Nothing to read: accounts never leave memory.
+        Request::LookupAccounts(_) | Request::QueryAccounts(_) => true,
+        Request::LookupTransfers(_)
+        | Request::GetAccountTransfers(_)
+        | Request::GetAccountBalances(_)
+        | Request::QueryTransfers(_) => false,
+    }
+}
 
 /// What travels on the request queues: a submission and, from async submitters, the queue
 /// slot it holds until the core takes it.
@@ -176,9 +193,8 @@ impl EngineHandle {
         if self.stopping.load(Ordering::Acquire) {
             return Err(EngineError::ShuttingDown);
         }
-        let small = request.events_count() <= SUBMITTER_READS_EVENTS_MAX
-            && !query_stage::is_range_read(&request);
-        if small {
+        if reads_on_submitting_task(&request) {
+            debug_assert!(!query_stage::is_range_read(&request));
             let store_reads = self.reads.read(&request)?;
             let admitted = Admitted {
                 submission: Submission::Request {
