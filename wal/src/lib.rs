@@ -48,11 +48,6 @@
 //!   tail. A new segment is written under a `.log.tmp` name, synced, renamed,
 //!   and the directory synced: a segment under its final name always has a
 //!   durable header.
-//! * **Reserved space.** [`FsStorage`] keeps [`SEGMENT_RESERVE_BYTES`] of
-//!   zeros written ahead of the records, so a sync overwrites allocated blocks
-//!   and commits no new file size (about a third off each `fdatasync` on
-//!   ext4). A segment is sealed (cut to its last record) before a roll and at a
-//!   clean close; after a crash recovery cuts the zeros like a torn tail.
 //! * **Poisoning.** A failed write or sync poisons the WAL for good: the
 //!   durable LSN stays at the last successful sync, and every later append
 //!   or wait returns [`WalError::Poisoned`]. After a failed `fsync` the page
@@ -147,5 +142,5 @@ pub use format::{
 };
 pub use recovery::{RecoveryReport, TornTail};
 pub use replay::{Record, Replay};
-pub use storage::{FsStorage, SegmentFile, Storage, SEGMENT_RESERVE_BYTES};
+pub use storage::{FsStorage, SegmentFile, Storage};
 pub use wal::{DurableWake, GroupDurable, Wal, WalObserver, WalStats};

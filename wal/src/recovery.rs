@@ -121,12 +121,13 @@ fn verify_segments(
         lsn_expected = Some(scan.lsn_next);
         active_file_bytes = scan.valid_bytes;
         if let Some(kind) = scan.torn {
+            let bytes_dropped = bytes.len() as u64 - scan.valid_bytes;
             torn_tail = Some(cut_torn_tail(
                 storage,
                 segment,
                 scan.valid_bytes,
                 scan.lsn_next,
-                &bytes[scan.valid_bytes as usize..],
+                bytes_dropped,
                 kind,
             )?);
         }
@@ -246,30 +247,17 @@ fn cut_torn_tail(
     segment: &SegmentMeta,
     valid_bytes: u64,
     lsn: u64,
-    tail: &[u8],
+    bytes_dropped: u64,
     kind: CorruptionKind,
 ) -> Result<TornTail, WalError> {
-    let bytes_dropped = tail.len() as u64;
-    if tail.iter().all(|&byte| byte == 0) {
-        // Space the writer reserved ahead of its records (see
-        // `storage::SEGMENT_RESERVE_BYTES`): what any stop but a clean one leaves.
-        tracing::info!(
-            path = %segment.path.display(),
-            offset = valid_bytes,
-            lsn,
-            bytes_dropped,
-            "WAL recovery: zeros after the last record (reserved space); truncating",
-        );
-    } else {
-        tracing::warn!(
-            path = %segment.path.display(),
-            offset = valid_bytes,
-            lsn,
-            bytes_dropped,
-            reason = %kind,
-            "WAL recovery: torn tail after the last valid record; truncating",
-        );
-    }
+    tracing::warn!(
+        path = %segment.path.display(),
+        offset = valid_bytes,
+        lsn,
+        bytes_dropped,
+        reason = %kind,
+        "WAL recovery: torn tail after the last valid record; truncating",
+    );
     storage
         .truncate_file(&segment.path, valid_bytes)
         .map_err(WalError::io("truncate torn tail", &segment.path))?;

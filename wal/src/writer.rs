@@ -38,13 +38,6 @@ pub(crate) fn run_writer(shared: Arc<Shared>, mut active: ActiveSegment, lsn_nex
         spare = group;
         spare.clear();
     }
-    // A clean end leaves the segment ending at its last record; after a failure the
-    // reserved zeros stay, and recovery cuts them like a torn tail.
-    if shared.poison.get().is_none() {
-        if let Err(error) = active.seal() {
-            tracing::warn!(%error, "WAL: reserved space not given back; the next open cuts it");
-        }
-    }
     let _guard = lock(&shared.durable_mutex);
     shared.writer_stopped.store(true, Ordering::Release);
     shared.durable_changed.notify_all();
@@ -126,9 +119,8 @@ fn write_group(
             prefix_bytes > 0 || active.file_bytes > u64::from(crate::format::SEGMENT_HEADER_BYTES)
         );
         // Seal the full segment before its successor exists, so only the last
-        // segment can ever hold a torn tail (or reserved zeros).
+        // segment can ever hold a torn tail.
         sync(shared, active, synced)?;
-        active.seal()?;
         roll_segment(shared, active, group_first_lsn(rest))?;
     }
     sync(shared, active, synced)?;

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::*;
 use rand::{Rng, SeedableRng};
-use settled_wal::{CorruptionKind, Wal, WalError, RECORD_HEADER_BYTES, SEGMENT_RESERVE_BYTES};
+use settled_wal::{CorruptionKind, Wal, WalError, RECORD_HEADER_BYTES};
 
 /// Byte range of the last record in `segment` (header + payload), given
 /// that its payload is `payload_bytes` long.
@@ -306,47 +306,4 @@ fn a_half_created_segment_is_removed() {
     let wal = Wal::open(dir.path(), config).expect("recovers");
     assert!(!temp.exists());
     assert_eq!(wal.lsn_next(), 11);
-}
-
-#[test]
-fn reserved_zeros_are_given_back_at_a_clean_close_and_cut_after_a_crash() {
-    let config = small_config();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let wal = Wal::open(dir.path(), config.clone()).expect("open");
-    append_durable(&wal, 1, 30);
-    let file_bytes = |path: &Path| fs::metadata(path).expect("metadata").len();
-    let files = segment_files(dir.path());
-    let (active, sealed) = files.split_last().expect("segments");
-    assert!(sealed.len() >= 2, "the records span several segments");
-    for path in sealed {
-        assert!(
-            file_bytes(path) <= config.segment_bytes,
-            "{} was rolled with its reserved zeros",
-            path.display()
-        );
-    }
-    assert!(
-        file_bytes(active) >= SEGMENT_RESERVE_BYTES / 2,
-        "the active segment has zeros reserved after its records"
-    );
-    // A crash now leaves the zeros on disk: recovery cuts them and keeps every record.
-    let crashed = copy_dir(dir.path());
-    let recovered = Wal::open(crashed.path(), config.clone()).expect("recovers");
-    let cut = recovered
-        .recovery_report()
-        .torn_tail
-        .clone()
-        .expect("zeros cut");
-    assert_eq!(cut.lsn, 31);
-    assert!(cut.bytes_dropped >= SEGMENT_RESERVE_BYTES / 2);
-    assert_eq!(replay_all(&recovered, 0).expect("replay").len(), 30);
-    drop(recovered);
-    // A clean close gives them back: the segment ends at its last record.
-    wal.close().expect("close");
-    assert!(file_bytes(active) <= config.segment_bytes);
-    let reopened = Wal::open(dir.path(), config).expect("reopen");
-    assert_eq!(reopened.recovery_report().torn_tail, None);
-    let records = replay_all(&reopened, 0).expect("replay");
-    assert_records_are_payloads(&records, 1);
-    assert_eq!(records.len(), 30);
 }
