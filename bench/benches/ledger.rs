@@ -19,9 +19,10 @@ use settled_bench::{ledger_with_accounts, transfers_resident_max_default, Replay
 
 const BATCH_EVENTS: usize = BATCH_EVENTS_MAX as usize;
 const TRANSFERS_PER_LEDGER: u64 = 4_000_000;
-/// Batches between checkpoints in the steady mode (the engine's default is up to 4096
-/// batches or 30 s; under full load of 8189-event batches, 30 s is a few thousand). Also
-/// the number of batches prepared: a round of them comes between checkpoints.
+/// Batches between checkpoints in the steady mode (the engine checkpoints after 262144
+/// events, 65536 batches or 30 s, whichever comes first: 32 batches of 8189 events under
+/// full load). Also the number of batches prepared: a round of them comes between
+/// checkpoints.
 const CHECKPOINT_BATCHES: usize = 64;
 
 #[derive(Clone, Copy)]

@@ -216,6 +216,8 @@ mod tests {
             drop(durable);
             wake();
         });
+        // Woken, not found at the timeout: each wait ends long before it.
+        let started = Instant::now();
         assert!(matches!(
             inbox.wait(Some(&notifications), Duration::from_secs(30)),
             Woken::Durable
@@ -224,8 +226,40 @@ mod tests {
             inbox.wait(Some(&notifications), Duration::from_secs(30)),
             Woken::DurableClosed
         ));
+        assert!(started.elapsed() < Duration::from_secs(10));
         notifying.join().unwrap();
         drop(sender);
+    }
+
+    #[test]
+    fn every_single_send_wakes_a_parked_core() {
+        // Ping-pong: each send comes while the core is parked (or about to park) with
+        // nothing else queued, so a lost wake-up would leave a wait to time out.
+        let (sender, inbox) = inbox(4);
+        let (ack, acks) = crossbeam::channel::bounded::<()>(1);
+        let pinging = std::thread::spawn(move || {
+            for round in 0..2_000u32 {
+                // Now and then let the core get all the way into its park.
+                if round % 8 == 0 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                sender.try_send(shutdown()).map_err(|_| "full").unwrap();
+                acks.recv().unwrap();
+            }
+        });
+        for round in 0..2_000 {
+            // A lost wake-up shows as a wait that lasts until its timeout (the message
+            // is found then), so the bound is on the time waited.
+            let started = Instant::now();
+            let woken = inbox.wait(None, Duration::from_secs(5));
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "the wake-up of send {round} was lost"
+            );
+            assert!(matches!(woken, Woken::Submission(_)));
+            ack.send(()).unwrap();
+        }
+        pinging.join().unwrap();
     }
 
     #[test]

@@ -174,7 +174,9 @@ impl Engine {
         // to the query stage, at most `queue_queries_max` at once.
         let (requests_sender, submitted) =
             crossbeam::channel::bounded(config.queue_requests_max as usize);
-        let (inbox_sender, inbox) = inbox::inbox(config.queue_requests_max as usize);
+        // One place more than there are queue slots: the shutdown message takes none, and
+        // a slot holder's `try_send` must still find room beside it.
+        let (inbox_sender, inbox) = inbox::inbox(config.queue_requests_max as usize + 1);
         let (queries, stage, query_parts) = query_stage::channels(config.queue_queries_max);
         let evicted_through = Arc::new(AtomicU64::new(ledger.evicted_through()));
         let eviction_generation = Arc::new(AtomicU64::new(ledger.eviction_generation()));

@@ -17,7 +17,9 @@
 //! of what a request of one transfer costs: `settle-bench --clients 64 --batch-size 1`
 //! went from 51 k to 59 k transfers/s with it (medians of four interleaved runs,
 //! 2026-11-28). Larger writes, lookups of transfers (rows that exist, perhaps read from
-//! disk) and range reads keep the read stage, so a task never blocks long on RocksDB. The protocol promises no order between requests in flight together, so the
+//! disk) and range reads keep the read stage. What a small create may still cost its
+//! task: when it names an evicted id (a retry of an old transfer) or a bloom filter
+//! answers falsely, a read of that row, perhaps from disk, at most 48 keys a request. The protocol promises no order between requests in flight together, so the
 //! two paths may pass each other; each read is checked by the core against the eviction
 //! generation it was made at, as the read stage's are.
 
@@ -243,10 +245,16 @@ impl EngineHandle {
     pub(crate) fn request_shutdown(&self) {
         if !self.stopping.swap(true, Ordering::AcqRel) {
             // Blocks while the queue is full: everything ahead of it gets applied first.
-            let _ = self.requests.send(Admitted {
+            let shutdown = Admitted {
                 submission: Submission::Shutdown,
                 slot: None,
-            });
+            };
+            if let Err(unsent) = self.requests.send(shutdown) {
+                // The read stage is gone (it only stops after a shutdown, or by a bug):
+                // the core still has to hear it, and handles keep its inbox open, so
+                // it would never see its queue disconnect.
+                let _ = self.core.send(unsent.into_inner());
+            }
         }
     }
 
