@@ -192,3 +192,36 @@ fn a_full_disk_while_creating_a_segment_is_recoverable() {
     let records = replay_all(&wal, 0).expect("replay");
     assert!(records.iter().all(|record| record.payload == filler));
 }
+
+#[test]
+fn a_waking_subscriber_is_woken_when_a_failed_fsync_ends_its_channel() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, storage) = open_faulty(dir.path());
+    let durable_before = append_durable(&wal, 1, 3);
+    let wakes = std::sync::Arc::new(AtomicU64::new(0));
+    let counted = wakes.clone();
+    let notifications = wal.subscribe_waking(Box::new(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+    }));
+    storage.fail_syncs_from(storage.sync_data_count());
+    let lsn = wal.append(&payload(4)).expect("append is buffered");
+    wal.wait_durable(lsn).expect_err("the sync failed");
+    // Waiters hear of the poison before the writer ends the subscriptions: wait for the
+    // wake that ends this one (no notification came after it subscribed).
+    let started = std::time::Instant::now();
+    while wakes.load(Ordering::SeqCst) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never woken");
+        std::thread::yield_now();
+    }
+    // Woken with the channel closed, and nothing announced past the last good sync.
+    loop {
+        match notifications.try_recv() {
+            Ok(notified) => assert!(notified <= durable_before),
+            Err(error) => {
+                assert_eq!(error, crossbeam::channel::TryRecvError::Disconnected);
+                break;
+            }
+        }
+    }
+}
