@@ -33,7 +33,7 @@ pub(crate) fn inbox(capacity: usize) -> (InboxSender, Inbox) {
     });
     (
         InboxSender {
-            queue: sender,
+            queue: Some(sender),
             bell: bell.clone(),
         },
         Inbox {
@@ -65,16 +65,32 @@ impl Doorbell {
 /// The sending side: the read stage, async submitters, and (for its wake) the WAL.
 #[derive(Clone)]
 pub(crate) struct InboxSender {
-    queue: Sender<Admitted>,
+    /// Taken only by `drop`.
+    queue: Option<Sender<Admitted>>,
     bell: Arc<Doorbell>,
 }
 
+impl Drop for InboxSender {
+    /// The last sender gone disconnects the inbox, which the core must hear at once, not
+    /// at its next timeout: drop the channel's sender first, then ring.
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        self.bell.ring();
+    }
+}
+
 impl InboxSender {
+    fn queue(&self) -> &Sender<Admitted> {
+        self.queue
+            .as_ref()
+            .expect("the queue is taken only when dropped")
+    }
+
     /// Queue `admitted`, blocking while the inbox is full.
     // The error hands the submission back, as crossbeam's does, so its reply can be sent.
     #[allow(clippy::result_large_err)]
     pub fn send(&self, admitted: Admitted) -> Result<(), SendError<Admitted>> {
-        self.queue.send(admitted)?;
+        self.queue().send(admitted)?;
         self.bell.ring();
         Ok(())
     }
@@ -82,7 +98,7 @@ impl InboxSender {
     /// Queue `admitted` if there is room.
     #[allow(clippy::result_large_err)]
     pub fn try_send(&self, admitted: Admitted) -> Result<(), TrySendError<Admitted>> {
-        self.queue.try_send(admitted)?;
+        self.queue().try_send(admitted)?;
         self.bell.ring();
         Ok(())
     }
@@ -263,6 +279,25 @@ mod tests {
     }
 
     #[test]
+    fn the_last_sender_dropped_wakes_a_parked_core() {
+        let (sender, inbox) = inbox(4);
+        let dropping = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(sender);
+        });
+        let started = Instant::now();
+        assert!(matches!(
+            inbox.wait(None, Duration::from_secs(30)),
+            Woken::Disconnected
+        ));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "woken, not timed out"
+        );
+        dropping.join().unwrap();
+    }
+
+    #[test]
     fn nothing_arriving_times_out() {
         let (_sender, inbox) = inbox(1);
         let started = Instant::now();
@@ -275,8 +310,9 @@ mod tests {
 
     #[test]
     fn many_senders_never_lose_a_wake() {
-        // Every send must wake the core: a lost wake-up would stall this test until the
-        // 30 s timeout of some wait, which the elapsed bound catches.
+        // Every send, and the drop of the last sender, must wake the core: a lost wake-up
+        // would stall this test until the 30 s timeout of some wait, which the elapsed
+        // bound catches.
         let (sender, inbox) = inbox(64);
         let senders: Vec<_> = (0..4)
             .map(|_| {
