@@ -12,7 +12,8 @@ use protocol::{
     TransferFlags, BATCH_EVENTS_MAX, NS_PER_SECOND,
 };
 use settled_engine::core::{
-    recover_ledger, Engine, EngineError, EngineHandle, Reply, Request, ShutdownReport, WhenFull,
+    recover_ledger, Engine, EngineError, EngineHandle, OnReply, Reply, Request, ShutdownReport,
+    WhenFull,
 };
 use settled_engine::ledger::{Ledger, PendingStatus};
 
@@ -603,4 +604,77 @@ fn checkpoints_failing_refuse_writes_serve_reads_and_writes_come_back() {
         std::thread::sleep(Duration::from_millis(100));
     }
     engine.shutdown().unwrap();
+}
+
+/// A shutdown while async submitters keep sending: every request `submit_async` let in
+/// was queued before the shutdown message, so it is answered (with its result, not an
+/// error) by the time `shutdown` returns, while the submitters still hold their handles.
+/// A request let in after the core's last look at its queue would instead wait there
+/// until the last handle is dropped.
+#[test]
+fn every_request_let_in_is_answered_before_shutdown_returns() {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    engine
+        .handle()
+        .submit_wait(Request::CreateAccounts(vec![
+            account(1, Default::default()),
+            account(2, Default::default()),
+        ]))
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Ids answered with a reply (not an error), and ids let in.
+    let answered = Arc::new(Mutex::new(HashSet::new()));
+    let tasks: Vec<_> = (0..8u128)
+        .map(|task| {
+            let (handle, answered) = (engine.handle(), answered.clone());
+            runtime.spawn(async move {
+                let mut let_in = Vec::new();
+                for index in 0u128.. {
+                    let id = 1_000_000 * (task + 1) + index;
+                    let answered = answered.clone();
+                    let on_reply: OnReply = Box::new(move |result| {
+                        if result.is_ok() {
+                            answered.lock().unwrap().insert(id);
+                        }
+                    });
+                    let request = Request::CreateTransfers(vec![transfer(id, 1, 2, 1)]);
+                    let forever = std::future::pending();
+                    match handle
+                        .submit_async(request, on_reply, Duration::from_secs(30), forever)
+                        .await
+                    {
+                        Ok(Ok(())) => let_in.push(id),
+                        Err(EngineError::ShuttingDown) => return (let_in, handle),
+                        Err(error) => panic!("refused: {error}"),
+                        Ok(Err(_)) => panic!("no queue slot within 30 s"),
+                    }
+                    tokio::task::yield_now().await;
+                }
+                unreachable!()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    engine.shutdown().unwrap();
+    let answered_at_shutdown = answered.lock().unwrap().clone();
+    let mut let_in_total = 0;
+    for task in tasks {
+        // The handle comes back with the ids: it is dropped only after the check.
+        let (let_in, _handle) = runtime.block_on(task).unwrap();
+        let_in_total += let_in.len();
+        for id in let_in {
+            assert!(
+                answered_at_shutdown.contains(&id),
+                "transfer {id} was let in but not answered when shutdown returned"
+            );
+        }
+    }
+    assert!(let_in_total > 100, "only {let_in_total} requests let in");
 }

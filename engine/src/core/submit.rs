@@ -23,8 +23,8 @@
 //! two paths may pass each other; each read is checked by the core against the eviction
 //! generation it was made at, as the read stage's are.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use crossbeam::channel::{Sender, TrySendError};
@@ -85,7 +85,11 @@ pub struct EngineHandle {
     slots: Arc<Semaphore>,
     when_full: WhenFull,
     queue_requests_max: u32,
-    stopping: Arc<AtomicBool>,
+    /// `true` once the engine is stopping. Submitters hold the read side from their check
+    /// of it to their send, shutdown takes the write side to set it: so every request
+    /// let in is queued before the shutdown message, and the core answers it before it
+    /// stops (none is left in a queue nobody reads).
+    stopping: Arc<RwLock<bool>>,
 }
 
 /// The store and the core's eviction watermark, as the read stage sees them. The store is
@@ -133,7 +137,7 @@ impl EngineHandle {
             slots: Arc::new(Semaphore::new(config.queue_requests_max as usize)),
             when_full: config.when_full,
             queue_requests_max: config.queue_requests_max,
-            stopping: Arc::new(AtomicBool::new(false)),
+            stopping: Arc::new(RwLock::new(false)),
         }
     }
 
@@ -145,6 +149,7 @@ impl EngineHandle {
     /// [`EngineHandle::submit_async`].
     pub fn submit(&self, request: Request) -> Result<PendingReply, EngineError> {
         self.check(&request)?;
+        let _open = self.open()?;
         let (reply, pending) = PendingReply::channel();
         let admitted = Admitted {
             submission: Submission::request(request, reply),
@@ -192,9 +197,8 @@ impl EngineHandle {
                 }
             }
         };
-        if self.stopping.load(Ordering::Acquire) {
-            return Err(EngineError::ShuttingDown);
-        }
+        // Held to the send below; no await from here on.
+        let _open = self.open()?;
         if reads_on_submitting_task(&request) {
             debug_assert!(!query_stage::is_range_read(&request));
             let store_reads = self.reads.read(&request)?;
@@ -243,7 +247,14 @@ impl EngineHandle {
 
     /// Refuse new requests and ask the core to finish those already queued.
     pub(crate) fn request_shutdown(&self) {
-        if !self.stopping.swap(true, Ordering::AcqRel) {
+        let first = {
+            let mut stopping = self
+                .stopping
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            !std::mem::replace(&mut *stopping, true)
+        };
+        if first {
             // Blocks while the queue is full: everything ahead of it gets applied first.
             let shutdown = Admitted {
                 submission: Submission::Shutdown,
@@ -269,10 +280,24 @@ impl EngineHandle {
                 max: operation.events_max(),
             });
         }
-        if self.stopping.load(Ordering::Acquire) {
+        if self.is_stopping() {
             return Err(EngineError::ShuttingDown);
         }
         Ok(())
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.stopping.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The read side of `stopping` while it is still `false`: hold it until the request
+    /// is queued.
+    fn open(&self) -> Result<RwLockReadGuard<'_, bool>, EngineError> {
+        let stopping = self.stopping.read().unwrap_or_else(PoisonError::into_inner);
+        if *stopping {
+            return Err(EngineError::ShuttingDown);
+        }
+        Ok(stopping)
     }
 
     fn try_send(&self, admitted: Admitted) -> Result<(), EngineError> {
