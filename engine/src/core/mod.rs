@@ -449,7 +449,7 @@ fn read_ahead(
     Ok(())
 }
 
-fn store_error(error: StoreError) -> EngineError {
+pub(crate) fn store_error(error: StoreError) -> EngineError {
     EngineError::Store(Arc::new(error))
 }
 

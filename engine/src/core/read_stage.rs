@@ -38,7 +38,7 @@ use super::query_stage::{self, QueryAdmission};
 use super::record::Write;
 use super::request::{ReplyTo, Request};
 use super::submit::Admitted;
-use super::EngineError;
+use super::{store_error, EngineError};
 use crate::ledger::OldTransfers;
 use crate::store::{Store, StoreError};
 
@@ -72,6 +72,22 @@ impl StoreReadData {
             StoreReadData::Transfers(_) | StoreReadData::Nothing => 0,
         }
     }
+}
+
+/// The core's eviction watermark W and generation, as `(W, generation)`. The generation is
+/// loaded first: the core publishes W before it, so W is at least that generation's.
+pub(crate) fn load_watermark(
+    evicted_through: &AtomicU64,
+    eviction_generation: &AtomicU64,
+) -> (u64, u64) {
+    let generation = eviction_generation.load(Ordering::Acquire);
+    (evicted_through.load(Ordering::Acquire), generation)
+}
+
+/// A failed read of evicted transfers, as its submitter hears it (nothing was applied).
+pub(crate) fn read_failed(error: StoreError) -> EngineError {
+    tracing::error!(%error, "reading evicted transfers failed");
+    store_error(error)
 }
 
 /// Read what `request` needs of the transfers evicted through `through`.
@@ -178,10 +194,7 @@ pub(crate) fn run(
                 reply: ReplyTo::Caller(reply),
                 ..
             } => {
-                // Generation first: the core publishes the watermark before it, so this
-                // watermark is at least that generation's.
-                let generation = eviction_generation.load(Ordering::Acquire);
-                let through = evicted_through.load(Ordering::Acquire);
+                let (through, generation) = load_watermark(&evicted_through, &eviction_generation);
                 if query_stage::is_range_read(&request) {
                     match queries.admit(request, reply, through) {
                         Some(forward) => forward,
@@ -195,8 +208,7 @@ pub(crate) fn run(
                             store_reads: Some(Box::new(store_reads)),
                         },
                         Err(error) => {
-                            tracing::error!(%error, "reading evicted transfers failed");
-                            let _ = reply.send(Err(EngineError::Store(Arc::new(error))));
+                            let _ = reply.send(Err(read_failed(error)));
                             continue;
                         }
                     }

@@ -19,11 +19,11 @@
 //! 2026-11-28). Larger writes, lookups of transfers (rows that exist, perhaps read from
 //! disk) and range reads keep the read stage. What a small create may still cost its
 //! task: when it names an evicted id (a retry of an old transfer) or a bloom filter
-//! answers falsely, a read of that row, perhaps from disk, at most 48 keys a request. The protocol promises no order between requests in flight together, so the
-//! two paths may pass each other; each read is checked by the core against the eviction
-//! generation it was made at, as the read stage's are.
+//! answers falsely, a read of that row, perhaps from disk, at most 48 keys a request. The
+//! protocol promises no order between requests in flight together, so the two paths may
+//! pass each other; each read is checked by the core against the eviction generation it
+//! was made at, as the read stage's are.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -33,7 +33,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::core_thread::Submission;
 use super::inbox::InboxSender;
 use super::query_stage;
-use super::read_stage::{read_for_request, StoreReads};
+use super::read_stage::{load_watermark, read_failed, read_for_request, StoreReads};
 use super::request::{OnReply, PendingReply, ReplySender, ReplyTo, Request};
 use super::{EngineConfig, EngineError, WhenFull};
 use crate::store::Store;
@@ -103,15 +103,10 @@ pub(crate) struct SubmitterReads {
 
 impl SubmitterReads {
     fn read(&self, request: &Request) -> Result<StoreReads, EngineError> {
-        // Generation first, as in the read stage: the core publishes the watermark before
-        // it, so this watermark is at least that generation's.
-        let generation = self.eviction_generation.load(Ordering::Acquire);
-        let through = self.evicted_through.load(Ordering::Acquire);
+        let (through, generation) =
+            load_watermark(&self.evicted_through, &self.eviction_generation);
         let store = self.store.upgrade().ok_or(EngineError::ShuttingDown)?;
-        read_for_request(&store, request, through, generation).map_err(|error| {
-            tracing::error!(%error, "reading evicted transfers failed");
-            EngineError::Store(Arc::new(error))
-        })
+        read_for_request(&store, request, through, generation).map_err(read_failed)
     }
 }
 
@@ -148,7 +143,7 @@ impl EngineHandle {
     /// [`WhenFull::Wait`] a full queue blocks the calling thread: async callers should use
     /// [`EngineHandle::submit_async`].
     pub fn submit(&self, request: Request) -> Result<PendingReply, EngineError> {
-        self.check(&request)?;
+        check_events(&request)?;
         let _open = self.open()?;
         let (reply, pending) = PendingReply::channel();
         let admitted = Admitted {
@@ -180,7 +175,11 @@ impl EngineHandle {
         queue_full_wait: Duration,
         cancel: impl std::future::Future<Output = ()>,
     ) -> Result<Result<(), SlotWait>, EngineError> {
-        self.check(&request)?;
+        check_events(&request)?;
+        // Refused before waiting for a slot; checked again, held, once one is taken.
+        if self.is_stopping() {
+            return Err(EngineError::ShuttingDown);
+        }
         let slot = match self.slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
@@ -225,19 +224,9 @@ impl EngineHandle {
     /// certain as in [`EngineHandle::submit_async`]: every async request holds a slot until
     /// the core takes it, and the inbox holds as many as there are slots.
     fn send_to_core(&self, admitted: Admitted) -> Result<(), EngineError> {
-        self.core.try_send(admitted).map_err(|error| {
-            let (admitted, refusal) = match error {
-                TrySendError::Full(admitted) => (
-                    admitted,
-                    EngineError::Busy {
-                        queue_requests_max: self.queue_requests_max,
-                    },
-                ),
-                TrySendError::Disconnected(admitted) => (admitted, EngineError::ShuttingDown),
-            };
-            admitted.submission.forget_reply();
-            refusal
-        })
+        self.core
+            .try_send(admitted)
+            .map_err(|error| self.refused(error))
     }
 
     /// Submit and block until the reply arrives.
@@ -269,23 +258,6 @@ impl EngineHandle {
         }
     }
 
-    /// The refusals that need no queue: over a limit, or stopping.
-    fn check(&self, request: &Request) -> Result<(), EngineError> {
-        let operation = request.operation();
-        let count = request.events_count();
-        if count > operation.events_max() {
-            return Err(EngineError::TooManyEvents {
-                operation,
-                count,
-                max: operation.events_max(),
-            });
-        }
-        if self.is_stopping() {
-            return Err(EngineError::ShuttingDown);
-        }
-        Ok(())
-    }
-
     fn is_stopping(&self) -> bool {
         *self.stopping.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -301,21 +273,38 @@ impl EngineHandle {
     }
 
     fn try_send(&self, admitted: Admitted) -> Result<(), EngineError> {
-        // A refused submission is dropped here: its reply sender answers nobody, since the
-        // caller learns of the refusal from the error instead.
         self.requests
             .try_send(admitted)
-            .map_err(|error| match error {
-                TrySendError::Full(admitted) => {
-                    admitted.submission.forget_reply();
-                    EngineError::Busy {
-                        queue_requests_max: self.queue_requests_max,
-                    }
-                }
-                TrySendError::Disconnected(admitted) => {
-                    admitted.submission.forget_reply();
-                    EngineError::ShuttingDown
-                }
-            })
+            .map_err(|error| self.refused(error))
     }
+
+    /// A submission either queue refused is dropped here: its reply sender answers
+    /// nobody, since the caller learns of the refusal from the error instead.
+    fn refused(&self, error: TrySendError<Admitted>) -> EngineError {
+        let (admitted, refusal) = match error {
+            TrySendError::Full(admitted) => (
+                admitted,
+                EngineError::Busy {
+                    queue_requests_max: self.queue_requests_max,
+                },
+            ),
+            TrySendError::Disconnected(admitted) => (admitted, EngineError::ShuttingDown),
+        };
+        admitted.submission.forget_reply();
+        refusal
+    }
+}
+
+/// The refusal that needs no queue: more events than the operation allows.
+fn check_events(request: &Request) -> Result<(), EngineError> {
+    let operation = request.operation();
+    let count = request.events_count();
+    if count > operation.events_max() {
+        return Err(EngineError::TooManyEvents {
+            operation,
+            count,
+            max: operation.events_max(),
+        });
+    }
+    Ok(())
 }
