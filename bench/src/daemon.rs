@@ -29,8 +29,6 @@ const LISTENING_ON: &str = "listening on ";
 /// How often a stop looks whether the daemon has exited.
 const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// `settled` beside this executable (both are built into the same target directory);
-/// `otherwise` ends the error that says how else to get one.
 /// Peak resident memory (VmHWM) of the process `/proc/<process>` names ("self" or a pid),
 /// in bytes; `None` where /proc does not say.
 pub fn peak_rss_bytes(process: &str) -> Option<u64> {
@@ -40,6 +38,8 @@ pub fn peak_rss_bytes(process: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// `settled` beside this executable (both are built into the same target directory);
+/// `otherwise` ends the error that says how else to get one.
 pub fn sibling_settled(otherwise: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|error| format!("cannot find myself: {error}"))?;
     let path = exe.with_file_name("settled");

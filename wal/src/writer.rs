@@ -121,7 +121,7 @@ fn write_group(
         // Seal the full segment before its successor exists, so only the last
         // segment can ever hold a torn tail.
         sync(shared, active, synced)?;
-        roll_segment(shared, active, group_first_lsn(rest))?;
+        *active = add_segment(shared, group_first_lsn(rest))?;
     }
     sync(shared, active, synced)?;
     shared.stats.groups_written.fetch_add(1, Ordering::Relaxed);
@@ -135,15 +135,6 @@ fn sync(shared: &Shared, active: &mut ActiveSegment, synced: &mut Synced) -> Res
     synced.calls += 1;
     synced.duration += started.elapsed();
     result
-}
-
-fn roll_segment(
-    shared: &Shared,
-    active: &mut ActiveSegment,
-    first_lsn: u64,
-) -> Result<(), WalError> {
-    *active = add_segment(shared, first_lsn)?;
-    Ok(())
 }
 
 /// Creates the segment whose first record will be `first_lsn` and appends it to the
