@@ -1,7 +1,7 @@
 //! `WalConfig`: every limit of the WAL, named and checked at open.
 
 use crate::error::WalError;
-use crate::format::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use crate::format::{GROUP_MARKER_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 
 /// Hard upper bound for `record_bytes_max`: recovery reads a whole segment
 /// into memory, so records (and segments) must stay modest.
@@ -102,12 +102,14 @@ impl WalConfig {
                 "above SEGMENT_BYTES_LIMIT",
             );
         }
-        let segment_bytes_min = u64::from(SEGMENT_HEADER_BYTES) + self.record_on_disk_bytes_max();
+        let segment_bytes_min = u64::from(SEGMENT_HEADER_BYTES)
+            + u64::from(GROUP_MARKER_BYTES)
+            + self.record_on_disk_bytes_max();
         if self.segment_bytes < segment_bytes_min {
             return invalid(
                 WalConfigField::SegmentBytes,
                 self.segment_bytes,
-                "must hold the segment header and one record of record_bytes_max",
+                "must hold the segment header, a group marker and one record of record_bytes_max",
             );
         }
         if self.pending_bytes_max > PENDING_BYTES_LIMIT {

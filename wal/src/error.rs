@@ -154,4 +154,16 @@ pub enum CorruptionKind {
     DamagedInSealedSegment { damage: Box<CorruptionKind> },
     #[error("segment file shrank or changed while being read")]
     SegmentChanged,
+    /// A record header with the marker's LSN field whose payload is not a group marker.
+    #[error("invalid group marker (LSN field {lsn_field:#x})")]
+    GroupMarkerInvalid { lsn_field: u64 },
+    /// Where a segment of format 2 must have a group marker, something else is.
+    #[error("no group marker where a group must start: {found}")]
+    GroupMarkerMissing { found: Box<CorruptionKind> },
+    /// A group marker that does not continue the LSN sequence.
+    #[error("group marker for LSN {lsn_found} where LSN {lsn_expected} was expected")]
+    GroupLsnMismatch { lsn_expected: u64, lsn_found: u64 },
+    /// The records after a valid marker do not fill exactly what it announced.
+    #[error("group announced {records} records in {bytes} bytes; its records do not end there")]
+    GroupLengthMismatch { records: u32, bytes: u64 },
 }

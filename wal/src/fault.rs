@@ -168,6 +168,10 @@ impl SegmentFile for FaultySegmentFile {
         }
     }
 
+    fn seal(&mut self) -> io::Result<()> {
+        self.inner.seal()
+    }
+
     fn sync_data(&mut self) -> io::Result<()> {
         let fail = {
             let mut state = self.storage.lock();

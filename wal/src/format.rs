@@ -8,8 +8,18 @@ use crate::error::CorruptionKind;
 
 /// Magic bytes at offset 0 of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SETLWAL\0";
-/// Format version written into every segment header.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version written into every new segment header: records in groups, each
+/// group's records led by a group marker (see the crate docs).
+pub const FORMAT_VERSION: u32 = 2;
+/// The first format, still read: records back to back, no group markers. A segment of
+/// this version is never appended to (the writer starts a new one at open).
+pub const FORMAT_VERSION_UNGROUPED: u32 = 1;
+/// The LSN field of a group marker; never a record's LSN (appends stop before it).
+pub const GROUP_MARKER_LSN: u64 = u64::MAX;
+/// A group marker's payload: the group's first LSN, its bytes, its records, zero.
+const GROUP_MARKER_PAYLOAD_BYTES: u32 = 24;
+/// A whole group marker: a record header and its payload.
+pub const GROUP_MARKER_BYTES: u32 = RECORD_HEADER_BYTES + GROUP_MARKER_PAYLOAD_BYTES;
 /// Size of the segment header at the start of every segment file.
 pub const SEGMENT_HEADER_BYTES: u32 = 32;
 /// Size of the header in front of every record's payload.
@@ -64,6 +74,12 @@ pub fn encode_segment_header(first_lsn: u64) -> [u8; SEGMENT_HEADER_BYTES as usi
 
 /// Decodes and verifies a segment header; returns its first LSN.
 pub fn decode_segment_header(bytes: &[u8]) -> Result<u64, CorruptionKind> {
+    decode_segment_header_versioned(bytes).map(|(first_lsn, _)| first_lsn)
+}
+
+/// Decodes and verifies a segment header of either version; returns its first LSN and
+/// its version ([`FORMAT_VERSION`] or [`FORMAT_VERSION_UNGROUPED`]).
+pub fn decode_segment_header_versioned(bytes: &[u8]) -> Result<(u64, u32), CorruptionKind> {
     let header =
         bytes
             .get(..SEGMENT_HEADER_BYTES as usize)
@@ -82,7 +98,7 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<u64, CorruptionKind> {
         return Err(CorruptionKind::SegmentMagic);
     }
     let version = read_u32(header, 8);
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_UNGROUPED {
         return Err(CorruptionKind::SegmentVersion { version });
     }
     if read_u32(header, 12) != 0 || read_u32(header, 24) != 0 {
@@ -92,7 +108,100 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<u64, CorruptionKind> {
     if first_lsn == 0 {
         return Err(CorruptionKind::SegmentFirstLsnZero);
     }
-    Ok(first_lsn)
+    Ok((first_lsn, version))
+}
+
+/// What a group marker says of the records that follow it in its segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupMarker {
+    /// LSN of the group's first record.
+    pub first_lsn: u64,
+    /// Bytes of the group's records (headers and payloads), after the marker.
+    pub bytes: u64,
+    /// How many records the group holds (at least one).
+    pub records: u32,
+}
+
+impl GroupMarker {
+    /// Offset one past the group's last byte, for a marker found at `offset`.
+    pub fn end_offset(&self, offset: u64) -> u64 {
+        offset + u64::from(GROUP_MARKER_BYTES) + self.bytes
+    }
+}
+
+/// The marker written in front of the records of one group (one write and one
+/// `fdatasync`): a record with the LSN [`GROUP_MARKER_LSN`] whose payload says where the
+/// group ends, so recovery can tell a torn last group from damage that later groups
+/// prove was synced.
+pub fn encode_group_marker(marker: &GroupMarker) -> [u8; GROUP_MARKER_BYTES as usize] {
+    assert!(marker.first_lsn >= 1 && marker.first_lsn < GROUP_MARKER_LSN);
+    assert!(marker.records >= 1 && marker.bytes >= u64::from(RECORD_HEADER_BYTES));
+    let mut payload = [0u8; GROUP_MARKER_PAYLOAD_BYTES as usize];
+    payload[0..8].copy_from_slice(&marker.first_lsn.to_le_bytes());
+    payload[8..16].copy_from_slice(&marker.bytes.to_le_bytes());
+    payload[16..20].copy_from_slice(&marker.records.to_le_bytes());
+    let mut encoded = Vec::with_capacity(GROUP_MARKER_BYTES as usize);
+    encode_record(
+        &mut encoded,
+        GROUP_MARKER_LSN,
+        &payload,
+        crc32c::crc32c(&payload),
+    );
+    encoded
+        .try_into()
+        .expect("a marker is a record header and its payload")
+}
+
+/// Decodes and verifies the group marker at `offset`.
+pub fn decode_group_marker(segment: &[u8], offset: u64) -> Result<GroupMarker, CorruptionKind> {
+    let record = decode_record_any_lsn(segment, offset, GROUP_MARKER_PAYLOAD_BYTES)?;
+    if record.lsn != GROUP_MARKER_LSN || record.payload_bytes != GROUP_MARKER_PAYLOAD_BYTES {
+        return Err(CorruptionKind::GroupMarkerInvalid {
+            lsn_field: record.lsn,
+        });
+    }
+    let payload = &segment[record.payload_offset as usize..record.end_offset() as usize];
+    let marker = GroupMarker {
+        first_lsn: read_u64(payload, 0),
+        bytes: read_u64(payload, 8),
+        records: read_u32(payload, 16),
+    };
+    let valid = read_u32(payload, 20) == 0
+        && marker.first_lsn >= 1
+        && marker.first_lsn < GROUP_MARKER_LSN
+        && marker.records >= 1
+        && marker.bytes >= u64::from(marker.records) * u64::from(RECORD_HEADER_BYTES);
+    if !valid {
+        return Err(CorruptionKind::GroupMarkerInvalid {
+            lsn_field: record.lsn,
+        });
+    }
+    Ok(marker)
+}
+
+/// Searches `segment[offset_from..]` at every byte offset for a CRC-valid group marker
+/// whose group starts at or after `lsn_min`; returns its offset and what it says.
+///
+/// A valid marker after damaged bytes proves the damage was synced: the writer starts a
+/// group only after the previous one's `fdatasync` returned.
+pub fn find_valid_marker(
+    segment: &[u8],
+    offset_from: u64,
+    lsn_min: u64,
+) -> Option<(u64, GroupMarker)> {
+    let segment_bytes = segment.len() as u64;
+    let mut offset = offset_from;
+    while offset + u64::from(GROUP_MARKER_BYTES) <= segment_bytes {
+        if read_u64(segment, offset as usize) == GROUP_MARKER_LSN {
+            if let Ok(marker) = decode_group_marker(segment, offset) {
+                if marker.first_lsn >= lsn_min {
+                    return Some((offset, marker));
+                }
+            }
+        }
+        offset += 1;
+    }
+    None
 }
 
 /// CRC32C of a record: over its payload, then over its header's LSN and
@@ -294,9 +403,72 @@ mod tests {
     fn segment_header_round_trips_and_is_little_endian() {
         let header = encode_segment_header(0x0102_0304_0506_0708);
         assert_eq!(&header[0..8], b"SETLWAL\0");
-        assert_eq!(&header[8..12], &[1, 0, 0, 0]);
+        assert_eq!(&header[8..12], &[2, 0, 0, 0]);
         assert_eq!(&header[16..24], &[8, 7, 6, 5, 4, 3, 2, 1]);
         assert_eq!(decode_segment_header(&header), Ok(0x0102_0304_0506_0708));
+        assert_eq!(
+            decode_segment_header_versioned(&header),
+            Ok((0x0102_0304_0506_0708, FORMAT_VERSION))
+        );
+        // The first format is still read; no other version is.
+        let mut old = header;
+        old[8..12].copy_from_slice(&FORMAT_VERSION_UNGROUPED.to_le_bytes());
+        let crc = crc32c::crc32c(&old[..SEGMENT_HEADER_CRC_COVERED_BYTES]);
+        old[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_segment_header_versioned(&old),
+            Ok((0x0102_0304_0506_0708, FORMAT_VERSION_UNGROUPED))
+        );
+        old[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let crc = crc32c::crc32c(&old[..SEGMENT_HEADER_CRC_COVERED_BYTES]);
+        old[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_segment_header(&old),
+            Err(CorruptionKind::SegmentVersion { version: 3 })
+        );
+    }
+
+    #[test]
+    fn group_marker_round_trips_and_rejects_every_single_bit_flip() {
+        let marker = GroupMarker {
+            first_lsn: 7,
+            bytes: 300,
+            records: 3,
+        };
+        let marker_bytes = encode_group_marker(&marker);
+        assert_eq!(marker_bytes.len(), GROUP_MARKER_BYTES as usize);
+        assert_eq!(&marker_bytes[0..8], &u64::MAX.to_le_bytes());
+        assert_eq!(decode_group_marker(&marker_bytes, 0), Ok(marker));
+        assert_eq!(marker.end_offset(100), 100 + 40 + 300);
+        for bit in 0..marker_bytes.len() * 8 {
+            let mut flipped = marker_bytes;
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode_group_marker(&flipped, 0).is_err(), "bit {bit}");
+        }
+        // A record is not a marker, and a marker is not a record of any LSN a log uses.
+        let record = encoded(&[(7, b"payload")]);
+        assert!(decode_group_marker(&record, 32).is_err());
+        assert!(matches!(
+            decode_record(&marker_bytes, 0, 7, 1024),
+            Err(CorruptionKind::LsnMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn find_valid_marker_skips_records_and_zeros_and_honours_the_lsn() {
+        let mut segment = encoded(&[(1, b"one"), (2, b"two")]);
+        segment.extend_from_slice(&[0u8; 100]);
+        let at = segment.len() as u64;
+        let marker = GroupMarker {
+            first_lsn: 3,
+            bytes: 16,
+            records: 1,
+        };
+        segment.extend_from_slice(&encode_group_marker(&marker));
+        assert_eq!(find_valid_marker(&segment, 32, 1), Some((at, marker)));
+        assert_eq!(find_valid_marker(&segment, at, 3), Some((at, marker)));
+        assert_eq!(find_valid_marker(&segment, at + 1, 1), None);
+        assert_eq!(find_valid_marker(&segment, 32, 4), None);
     }
 
     #[test]

@@ -16,9 +16,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::error::CorruptionKind;
 use crate::format::{
-    decode_record, decode_record_any_lsn, decode_segment_header, encode_record,
-    encode_segment_header, find_valid_record, read_u64, segment_file_name, FORMAT_VERSION,
-    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_TEMP_SUFFIX,
+    decode_group_marker, decode_record, decode_record_any_lsn, decode_segment_header,
+    encode_group_marker, encode_record, encode_segment_header, find_valid_record, read_u64,
+    segment_file_name, GroupMarker, FORMAT_VERSION, FORMAT_VERSION_UNGROUPED, GROUP_MARKER_BYTES,
+    GROUP_MARKER_LSN, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC,
+    SEGMENT_TEMP_SUFFIX,
 };
 use crate::storage::{SegmentFile, Storage};
 use crate::{Wal, WalConfig, WalError};
@@ -41,6 +43,10 @@ impl Mode {
     pub const NAME_FROM_HEADER: u8 = 1 << 5;
     /// A half-created `.log.tmp` segment and a foreign file are added to the directory.
     pub const EXTRA_FILES: u8 = 1 << 6;
+    /// Segments of the current format: each record in a group of its own, after a
+    /// 40-byte marker (re-signed with the record CRCs). Without it, headers are given the
+    /// first format (records back to back).
+    pub const GROUPED: u8 = 1 << 7;
 }
 
 /// Limits of the WAL under test: small, so short inputs span records and segments.
@@ -56,6 +62,7 @@ pub fn config() -> WalConfig {
 const HEADER_BYTES: usize = SEGMENT_HEADER_BYTES as usize;
 const RECORD_HEADER: usize = RECORD_HEADER_BYTES as usize;
 const FIRST_LSN_OFFSET: usize = 16;
+const MARKER_BYTES: usize = GROUP_MARKER_BYTES as usize;
 
 /// Apply the fixes of `mode` to one segment image; returns the LSN after its last whole
 /// record (what the next segment starts with when chained). `first_lsn`: the LSN
@@ -64,9 +71,15 @@ pub fn fix_segment(mode: u8, segment: &mut [u8], first_lsn: u64, record_bytes_ma
     if segment.len() < HEADER_BYTES {
         return first_lsn;
     }
+    let grouped = mode & Mode::GROUPED != 0;
     if mode & Mode::HEADER_FIELDS != 0 {
+        let version = if grouped {
+            FORMAT_VERSION
+        } else {
+            FORMAT_VERSION_UNGROUPED
+        };
         segment[0..8].copy_from_slice(&SEGMENT_MAGIC);
-        segment[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        segment[8..12].copy_from_slice(&version.to_le_bytes());
         segment[12..16].fill(0);
         segment[24..28].fill(0);
     }
@@ -79,11 +92,25 @@ pub fn fix_segment(mode: u8, segment: &mut [u8], first_lsn: u64, record_bytes_ma
     }
     let mut lsn = read_u64(segment, FIRST_LSN_OFFSET);
     let mut offset = HEADER_BYTES;
-    while let Some(header) = segment.get(offset..offset + RECORD_HEADER) {
+    let marker_bytes = if grouped { MARKER_BYTES } else { 0 };
+    while let Some(header) =
+        segment.get(offset + marker_bytes..offset + marker_bytes + RECORD_HEADER)
+    {
         let payload_bytes = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        let end = offset + RECORD_HEADER + payload_bytes as usize;
+        let end = offset + marker_bytes + RECORD_HEADER + payload_bytes as usize;
         if payload_bytes > record_bytes_max || end > segment.len() {
             break;
+        }
+        if grouped {
+            if mode & Mode::RECORD_CRC != 0 && (1..GROUP_MARKER_LSN).contains(&lsn) {
+                let marker = GroupMarker {
+                    first_lsn: lsn,
+                    bytes: (RECORD_HEADER + payload_bytes as usize) as u64,
+                    records: 1,
+                };
+                segment[offset..][..MARKER_BYTES].copy_from_slice(&encode_group_marker(&marker));
+            }
+            offset += MARKER_BYTES;
         }
         if mode & Mode::DENSE_LSNS != 0 {
             segment[offset..][..8].copy_from_slice(&lsn.to_le_bytes());
@@ -110,12 +137,16 @@ pub fn check_segment(data: &[u8]) -> Vec<Vec<u8>> {
     let record_bytes_max = config().record_bytes_max;
     let mut segment = rest.to_vec();
     fix_segment(mode, &mut segment, 1, record_bytes_max);
-    let lsn_first = match decode_segment_header(&segment) {
-        Ok(first_lsn) => {
-            assert_eq!(
-                &encode_segment_header(first_lsn)[..],
-                &segment[..HEADER_BYTES]
-            );
+    let lsn_first = match crate::format::decode_segment_header_versioned(&segment) {
+        Ok((first_lsn, version)) => {
+            let mut expected = encode_segment_header(first_lsn);
+            if version == FORMAT_VERSION_UNGROUPED {
+                expected[8..12].copy_from_slice(&version.to_le_bytes());
+                let crc = crc32c::crc32c(&expected[..28]);
+                expected[28..32].copy_from_slice(&crc.to_le_bytes());
+            }
+            assert_eq!(&expected[..], &segment[..HEADER_BYTES]);
+            assert_eq!(decode_segment_header(&segment), Ok(first_lsn));
             first_lsn
         }
         Err(kind) => {
@@ -129,6 +160,16 @@ pub fn check_segment(data: &[u8]) -> Vec<Vec<u8>> {
     let mut lsn = lsn_first;
     loop {
         match decode_record_any_lsn(&segment, offset, record_bytes_max) {
+            Ok(record) if record.lsn == GROUP_MARKER_LSN => {
+                // A group marker: well formed or refused, never a payload to replay.
+                if let Ok(marker) = decode_group_marker(&segment, offset) {
+                    assert_eq!(
+                        &encode_group_marker(&marker)[..],
+                        &segment[offset as usize..record.end_offset() as usize]
+                    );
+                }
+                offset = record.end_offset();
+            }
             Ok(record) => {
                 check_decoded_record(&segment, offset, record, record_bytes_max);
                 let payload =
@@ -336,11 +377,27 @@ fn check_recovered(wal: &Wal, storage: &MemStorage, before: &BTreeMap<PathBuf, V
         assert_eq!(segments_after.len(), 1, "a new WAL has one segment");
     } else {
         let paths_before: Vec<_> = segments_before.keys().collect();
-        let paths_after: Vec<_> = segments_after.keys().collect();
-        assert_eq!(paths_before, paths_after, "recovery keeps every segment");
+        let mut paths_after: Vec<_> = segments_after.keys().collect();
         let last = paths_before[paths_before.len() - 1];
+        // A last segment of the first format is never appended to: a new segment starts
+        // at the next LSN (replacing it under its name when it holds no record).
+        let restarted = crate::format::decode_segment_header_versioned(segments_before[last])
+            .is_ok_and(|(_, version)| version == FORMAT_VERSION_UNGROUPED);
+        let fresh_path = wal_dir().join(segment_file_name(report.lsn_next));
+        if restarted && fresh_path != **last {
+            assert_eq!(
+                paths_after.pop(),
+                Some(&&fresh_path),
+                "a new segment at the next LSN"
+            );
+        }
+        assert_eq!(paths_before, paths_after, "recovery keeps every segment");
         for (path, bytes) in &segments_before {
             let kept = &segments_after[*path];
+            if restarted && **path == fresh_path {
+                assert_eq!(&kept[..], &encode_segment_header(report.lsn_next)[..]);
+                continue;
+            }
             match &report.torn_tail {
                 Some(torn) if path.as_path() == last.as_path() => {
                     assert_eq!(torn.path.as_path(), path.as_path());

@@ -138,9 +138,10 @@ pub use config::{
 };
 pub use error::{CorruptionKind, WalError};
 pub use format::{
-    segment_file_name, FORMAT_VERSION, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC,
+    encode_group_marker, segment_file_name, GroupMarker, FORMAT_VERSION, FORMAT_VERSION_UNGROUPED,
+    GROUP_MARKER_BYTES, GROUP_MARKER_LSN, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC,
 };
 pub use recovery::{RecoveryReport, TornTail};
 pub use replay::{Record, Replay};
-pub use storage::{FsStorage, SegmentFile, Storage};
+pub use storage::{FsStorage, SegmentFile, Storage, SEGMENT_RESERVE_BYTES};
 pub use wal::{DurableWake, GroupDurable, Wal, WalObserver, WalStats};

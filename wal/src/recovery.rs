@@ -15,8 +15,10 @@ use std::path::{Path, PathBuf};
 use crate::config::WalConfig;
 use crate::error::{CorruptionKind, WalError};
 use crate::format::{
-    decode_record, decode_segment_header, find_valid_record, parse_segment_file_name,
-    SEGMENT_HEADER_BYTES, SEGMENT_TEMP_SUFFIX,
+    decode_group_marker, decode_record, decode_record_any_lsn, decode_segment_header_versioned,
+    find_valid_marker, find_valid_record, parse_segment_file_name, GroupMarker, FORMAT_VERSION,
+    FORMAT_VERSION_UNGROUPED, GROUP_MARKER_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    SEGMENT_TEMP_SUFFIX,
 };
 use crate::segment::{create_segment, SegmentMeta};
 use crate::storage::Storage;
@@ -55,17 +57,40 @@ pub(crate) struct Recovered {
     pub segments: Vec<SegmentMeta>,
     /// Length of the last segment after any torn tail was cut.
     pub active_file_bytes: u64,
+    /// Whether the last segment is of the first format (never appended to again).
+    pub active_ungrouped: bool,
     pub report: RecoveryReport,
 }
 
 /// Outcome of verifying one segment's bytes.
 #[derive(Debug)]
 struct SegmentScan {
+    /// The segment's format version.
+    version: u32,
     lsn_next: u64,
-    /// End of the last valid record.
+    /// End of the last valid record (of the last whole group, in a grouped segment).
     valid_bytes: u64,
     records: u64,
     torn: Option<CorruptionKind>,
+}
+
+impl SegmentScan {
+    fn whole(lsn_next: u64, valid_bytes: u64, records: u64) -> SegmentScan {
+        SegmentScan {
+            version: FORMAT_VERSION,
+            lsn_next,
+            valid_bytes,
+            records,
+            torn: None,
+        }
+    }
+
+    fn torn(lsn_next: u64, valid_bytes: u64, records: u64, kind: CorruptionKind) -> SegmentScan {
+        SegmentScan {
+            torn: Some(kind),
+            ..SegmentScan::whole(lsn_next, valid_bytes, records)
+        }
+    }
 }
 
 pub(crate) fn recover_dir(
@@ -105,6 +130,7 @@ fn verify_segments(
     let mut records_verified = 0u64;
     let mut torn_tail = None;
     let mut active_file_bytes = 0;
+    let mut active_ungrouped = false;
     for (index, segment) in segments.iter().enumerate() {
         let is_last = index + 1 == segments.len();
         let bytes = storage
@@ -120,14 +146,14 @@ fn verify_segments(
         records_verified += scan.records;
         lsn_expected = Some(scan.lsn_next);
         active_file_bytes = scan.valid_bytes;
+        active_ungrouped = scan.version == FORMAT_VERSION_UNGROUPED;
         if let Some(kind) = scan.torn {
-            let bytes_dropped = bytes.len() as u64 - scan.valid_bytes;
             torn_tail = Some(cut_torn_tail(
                 storage,
                 segment,
                 scan.valid_bytes,
                 scan.lsn_next,
-                bytes_dropped,
+                &bytes[scan.valid_bytes as usize..],
                 kind,
             )?);
         }
@@ -143,6 +169,7 @@ fn verify_segments(
     Ok(Recovered {
         segments,
         active_file_bytes,
+        active_ungrouped,
         report,
     })
 }
@@ -161,7 +188,8 @@ fn scan_segment(
         lsn,
         kind,
     };
-    let first_lsn = decode_segment_header(bytes).map_err(|kind| corrupt(0, None, kind))?;
+    let (first_lsn, version) =
+        decode_segment_header_versioned(bytes).map_err(|kind| corrupt(0, None, kind))?;
     if first_lsn != segment.first_lsn {
         let kind = CorruptionKind::SegmentNameMismatch {
             lsn_in_name: segment.first_lsn,
@@ -176,6 +204,28 @@ fn scan_segment(
         };
         return Err(corrupt(0, Some(lsn_expected), kind));
     }
+    let scan = if version == FORMAT_VERSION_UNGROUPED {
+        scan_ungrouped(bytes, first_lsn, is_last, record_bytes_max)
+    } else {
+        scan_grouped(bytes, first_lsn, is_last, record_bytes_max)
+    };
+    let scan = scan.map_err(|(offset, lsn, kind)| corrupt(offset, Some(lsn), kind))?;
+    assert!(scan.valid_bytes >= u64::from(SEGMENT_HEADER_BYTES));
+    assert!(scan.valid_bytes <= bytes.len() as u64);
+    assert!(scan.lsn_next == first_lsn + scan.records);
+    Ok(SegmentScan { version, ..scan })
+}
+
+/// Where corruption was found: byte offset, the LSN expected there, what is wrong.
+type Damage = (u64, u64, CorruptionKind);
+
+/// A segment of the first format: records back to back.
+fn scan_ungrouped(
+    bytes: &[u8],
+    first_lsn: u64,
+    is_last: bool,
+    record_bytes_max: u32,
+) -> Result<SegmentScan, Damage> {
     let mut offset = u64::from(SEGMENT_HEADER_BYTES);
     let mut lsn = first_lsn;
     let mut records = 0;
@@ -183,27 +233,195 @@ fn scan_segment(
         match decode_record(bytes, offset, lsn, record_bytes_max) {
             Ok(record) => {
                 offset = record.end_offset();
-                lsn = lsn.checked_add(1).ok_or(WalError::LsnExhausted)?;
+                lsn += 1;
                 records += 1;
             }
             Err(damage) => {
                 let torn = classify_damage(bytes, offset, lsn, damage, is_last, record_bytes_max)
-                    .map_err(|kind| corrupt(offset, Some(lsn), kind))?;
-                return Ok(SegmentScan {
-                    lsn_next: lsn,
-                    valid_bytes: offset,
-                    records,
-                    torn: Some(torn),
-                });
+                    .map_err(|kind| (offset, lsn, kind))?;
+                return Ok(SegmentScan::torn(lsn, offset, records, torn));
             }
         }
     }
-    Ok(SegmentScan {
-        lsn_next: lsn,
-        valid_bytes: offset,
-        records,
-        torn: None,
-    })
+    Ok(SegmentScan::whole(lsn, offset, records))
+}
+
+/// The group being read: where its marker is, where it must end, what is left of it.
+struct OpenGroup {
+    marker_offset: u64,
+    marker: GroupMarker,
+    records_read: u32,
+}
+
+/// A segment of the current format: groups, each a marker and its records. A torn tail
+/// is cut at the start of its group (the whole group was one write and one sync, so
+/// none of it was acknowledged), which keeps every group in the file whole.
+fn scan_grouped(
+    bytes: &[u8],
+    first_lsn: u64,
+    is_last: bool,
+    record_bytes_max: u32,
+) -> Result<SegmentScan, Damage> {
+    let file_bytes = bytes.len() as u64;
+    let mut offset = u64::from(SEGMENT_HEADER_BYTES);
+    let mut lsn = first_lsn;
+    let mut records = 0;
+    let mut group: Option<OpenGroup> = None;
+    while offset < file_bytes {
+        let Some(open) = &mut group else {
+            match decode_group_marker(bytes, offset) {
+                Ok(marker) if marker.first_lsn == lsn => {
+                    group = Some(OpenGroup {
+                        marker_offset: offset,
+                        marker,
+                        records_read: 0,
+                    });
+                    offset += u64::from(GROUP_MARKER_BYTES);
+                }
+                // CRC-valid bytes that do not continue the sequence: never a torn write.
+                Ok(marker) => {
+                    let kind = CorruptionKind::GroupLsnMismatch {
+                        lsn_expected: lsn,
+                        lsn_found: marker.first_lsn,
+                    };
+                    return Err((offset, lsn, kind));
+                }
+                Err(damage) => {
+                    if decode_record_any_lsn(bytes, offset, record_bytes_max).is_ok() {
+                        // A whole record where the writer always puts a marker.
+                        let kind = CorruptionKind::GroupMarkerMissing {
+                            found: Box::new(damage),
+                        };
+                        return Err((offset, lsn, kind));
+                    }
+                    let torn = classify_group_damage(
+                        bytes,
+                        offset,
+                        lsn,
+                        damage,
+                        is_last,
+                        None,
+                        record_bytes_max,
+                    )
+                    .map_err(|kind| (offset, lsn, kind))?;
+                    return Ok(SegmentScan::torn(lsn, offset, records, torn));
+                }
+            }
+            continue;
+        };
+        let group_end = open.marker.end_offset(open.marker_offset);
+        match decode_record(bytes, offset, lsn, record_bytes_max) {
+            Ok(record) => {
+                open.records_read += 1;
+                let end = record.end_offset();
+                let group_full = open.records_read == open.marker.records;
+                if end > group_end || group_full != (end == group_end) {
+                    let kind = CorruptionKind::GroupLengthMismatch {
+                        records: open.marker.records,
+                        bytes: open.marker.bytes,
+                    };
+                    return Err((open.marker_offset, open.marker.first_lsn, kind));
+                }
+                offset = end;
+                lsn += 1;
+                records += 1;
+                if group_full {
+                    group = None;
+                }
+            }
+            Err(damage) => {
+                let (marker_offset, group_first_lsn) = (open.marker_offset, open.marker.first_lsn);
+                let torn = classify_group_damage(
+                    bytes,
+                    offset,
+                    lsn,
+                    damage,
+                    is_last,
+                    Some(group_end),
+                    record_bytes_max,
+                )
+                .map_err(|kind| (offset, lsn, kind))?;
+                let records_kept = records - (lsn - group_first_lsn);
+                return Ok(SegmentScan::torn(
+                    group_first_lsn,
+                    marker_offset,
+                    records_kept,
+                    torn,
+                ));
+            }
+        }
+    }
+    if let Some(open) = group {
+        // The file ends inside a group: its write was cut short.
+        let damage = CorruptionKind::RecordHeaderShort { bytes_left: 0 };
+        if !is_last {
+            let kind = CorruptionKind::DamagedInSealedSegment {
+                damage: Box::new(damage),
+            };
+            return Err((offset, lsn, kind));
+        }
+        let records_kept = records - (lsn - open.marker.first_lsn);
+        return Ok(SegmentScan::torn(
+            open.marker.first_lsn,
+            open.marker_offset,
+            records_kept,
+            damage,
+        ));
+    }
+    Ok(SegmentScan::whole(lsn, offset, records))
+}
+
+/// Decides whether damage at `offset` in a grouped segment is a torn last group (`Ok`,
+/// to be cut) or corruption (`Err`, recovery stops). `group_end` is where the damaged
+/// group ends when its marker was read.
+///
+/// The writer starts a group only after the previous group's `fdatasync` returned, and
+/// the pages of one group may reach the disk in any order when power fails mid-sync
+/// (segments are written over reserved zeros). So anything valid of a later group (a
+/// marker after the damage, or a record past this group's end) proves the damage was
+/// synced; valid records of the damaged group itself, after a hole, prove nothing.
+fn classify_group_damage(
+    bytes: &[u8],
+    offset: u64,
+    lsn: u64,
+    damage: CorruptionKind,
+    is_last: bool,
+    group_end: Option<u64>,
+    record_bytes_max: u32,
+) -> Result<CorruptionKind, CorruptionKind> {
+    if matches!(damage, CorruptionKind::LsnMismatch { .. }) {
+        return Err(damage);
+    }
+    // The expected record's own header claiming more than any record may hold: bytes
+    // that never reached the disk read as zeros, which never make a length larger.
+    if matches!(damage, CorruptionKind::RecordTooLarge { .. })
+        && crate::format::lsn_at(bytes, offset) == Some(lsn)
+    {
+        return Err(damage);
+    }
+    if !is_last {
+        return Err(CorruptionKind::DamagedInSealedSegment {
+            damage: Box::new(damage),
+        });
+    }
+    let later_record = group_end.and_then(|end| {
+        find_valid_record(bytes, end, lsn, record_bytes_max).map(|record| {
+            (
+                record.lsn,
+                record.payload_offset - u64::from(RECORD_HEADER_BYTES),
+            )
+        })
+    });
+    let later_marker = find_valid_marker(bytes, offset + 1, lsn)
+        .map(|(marker_offset, marker)| (marker.first_lsn, marker_offset));
+    match later_marker.or(later_record) {
+        Some((lsn_next_valid, offset_next_valid)) => Err(CorruptionKind::DamagedBeforeValid {
+            damage: Box::new(damage),
+            lsn_next_valid,
+            offset_next_valid,
+        }),
+        None => Ok(damage),
+    }
 }
 
 /// Decides whether damage at `offset` is a torn tail (`Ok`, to be cut) or
@@ -247,17 +465,30 @@ fn cut_torn_tail(
     segment: &SegmentMeta,
     valid_bytes: u64,
     lsn: u64,
-    bytes_dropped: u64,
+    tail: &[u8],
     kind: CorruptionKind,
 ) -> Result<TornTail, WalError> {
-    tracing::warn!(
-        path = %segment.path.display(),
-        offset = valid_bytes,
-        lsn,
-        bytes_dropped,
-        reason = %kind,
-        "WAL recovery: torn tail after the last valid record; truncating",
-    );
+    let bytes_dropped = tail.len() as u64;
+    if tail.iter().all(|&byte| byte == 0) {
+        // Space the writer reserved ahead of its records (see
+        // `storage::SEGMENT_RESERVE_BYTES`): what any stop but a clean one leaves.
+        tracing::info!(
+            path = %segment.path.display(),
+            offset = valid_bytes,
+            lsn,
+            bytes_dropped,
+            "WAL recovery: zeros after the last group (reserved space); truncating",
+        );
+    } else {
+        tracing::warn!(
+            path = %segment.path.display(),
+            offset = valid_bytes,
+            lsn,
+            bytes_dropped,
+            reason = %kind,
+            "WAL recovery: torn tail after the last valid record; truncating",
+        );
+    }
     storage
         .truncate_file(&segment.path, valid_bytes)
         .map_err(WalError::io("truncate torn tail", &segment.path))?;
@@ -317,6 +548,7 @@ fn create_first_segment(
     Ok(Recovered {
         segments,
         active_file_bytes: active.file_bytes,
+        active_ungrouped: false,
         report,
     })
 }

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use crate::error::{CorruptionKind, WalError};
-use crate::format::{decode_record, decode_segment_header, SEGMENT_HEADER_BYTES};
+use crate::format::{
+    decode_group_marker, decode_record, decode_segment_header_versioned, lsn_at,
+    FORMAT_VERSION_UNGROUPED, GROUP_MARKER_BYTES, GROUP_MARKER_LSN, SEGMENT_HEADER_BYTES,
+};
 use crate::segment::SegmentMeta;
 use crate::storage::Storage;
 
@@ -37,6 +40,8 @@ struct SegmentCursor {
     bytes: Vec<u8>,
     offset: u64,
     lsn: u64,
+    /// Records come in groups, each after a marker (format 2).
+    grouped: bool,
 }
 
 impl Replay {
@@ -81,18 +86,30 @@ impl Replay {
                 self.current = None;
                 continue;
             }
+            let corrupt = |kind| WalError::Corrupt {
+                path: cursor.meta.path.clone(),
+                offset: cursor.offset,
+                lsn: Some(cursor.lsn),
+                kind,
+            };
+            if cursor.grouped && lsn_at(&cursor.bytes, cursor.offset) == Some(GROUP_MARKER_LSN) {
+                let marker = decode_group_marker(&cursor.bytes, cursor.offset).map_err(corrupt)?;
+                if marker.first_lsn != cursor.lsn {
+                    return Err(corrupt(CorruptionKind::GroupLsnMismatch {
+                        lsn_expected: cursor.lsn,
+                        lsn_found: marker.first_lsn,
+                    }));
+                }
+                cursor.offset += u64::from(GROUP_MARKER_BYTES);
+                continue;
+            }
             let record = decode_record(
                 &cursor.bytes,
                 cursor.offset,
                 cursor.lsn,
                 self.record_bytes_max,
             )
-            .map_err(|kind| WalError::Corrupt {
-                path: cursor.meta.path.clone(),
-                offset: cursor.offset,
-                lsn: Some(cursor.lsn),
-                kind,
-            })?;
+            .map_err(corrupt)?;
             cursor.offset = record.end_offset();
             cursor.lsn += 1;
             if record.lsn < self.lsn_next {
@@ -130,7 +147,7 @@ impl Replay {
             lsn: Some(meta.first_lsn),
             kind,
         };
-        let first_lsn = decode_segment_header(&bytes).map_err(corrupt)?;
+        let (first_lsn, version) = decode_segment_header_versioned(&bytes).map_err(corrupt)?;
         if first_lsn != meta.first_lsn {
             return Err(corrupt(CorruptionKind::SegmentNameMismatch {
                 lsn_in_name: meta.first_lsn,
@@ -155,6 +172,7 @@ impl Replay {
             bytes,
             offset: u64::from(SEGMENT_HEADER_BYTES),
             lsn: first_lsn,
+            grouped: version != FORMAT_VERSION_UNGROUPED,
         })
     }
 }

@@ -37,6 +37,14 @@ impl ActiveSegment {
             .sync_data()
             .map_err(WalError::io("fdatasync segment", &self.path))
     }
+
+    /// Drop the space reserved past the last record, durably (see
+    /// [`SegmentFile::seal`]).
+    pub fn seal(&mut self) -> Result<(), WalError> {
+        self.file
+            .seal()
+            .map_err(WalError::io("seal segment", &self.path))
+    }
 }
 
 /// Creates the segment whose first record will be `first_lsn`.

@@ -13,9 +13,9 @@ use crossbeam::channel::{Receiver, Sender};
 use crate::config::WalConfig;
 use crate::error::WalError;
 use crate::format::{encode_record, RECORD_HEADER_BYTES};
-use crate::recovery::{recover_dir, RecoveryReport};
+use crate::recovery::{recover_dir, Recovered, RecoveryReport};
 use crate::replay::Replay;
-use crate::segment::{ActiveSegment, SegmentMeta};
+use crate::segment::{create_segment, ActiveSegment, SegmentMeta};
 use crate::storage::{FsStorage, Storage};
 use crate::writer::{add_segment, run_writer};
 
@@ -149,6 +149,35 @@ pub struct Wal {
     report: RecoveryReport,
 }
 
+/// A last segment of the first format is left as it is (recovery verified it) and
+/// appends go to a new segment of the current format: one with no records yet is
+/// replaced under the same name, atomically.
+fn start_grouped_segment(
+    storage: &dyn Storage,
+    dir: &Path,
+    recovered: &mut Recovered,
+) -> Result<(), WalError> {
+    let lsn_next = recovered.report.lsn_next;
+    let active = create_segment(storage, dir, lsn_next)?;
+    let last = recovered
+        .segments
+        .last()
+        .expect("recovery yields at least one segment");
+    if last.first_lsn == lsn_next {
+        assert_eq!(last.path, active.path, "one name per first LSN");
+    } else {
+        assert!(last.first_lsn < lsn_next);
+        recovered.segments.push(SegmentMeta {
+            path: active.path.clone(),
+            first_lsn: lsn_next,
+        });
+    }
+    recovered.active_file_bytes = active.file_bytes;
+    recovered.active_ungrouped = false;
+    tracing::info!(path = %active.path.display(), lsn_next, "WAL: new segment in the current format");
+    Ok(())
+}
+
 impl Wal {
     /// Opens (creating if needed) the WAL in `dir` on the real file system.
     /// Recovers it first: see [`Wal::open_with_storage`].
@@ -168,7 +197,10 @@ impl Wal {
     ) -> Result<Wal, WalError> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        let recovered = recover_dir(storage.as_ref(), &dir, &config)?;
+        let mut recovered = recover_dir(storage.as_ref(), &dir, &config)?;
+        if recovered.active_ungrouped {
+            start_grouped_segment(storage.as_ref(), &dir, &mut recovered)?;
+        }
         let segment_last = recovered
             .segments
             .last()

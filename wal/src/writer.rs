@@ -7,16 +7,28 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::error::WalError;
-use crate::format::{decode_record_any_lsn, group_first_lsn, group_prefix_fitting};
+use crate::format::{
+    decode_record_any_lsn, encode_group_marker, group_first_lsn, group_prefix_fitting, GroupMarker,
+    GROUP_MARKER_BYTES,
+};
 use crate::segment::{create_segment, ActiveSegment, SegmentMeta};
 use crate::wal::{lock, GroupDurable, Shared};
 
 pub(crate) fn run_writer(shared: Arc<Shared>, mut active: ActiveSegment, lsn_next: u64) {
     let mut lsn_next = lsn_next;
     let mut spare = Vec::new();
+    let mut scratch = Vec::with_capacity(WRITE_COPY_BYTES_MAX + GROUP_MARKER_BYTES as usize);
     while let Some(group) = take_group(&shared, std::mem::take(&mut spare)) {
         let mut synced = Synced::default();
-        match write_group(&shared, &mut active, &group, lsn_next, &mut synced) {
+        let written = write_group(
+            &shared,
+            &mut active,
+            &group,
+            lsn_next,
+            &mut synced,
+            &mut scratch,
+        );
+        match written {
             Ok(lsn_last) => {
                 publish_durable(&shared, lsn_last);
                 if let Some(observer) = shared.observer.get() {
@@ -37,6 +49,13 @@ pub(crate) fn run_writer(shared: Arc<Shared>, mut active: ActiveSegment, lsn_nex
         }
         spare = group;
         spare.clear();
+    }
+    // A clean end leaves the segment ending at its last group; after a failure the
+    // reserved zeros stay, and recovery cuts them like a torn tail.
+    if shared.poison.get().is_none() {
+        if let Err(error) = active.seal() {
+            tracing::warn!(%error, "WAL: reserved space not given back; the next open cuts it");
+        }
     }
     let _guard = lock(&shared.durable_mutex);
     shared.writer_stopped.store(true, Ordering::Release);
@@ -88,6 +107,7 @@ fn write_group(
     group: &[u8],
     lsn_next: u64,
     synced: &mut Synced,
+    scratch: &mut Vec<u8>,
 ) -> Result<u64, WalError> {
     // LSNs are dense: the group continues exactly where the last one ended.
     assert_eq!(
@@ -101,31 +121,68 @@ fn write_group(
         shared.config.record_bytes_max
     ));
     let segment_bytes = shared.config.segment_bytes;
+    let marker_bytes = u64::from(GROUP_MARKER_BYTES);
     let mut rest = group;
     let mut records = 0u64;
     loop {
-        let bytes_budget = segment_bytes.saturating_sub(active.file_bytes);
+        // Each segment's part of the group is written after its own marker.
+        let bytes_budget = segment_bytes
+            .saturating_sub(active.file_bytes)
+            .saturating_sub(marker_bytes);
         let (prefix_bytes, prefix_records) = group_prefix_fitting(rest, bytes_budget);
         if prefix_bytes > 0 {
-            active.write(&rest[..prefix_bytes])?;
+            let marker = GroupMarker {
+                first_lsn: group_first_lsn(rest),
+                bytes: prefix_bytes as u64,
+                records: u32::try_from(prefix_records).expect("a group's records fit u32"),
+            };
+            write_marked(
+                active,
+                &encode_group_marker(&marker),
+                &rest[..prefix_bytes],
+                scratch,
+            )?;
         }
         records += prefix_records;
         rest = &rest[prefix_bytes..];
         if rest.is_empty() {
             break;
         }
-        // A fresh segment always fits one record (checked by config).
+        // A fresh segment always fits a marker and one record (checked by config).
         assert!(
             prefix_bytes > 0 || active.file_bytes > u64::from(crate::format::SEGMENT_HEADER_BYTES)
         );
         // Seal the full segment before its successor exists, so only the last
-        // segment can ever hold a torn tail.
+        // segment can ever hold a torn tail (or reserved zeros).
         sync(shared, active, synced)?;
+        active.seal()?;
         *active = add_segment(shared, group_first_lsn(rest))?;
     }
     sync(shared, active, synced)?;
     shared.stats.groups_written.fetch_add(1, Ordering::Relaxed);
     Ok(lsn_next + records - 1)
+}
+
+/// Frames smaller than this are copied behind their marker and written with it in one
+/// call; larger ones are written from where they are, after the marker.
+const WRITE_COPY_BYTES_MAX: usize = 64 * 1024;
+
+/// Writes a group marker and the records it announces, back to back.
+fn write_marked(
+    active: &mut ActiveSegment,
+    marker: &[u8],
+    records: &[u8],
+    scratch: &mut Vec<u8>,
+) -> Result<(), WalError> {
+    if records.len() <= WRITE_COPY_BYTES_MAX {
+        scratch.clear();
+        scratch.extend_from_slice(marker);
+        scratch.extend_from_slice(records);
+        active.write(scratch)
+    } else {
+        active.write(marker)?;
+        active.write(records)
+    }
 }
 
 fn sync(shared: &Shared, active: &mut ActiveSegment, synced: &mut Synced) -> Result<(), WalError> {

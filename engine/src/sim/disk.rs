@@ -10,14 +10,16 @@
 //!
 //! What it models: writes that reach the file but not the disk until synced; a crash
 //! ([`SimDisk::crash`]) that keeps the synced bytes of each file plus a prefix (any
-//! length, often none or all) of the unsynced ones: a torn write; EIO and ENOSPC on a
+//! length, often none or all) of the unsynced ones: a torn write, or, as over the WAL's
+//! reserved zeros, each page of the unsynced bytes or zeros in its place, in any order
+//! (a hole, then bytes that did land); EIO and ENOSPC on a
 //! write (after part of its bytes) or a sync (nothing synced); delayed completions (the
 //! gate held while the core goes on); bit flips in synced bytes
 //! ([`SimDisk::flip_bit`]); directory entries (create, rename, remove) that a crash
 //! keeps or loses unless the directory was synced since; EIO on the writer's directory
 //! operations (a new segment) and, on request, on the truncation's
-//! ([`SimDisk::fail_directory_operation`]). What it does not: unsynced bytes never
-//! reach the disk out of order (no garbage or zeros in a torn tail); a cut (`truncate`)
+//! ([`SimDisk::fail_directory_operation`]). What it does not: garbage in a torn tail
+//! (only zeros or the bytes written); a cut (`truncate`)
 //! is durable at once and never fails; the first segment at open and recovery's cuts
 //! are never gated or failed.
 
@@ -190,6 +192,46 @@ impl SimDisk {
         }
     }
 
+    /// Bytes of a file written over reserved zeros (the WAL's file-system storage) when
+    /// power fails mid-sync: each page of the unsynced bytes reached the disk or did not,
+    /// whatever its place, and a page that did not reads as the zeros under it. The synced
+    /// bytes are all there.
+    fn pages_in_any_order(bytes: &[u8], synced: usize, rng: &mut StdRng) -> Vec<u8> {
+        const PAGE_BYTES: usize = 512;
+        let mut survived = bytes[..synced].to_vec();
+        survived.resize(bytes.len(), 0);
+        // Half the time the first page is the one lost and every later one landed: a hole
+        // followed by whole records, the case that must not pass for corruption.
+        let first_lost = rng.random_bool(0.5);
+        let mut page_start = synced;
+        while page_start < bytes.len() {
+            let page_end = ((page_start / PAGE_BYTES + 1) * PAGE_BYTES).min(bytes.len());
+            let landed = if first_lost {
+                page_start != synced
+            } else {
+                rng.random_bool(0.5)
+            };
+            if landed {
+                survived[page_start..page_end].copy_from_slice(&bytes[page_start..page_end]);
+            }
+            page_start = page_end;
+        }
+        // The zeros reserved past the last write are there too, more or fewer of them (a
+        // file with nothing unsynced was sealed: it ends at its last write).
+        let zeros = if synced < bytes.len() {
+            rng.random_range(0..2 * PAGE_BYTES)
+        } else {
+            0
+        };
+        survived.resize(bytes.len() + zeros, 0);
+        assert_eq!(
+            &survived[..synced],
+            &bytes[..synced],
+            "synced bytes survive"
+        );
+        survived
+    }
+
     /// The process crashed: this disk fails every later operation (the writer thread at
     /// the gate gets EIO and stops), and the returned disk holds what survives: per file
     /// the synced bytes plus a prefix of the unsynced ones (a torn write), all synced.
@@ -209,17 +251,20 @@ impl SimDisk {
                 continue;
             }
             let unsynced = file.bytes.len() - file.synced;
-            let kept = match rng.random_range(0..4) {
-                0 => 0,
-                1 => unsynced,
-                _ => rng.random_range(0..=unsynced),
+            let bytes = match rng.random_range(0..5) {
+                0 => file.bytes[..file.synced].to_vec(),
+                1 => file.bytes.clone(),
+                2 | 3 => {
+                    let kept = rng.random_range(0..=unsynced);
+                    file.bytes[..file.synced + kept].to_vec()
+                }
+                _ => Self::pages_in_any_order(&file.bytes, file.synced, rng),
             };
-            let length = file.synced + kept;
             files.insert(
                 id,
                 FileData {
-                    bytes: file.bytes[..length].to_vec(),
-                    synced: length,
+                    synced: bytes.len(),
+                    bytes,
                 },
             );
         }

@@ -750,8 +750,8 @@ impl Sim {
 
     /// Flip a bit of the WAL's synced bytes: recovery must refuse to start.
     ///
-    /// The last whole record of the last segment is left alone: damage there looks
-    /// exactly like a torn write, and recovery cuts it (the WAL's documented limit, see
+    /// The last group of the last segment is left alone: damage there looks exactly like
+    /// a torn write, and recovery cuts the group (the WAL's documented limit, see
     /// docs/INTERNALS.md "Simulation").
     fn flip_wal_bit_and_expect_refusal(&mut self) {
         let wal_dir = self.dir.join("wal");
@@ -763,7 +763,7 @@ impl Sim {
         for (index, (path, synced)) in segments.iter().enumerate() {
             let end = if index + 1 == segments.len() && !self.options.flip_last_record {
                 let bytes = self.disk.read_synced(path).expect("listed file");
-                last_record_start(&bytes)
+                last_group_start(&bytes)
             } else {
                 *synced
             };
@@ -1060,18 +1060,23 @@ fn replay_reference(records: &[Vec<u8>]) -> Ledger {
 /// Offset of the last whole record of a segment's bytes (the header's end if none):
 /// the WAL's format, `wal/src/lib.rs` (32-byte segment header, 16-byte record headers
 /// with the payload length at bytes 8..12).
-fn last_record_start(bytes: &[u8]) -> usize {
+/// Where the last group of a segment starts (its marker): recovery cuts a damaged last
+/// group whole, as it would a torn one.
+fn last_group_start(bytes: &[u8]) -> usize {
     let header = wal::SEGMENT_HEADER_BYTES as usize;
     let record_header = wal::RECORD_HEADER_BYTES as usize;
     let mut offset = header.min(bytes.len());
     let mut last = offset;
     while let Some(head) = bytes.get(offset..offset + record_header) {
+        let lsn = u64::from_le_bytes(head[0..8].try_into().expect("8 bytes"));
         let length = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize;
         let end = offset + record_header + length;
         if end > bytes.len() {
             break;
         }
-        last = offset;
+        if lsn == wal::GROUP_MARKER_LSN {
+            last = offset;
+        }
         offset = end;
     }
     last

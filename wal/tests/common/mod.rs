@@ -68,11 +68,14 @@ pub fn copy_dir(from: &Path) -> tempfile::TempDir {
     copy
 }
 
-/// Builds a closed WAL with `count` records (`payload(1..=count)`).
+/// Builds a closed WAL with `count` records (`payload(1..=count)`), each durable before
+/// the next is appended: one record per group, so every record has its own marker.
 pub fn build_wal(config: &WalConfig, count: u64) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let wal = Wal::open(dir.path(), config.clone()).expect("open");
-    append_durable(&wal, 1, count);
+    for index in 1..=count {
+        append_durable(&wal, index, 1);
+    }
     wal.close().expect("close");
     dir
 }
