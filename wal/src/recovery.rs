@@ -267,6 +267,18 @@ fn scan_grouped(
     let mut lsn = first_lsn;
     let mut records = 0;
     let mut group: Option<OpenGroup> = None;
+    let classify = |offset, lsn, damage, group_end| {
+        let kind = classify_group_damage(
+            bytes,
+            offset,
+            lsn,
+            damage,
+            is_last,
+            group_end,
+            record_bytes_max,
+        );
+        kind.map_err(|kind| (offset, lsn, kind))
+    };
     while offset < file_bytes {
         let Some(open) = &mut group else {
             match decode_group_marker(bytes, offset) {
@@ -294,16 +306,7 @@ fn scan_grouped(
                         };
                         return Err((offset, lsn, kind));
                     }
-                    let torn = classify_group_damage(
-                        bytes,
-                        offset,
-                        lsn,
-                        damage,
-                        is_last,
-                        None,
-                        record_bytes_max,
-                    )
-                    .map_err(|kind| (offset, lsn, kind))?;
+                    let torn = classify(offset, lsn, damage, None)?;
                     return Ok(SegmentScan::torn(lsn, offset, records, torn));
                 }
             }
@@ -331,16 +334,7 @@ fn scan_grouped(
             }
             Err(damage) => {
                 let (marker_offset, group_first_lsn) = (open.marker_offset, open.marker.first_lsn);
-                let torn = classify_group_damage(
-                    bytes,
-                    offset,
-                    lsn,
-                    damage,
-                    is_last,
-                    Some(group_end),
-                    record_bytes_max,
-                )
-                .map_err(|kind| (offset, lsn, kind))?;
+                let torn = classify(offset, lsn, damage, Some(group_end))?;
                 let records_kept = records - (lsn - group_first_lsn);
                 return Ok(SegmentScan::torn(
                     group_first_lsn,
@@ -371,6 +365,34 @@ fn scan_grouped(
     Ok(SegmentScan::whole(lsn, offset, records))
 }
 
+/// What no crash leaves, whatever follows (`Err`): a CRC-valid record with the wrong LSN
+/// (a gap); the expected record's own header (its LSN in place) claiming more than any
+/// record may hold (a torn write loses the end of a write or leaves zeros, it never
+/// makes a length larger); damage in a sealed segment (synced before its successor was
+/// created). Anything else may be a torn write (`Ok`), if nothing after it says otherwise.
+fn damage_a_crash_can_leave(
+    bytes: &[u8],
+    offset: u64,
+    lsn: u64,
+    damage: CorruptionKind,
+    is_last: bool,
+) -> Result<CorruptionKind, CorruptionKind> {
+    if matches!(damage, CorruptionKind::LsnMismatch { .. }) {
+        return Err(damage);
+    }
+    if matches!(damage, CorruptionKind::RecordTooLarge { .. })
+        && crate::format::lsn_at(bytes, offset) == Some(lsn)
+    {
+        return Err(damage);
+    }
+    if !is_last {
+        return Err(CorruptionKind::DamagedInSealedSegment {
+            damage: Box::new(damage),
+        });
+    }
+    Ok(damage)
+}
+
 /// Decides whether damage at `offset` in a grouped segment is a torn last group (`Ok`,
 /// to be cut) or corruption (`Err`, recovery stops). `group_end` is where the damaged
 /// group ends when its marker was read.
@@ -389,21 +411,7 @@ fn classify_group_damage(
     group_end: Option<u64>,
     record_bytes_max: u32,
 ) -> Result<CorruptionKind, CorruptionKind> {
-    if matches!(damage, CorruptionKind::LsnMismatch { .. }) {
-        return Err(damage);
-    }
-    // The expected record's own header claiming more than any record may hold: bytes
-    // that never reached the disk read as zeros, which never make a length larger.
-    if matches!(damage, CorruptionKind::RecordTooLarge { .. })
-        && crate::format::lsn_at(bytes, offset) == Some(lsn)
-    {
-        return Err(damage);
-    }
-    if !is_last {
-        return Err(CorruptionKind::DamagedInSealedSegment {
-            damage: Box::new(damage),
-        });
-    }
+    let damage = damage_a_crash_can_leave(bytes, offset, lsn, damage, is_last)?;
     let later_record = group_end.and_then(|end| {
         find_valid_record(bytes, end, lsn, record_bytes_max).map(|record| {
             (
@@ -434,22 +442,7 @@ fn classify_damage(
     is_last: bool,
     record_bytes_max: u32,
 ) -> Result<CorruptionKind, CorruptionKind> {
-    if matches!(damage, CorruptionKind::LsnMismatch { .. }) {
-        return Err(damage);
-    }
-    // The header of the record expected here, claiming more than any record may hold: a
-    // torn write loses the end of a write (or leaves zeros), it never makes a length
-    // larger, so this header was damaged after it was written.
-    if matches!(damage, CorruptionKind::RecordTooLarge { .. })
-        && crate::format::lsn_at(bytes, offset) == Some(lsn)
-    {
-        return Err(damage);
-    }
-    if !is_last {
-        return Err(CorruptionKind::DamagedInSealedSegment {
-            damage: Box::new(damage),
-        });
-    }
+    let damage = damage_a_crash_can_leave(bytes, offset, lsn, damage, is_last)?;
     match find_valid_record(bytes, offset + 1, lsn, record_bytes_max) {
         Some(next) => Err(CorruptionKind::DamagedBeforeValid {
             damage: Box::new(damage),

@@ -214,11 +214,7 @@ fn random_bit_flips_are_always_detected() {
 
 #[test]
 fn bad_crc_followed_by_valid_records_is_corruption_with_file_offset_and_lsn() {
-    // One segment holds all 20 groups.
-    let config = settled_wal::WalConfig {
-        segment_bytes: 64 * 1024,
-        ..small_config()
-    };
+    let config = one_segment_config();
     let dir = build_wal(&config, 20);
     let last_segment = segment_files(dir.path()).pop().expect("segment");
     let content = fs::read(&last_segment).expect("read");
@@ -246,17 +242,24 @@ fn bad_crc_followed_by_valid_records_is_corruption_with_file_offset_and_lsn() {
     }
 }
 
-#[test]
-fn a_valid_group_with_the_wrong_lsn_at_the_tail_is_corruption() {
+/// Opens a 20-record log whose last segment ends with its last group again, less its
+/// first `skipped` bytes; returns what the open gave and where the repeat starts.
+fn open_with_last_group_repeated(skipped: usize) -> (Result<Wal, WalError>, u64) {
     let config = small_config();
     let dir = build_wal(&config, 20);
     let last_segment = segment_files(dir.path()).pop().expect("segment");
-    // Duplicate the last group: CRC-valid, but LSN 20 where 21 belongs.
     let (start, end) = last_group_range(&last_segment, payload(20).len());
     let mut content = fs::read(&last_segment).expect("read");
-    content.extend_from_within(start as usize..end as usize);
+    content.extend_from_within(start as usize + skipped..end as usize);
     fs::write(&last_segment, &content).expect("write");
-    match Wal::open(dir.path(), config) {
+    (Wal::open(dir.path(), config), end)
+}
+
+#[test]
+fn a_valid_group_with_the_wrong_lsn_at_the_tail_is_corruption() {
+    // Duplicate the last group: CRC-valid, but LSN 20 where 21 belongs.
+    let (opened, end) = open_with_last_group_repeated(0);
+    match opened {
         Err(WalError::Corrupt {
             offset,
             lsn: Some(21),
@@ -275,16 +278,10 @@ fn a_valid_group_with_the_wrong_lsn_at_the_tail_is_corruption() {
 
 #[test]
 fn a_valid_record_where_a_group_marker_belongs_is_corruption() {
-    let config = small_config();
-    let dir = build_wal(&config, 20);
-    let last_segment = segment_files(dir.path()).pop().expect("segment");
     // The last record again, without its marker: whole and CRC-valid, which a torn
     // write never makes.
-    let (start, end) = last_group_range(&last_segment, payload(20).len());
-    let mut content = fs::read(&last_segment).expect("read");
-    content.extend_from_within(start as usize + GROUP_MARKER_BYTES as usize..end as usize);
-    fs::write(&last_segment, &content).expect("write");
-    match Wal::open(dir.path(), config) {
+    let (opened, end) = open_with_last_group_repeated(GROUP_MARKER_BYTES as usize);
+    match opened {
         Err(WalError::Corrupt {
             offset,
             lsn: Some(21),
@@ -292,6 +289,14 @@ fn a_valid_record_where_a_group_marker_belongs_is_corruption() {
             ..
         }) => assert_eq!(offset, end),
         other => panic!("expected GroupMarkerMissing, got {:?}", other.err()),
+    }
+}
+
+/// Limits under which one segment holds all the records of a test.
+fn one_segment_config() -> settled_wal::WalConfig {
+    settled_wal::WalConfig {
+        segment_bytes: 64 * 1024,
+        ..small_config()
     }
 }
 
@@ -305,11 +310,7 @@ fn a_torn_last_group_with_a_hole_before_valid_records_is_cut_whole() {
     // Power fails while the last group syncs over reserved zeros: some of its pages
     // reached the disk, others did not, in any order. Whatever landed, nothing of a
     // later group follows, so the whole group is cut and the log starts.
-    // One segment holds all 20 groups.
-    let config = settled_wal::WalConfig {
-        segment_bytes: 64 * 1024,
-        ..small_config()
-    };
+    let config = one_segment_config();
     let dir = build_wal(&config, 20);
     let last_segment = segment_files(dir.path()).pop().expect("segment");
     let (merged, marker_offset) = merge_last_groups(&last_segment, 3);
@@ -355,11 +356,7 @@ fn a_torn_last_group_with_a_hole_before_valid_records_is_cut_whole() {
 fn damage_in_a_group_that_a_later_group_follows_is_corruption() {
     // A group is written only after the previous one's fsync returned: anything of a
     // later group behind damaged bytes proves they were synced (and acknowledged).
-    // One segment holds all 20 groups.
-    let config = settled_wal::WalConfig {
-        segment_bytes: 64 * 1024,
-        ..small_config()
-    };
+    let config = one_segment_config();
     let dir = build_wal(&config, 20);
     let last_segment = segment_files(dir.path()).pop().expect("segment");
     let content = fs::read(&last_segment).expect("read");
