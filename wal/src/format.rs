@@ -167,6 +167,7 @@ pub fn decode_group_marker(segment: &[u8], offset: u64) -> Result<GroupMarker, C
         records: read_u32(payload, 16),
     };
     let valid = read_u32(payload, 20) == 0
+        && marker.bytes <= crate::config::SEGMENT_BYTES_LIMIT
         && marker.first_lsn >= 1
         && marker.first_lsn < GROUP_MARKER_LSN
         && marker.records >= 1
@@ -180,21 +181,26 @@ pub fn decode_group_marker(segment: &[u8], offset: u64) -> Result<GroupMarker, C
 }
 
 /// Searches `segment[offset_from..]` at every byte offset for a CRC-valid group marker
-/// whose group starts at or after `lsn_min`; returns its offset and what it says.
+/// whose group starts at `lsn_min` or within as many LSNs after it as the segment could
+/// hold records; returns its offset and what it says.
 ///
 /// A valid marker after damaged bytes proves the damage was synced: the writer starts a
-/// group only after the previous one's `fdatasync` returned.
+/// group only after the previous one's `fdatasync` returned. The LSN window keeps a
+/// marker-shaped payload (a client's bytes are logged as they came) from passing for one
+/// unless it also names an LSN close to the log's.
 pub fn find_valid_marker(
     segment: &[u8],
     offset_from: u64,
     lsn_min: u64,
 ) -> Option<(u64, GroupMarker)> {
     let segment_bytes = segment.len() as u64;
+    let lsn_window = segment_bytes / u64::from(RECORD_HEADER_BYTES) + 1;
+    let lsn_max = lsn_min.saturating_add(lsn_window);
     let mut offset = offset_from;
     while offset + u64::from(GROUP_MARKER_BYTES) <= segment_bytes {
         if read_u64(segment, offset as usize) == GROUP_MARKER_LSN {
             if let Ok(marker) = decode_group_marker(segment, offset) {
-                if marker.first_lsn >= lsn_min {
+                if (lsn_min..=lsn_max).contains(&marker.first_lsn) {
                     return Some((offset, marker));
                 }
             }

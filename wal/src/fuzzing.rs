@@ -549,13 +549,20 @@ impl Storage for MemStorage {
 }
 
 /// The input [`check_recovery`] reads for a valid WAL: one segment per entry of
-/// `segments`, each holding those payloads, LSNs dense from 1, named after their header.
+/// `segments`, each holding those payloads, LSNs dense from 1, named after their header,
+/// each record in a group of its own (after its marker), as the writer leaves them.
 pub fn valid_image(segments: &[Vec<Vec<u8>>]) -> Vec<u8> {
     let mut data = vec![Mode::NAME_FROM_HEADER];
     let mut lsn = 1;
     for payloads in segments {
         let mut segment = encode_segment_header(lsn).to_vec();
         for payload in payloads {
+            let marker = GroupMarker {
+                first_lsn: lsn,
+                bytes: (RECORD_HEADER + payload.len()) as u64,
+                records: 1,
+            };
+            segment.extend_from_slice(&encode_group_marker(&marker));
             encode_record(&mut segment, lsn, payload, crc32c::crc32c(payload));
             lsn += 1;
         }

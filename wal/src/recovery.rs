@@ -246,6 +246,13 @@ fn scan_ungrouped(
     Ok(SegmentScan::whole(lsn, offset, records))
 }
 
+/// Where a group whose marker was read ends, and the LSN after its last record.
+#[derive(Clone, Copy)]
+struct GroupEnd {
+    offset: u64,
+    lsn: u64,
+}
+
 /// The group being read: where its marker is, where it must end, what is left of it.
 struct OpenGroup {
     marker_offset: u64,
@@ -334,7 +341,11 @@ fn scan_grouped(
             }
             Err(damage) => {
                 let (marker_offset, group_first_lsn) = (open.marker_offset, open.marker.first_lsn);
-                let torn = classify(offset, lsn, damage, Some(group_end))?;
+                let end = GroupEnd {
+                    offset: group_end,
+                    lsn: group_first_lsn + u64::from(open.marker.records),
+                };
+                let torn = classify(offset, lsn, damage, Some(end))?;
                 let records_kept = records - (lsn - group_first_lsn);
                 return Ok(SegmentScan::torn(
                     group_first_lsn,
@@ -408,19 +419,25 @@ fn classify_group_damage(
     lsn: u64,
     damage: CorruptionKind,
     is_last: bool,
-    group_end: Option<u64>,
+    group_end: Option<GroupEnd>,
     record_bytes_max: u32,
 ) -> Result<CorruptionKind, CorruptionKind> {
     let damage = damage_a_crash_can_leave(bytes, offset, lsn, damage, is_last)?;
-    let later_record = group_end.and_then(|end| {
-        find_valid_record(bytes, end, lsn, record_bytes_max).map(|record| {
+    // Past the damaged group's end when its marker was read, so that nothing inside the
+    // group (payloads are a client's bytes) is taken for a later group.
+    let (search_from, lsn_later) = match group_end {
+        Some(GroupEnd { offset, lsn }) => (offset, lsn),
+        None => (offset + 1, lsn),
+    };
+    let later_record = group_end.and_then(|_| {
+        find_valid_record(bytes, search_from, lsn_later, record_bytes_max).map(|record| {
             (
                 record.lsn,
                 record.payload_offset - u64::from(RECORD_HEADER_BYTES),
             )
         })
     });
-    let later_marker = find_valid_marker(bytes, offset + 1, lsn)
+    let later_marker = find_valid_marker(bytes, search_from, lsn_later)
         .map(|(marker_offset, marker)| (marker.first_lsn, marker_offset));
     match later_marker.or(later_record) {
         Some((lsn_next_valid, offset_next_valid)) => Err(CorruptionKind::DamagedBeforeValid {

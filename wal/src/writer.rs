@@ -51,10 +51,12 @@ pub(crate) fn run_writer(shared: Arc<Shared>, mut active: ActiveSegment, lsn_nex
         spare.clear();
     }
     // A clean end leaves the segment ending at its last group; after a failure the
-    // reserved zeros stay, and recovery cuts them like a torn tail.
+    // reserved zeros stay, and recovery cuts them like a torn tail. A seal that fails
+    // poisons the log, so that `close_covered` never seals it off behind a new segment
+    // with its zeros in (recovery refuses zeros in a sealed segment).
     if shared.poison.get().is_none() {
         if let Err(error) = active.seal() {
-            tracing::warn!(%error, "WAL: reserved space not given back; the next open cuts it");
+            poison(&shared, error);
         }
     }
     let _guard = lock(&shared.durable_mutex);

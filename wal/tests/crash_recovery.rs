@@ -368,6 +368,12 @@ fn damage_in_a_group_that_a_later_group_follows_is_corruption() {
     let first_marker = header..header + marker;
     let first_record = header + marker..first_group_end;
     let second_marker = first_group_end..first_group_end + marker;
+    let mut later_markers = Vec::new();
+    let mut group_start = first_group_end;
+    for (_, record) in &groups[1..] {
+        later_markers.push(group_start..group_start + marker);
+        group_start += marker + record.len();
+    }
     let cases = [
         // The first group's record damaged; the next group is whole.
         ("a record, then a whole group", vec![first_record.clone()]),
@@ -375,7 +381,15 @@ fn damage_in_a_group_that_a_later_group_follows_is_corruption() {
         // first group's marker gives, still proves it.
         (
             "a record, then a group without its marker",
-            vec![first_record, second_marker],
+            vec![first_record.clone(), second_marker],
+        ),
+        // The first group's record damaged and every later marker lost: the later
+        // records, past the end the first group's marker gives, prove it alone.
+        (
+            "a record, then groups without their markers",
+            std::iter::once(first_record.clone())
+                .chain(later_markers.iter().cloned())
+                .collect(),
         ),
         // The first group's marker damaged: a later marker proves it.
         ("a marker, then a whole group", vec![first_marker]),
@@ -601,4 +615,47 @@ fn a_log_of_the_first_format_recovers_and_goes_on_in_a_new_segment() {
     let records = replay_all(&wal, 0).expect("replay");
     assert_eq!(records.len(), 31);
     assert_records_are_payloads(&records, 1);
+}
+
+#[test]
+fn a_marker_inside_a_torn_groups_payload_does_not_pass_for_a_later_group() {
+    // Payloads are a client's bytes, logged as they came: one may hold a well-formed
+    // marker. A torn group holding one must still be cut, not refused.
+    let config = one_segment_config();
+    for (what, first_lsn, lose_marker) in [
+        ("an LSN just after, the group's marker read", 19, false),
+        ("an LSN far ahead, the group's marker lost", 1 << 62, true),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = Wal::open(dir.path(), config.clone()).expect("open");
+        for index in 1..=20 {
+            let mut bytes = payload(index);
+            if index == 19 {
+                let fake = GroupMarker {
+                    first_lsn,
+                    bytes: 16,
+                    records: 1,
+                };
+                bytes = encode_group_marker(&fake).to_vec();
+            }
+            let lsn = wal.append(&bytes).expect("append");
+            wal.wait_durable(lsn).expect("durable");
+        }
+        wal.close().expect("close");
+        let segment = segment_files(dir.path()).pop().expect("segment");
+        let (mut content, marker_offset) = merge_last_groups(&segment, 3);
+        let marker_end = marker_offset + GROUP_MARKER_BYTES as usize;
+        let record_18_end = marker_end + RECORD_HEADER_BYTES as usize + payload(18).len();
+        let hole_start = if lose_marker {
+            marker_offset
+        } else {
+            marker_end
+        };
+        zero(&mut content, hole_start..record_18_end);
+        fs::write(&segment, &content).expect("write");
+        let wal =
+            Wal::open(dir.path(), config.clone()).unwrap_or_else(|error| panic!("{what}: {error}"));
+        assert_eq!(wal.durable_lsn(), 17, "{what}");
+        assert_records_are_payloads(&replay_all(&wal, 0).expect("replay"), 1);
+    }
 }
