@@ -61,10 +61,19 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 
 /// Encodes the 32-byte segment header.
 pub fn encode_segment_header(first_lsn: u64) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+    encode_segment_header_of_version(first_lsn, FORMAT_VERSION)
+}
+
+/// Encodes the 32-byte segment header of format `version` (the WAL writes only
+/// [`FORMAT_VERSION`]; tests and checks rebuild headers of the first format).
+pub fn encode_segment_header_of_version(
+    first_lsn: u64,
+    version: u32,
+) -> [u8; SEGMENT_HEADER_BYTES as usize] {
     assert!(first_lsn >= 1, "LSN 0 is reserved for 'nothing'");
     let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
     header[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[8..12].copy_from_slice(&version.to_le_bytes());
     // Bytes 12..16 and 24..28 are reserved and must be zero.
     header[16..24].copy_from_slice(&first_lsn.to_le_bytes());
     let crc = crc32c::crc32c(&header[..SEGMENT_HEADER_CRC_COVERED_BYTES]);
@@ -194,8 +203,7 @@ pub fn find_valid_marker(
     lsn_min: u64,
 ) -> Option<(u64, GroupMarker)> {
     let segment_bytes = segment.len() as u64;
-    let lsn_window = segment_bytes / u64::from(RECORD_HEADER_BYTES) + 1;
-    let lsn_max = lsn_min.saturating_add(lsn_window);
+    let lsn_max = lsn_search_max(segment, lsn_min);
     let mut offset = offset_from;
     while offset + u64::from(GROUP_MARKER_BYTES) <= segment_bytes {
         if read_u64(segment, offset as usize) == GROUP_MARKER_LSN {
@@ -329,9 +337,7 @@ pub fn find_valid_record(
 ) -> Option<DecodedRecord> {
     let segment_bytes = segment.len() as u64;
     let header_bytes = u64::from(RECORD_HEADER_BYTES);
-    // No more records can follow than there are record headers' worth of bytes.
-    let lsn_window = segment_bytes / header_bytes + 1;
-    let lsn_max = lsn_min.saturating_add(lsn_window);
+    let lsn_max = lsn_search_max(segment, lsn_min);
     let mut offset = offset_from;
     while offset + header_bytes <= segment_bytes {
         let lsn = read_u64(segment, offset as usize);
@@ -343,6 +349,13 @@ pub fn find_valid_record(
         offset += 1;
     }
     None
+}
+
+/// The highest LSN a search after damage accepts, from `lsn_min`: no more records can
+/// follow than there are record headers' worth of bytes in the segment.
+fn lsn_search_max(segment: &[u8], lsn_min: u64) -> u64 {
+    let lsn_window = segment.len() as u64 / u64::from(RECORD_HEADER_BYTES) + 1;
+    lsn_min.saturating_add(lsn_window)
 }
 
 /// Walks the records of an in-memory group (as produced by `encode_record`)
@@ -417,19 +430,15 @@ mod tests {
             Ok((0x0102_0304_0506_0708, FORMAT_VERSION))
         );
         // The first format is still read; no other version is.
-        let mut old = header;
-        old[8..12].copy_from_slice(&FORMAT_VERSION_UNGROUPED.to_le_bytes());
-        let crc = crc32c::crc32c(&old[..SEGMENT_HEADER_CRC_COVERED_BYTES]);
-        old[28..32].copy_from_slice(&crc.to_le_bytes());
+        let old = encode_segment_header_of_version(0x0102_0304_0506_0708, FORMAT_VERSION_UNGROUPED);
+        assert_eq!(&old[8..12], &[1, 0, 0, 0]);
         assert_eq!(
             decode_segment_header_versioned(&old),
             Ok((0x0102_0304_0506_0708, FORMAT_VERSION_UNGROUPED))
         );
-        old[8..12].copy_from_slice(&3u32.to_le_bytes());
-        let crc = crc32c::crc32c(&old[..SEGMENT_HEADER_CRC_COVERED_BYTES]);
-        old[28..32].copy_from_slice(&crc.to_le_bytes());
+        let unknown = encode_segment_header_of_version(0x0102_0304_0506_0708, 3);
         assert_eq!(
-            decode_segment_header(&old),
+            decode_segment_header(&unknown),
             Err(CorruptionKind::SegmentVersion { version: 3 })
         );
     }

@@ -139,12 +139,7 @@ pub fn check_segment(data: &[u8]) -> Vec<Vec<u8>> {
     fix_segment(mode, &mut segment, 1, record_bytes_max);
     let lsn_first = match crate::format::decode_segment_header_versioned(&segment) {
         Ok((first_lsn, version)) => {
-            let mut expected = encode_segment_header(first_lsn);
-            if version == FORMAT_VERSION_UNGROUPED {
-                expected[8..12].copy_from_slice(&version.to_le_bytes());
-                let crc = crc32c::crc32c(&expected[..28]);
-                expected[28..32].copy_from_slice(&crc.to_le_bytes());
-            }
+            let expected = crate::format::encode_segment_header_of_version(first_lsn, version);
             assert_eq!(&expected[..], &segment[..HEADER_BYTES]);
             assert_eq!(decode_segment_header(&segment), Ok(first_lsn));
             first_lsn

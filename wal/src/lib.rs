@@ -169,8 +169,9 @@ pub use config::{
 };
 pub use error::{CorruptionKind, WalError};
 pub use format::{
-    encode_group_marker, segment_file_name, GroupMarker, FORMAT_VERSION, FORMAT_VERSION_UNGROUPED,
-    GROUP_MARKER_BYTES, GROUP_MARKER_LSN, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC,
+    encode_group_marker, encode_segment_header_of_version, segment_file_name, GroupMarker,
+    FORMAT_VERSION, FORMAT_VERSION_UNGROUPED, GROUP_MARKER_BYTES, GROUP_MARKER_LSN,
+    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC,
 };
 pub use recovery::{RecoveryReport, TornTail};
 pub use replay::{Record, Replay};

@@ -16,7 +16,7 @@ use crate::config::WalConfig;
 use crate::error::{CorruptionKind, WalError};
 use crate::format::{
     decode_group_marker, decode_record, decode_record_any_lsn, decode_segment_header_versioned,
-    find_valid_marker, find_valid_record, parse_segment_file_name, GroupMarker, FORMAT_VERSION,
+    find_valid_marker, find_valid_record, parse_segment_file_name, GroupMarker,
     FORMAT_VERSION_UNGROUPED, GROUP_MARKER_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
     SEGMENT_TEMP_SUFFIX,
 };
@@ -65,8 +65,6 @@ pub(crate) struct Recovered {
 /// Outcome of verifying one segment's bytes.
 #[derive(Debug)]
 struct SegmentScan {
-    /// The segment's format version.
-    version: u32,
     lsn_next: u64,
     /// End of the last valid record (of the last whole group, in a grouped segment).
     valid_bytes: u64,
@@ -77,7 +75,6 @@ struct SegmentScan {
 impl SegmentScan {
     fn whole(lsn_next: u64, valid_bytes: u64, records: u64) -> SegmentScan {
         SegmentScan {
-            version: FORMAT_VERSION,
             lsn_next,
             valid_bytes,
             records,
@@ -136,7 +133,7 @@ fn verify_segments(
         let bytes = storage
             .read_file(&segment.path)
             .map_err(WalError::io("read segment", &segment.path))?;
-        let scan = scan_segment(
+        let (scan, version) = scan_segment(
             &bytes,
             segment,
             lsn_expected,
@@ -146,7 +143,7 @@ fn verify_segments(
         records_verified += scan.records;
         lsn_expected = Some(scan.lsn_next);
         active_file_bytes = scan.valid_bytes;
-        active_ungrouped = scan.version == FORMAT_VERSION_UNGROUPED;
+        active_ungrouped = version == FORMAT_VERSION_UNGROUPED;
         if let Some(kind) = scan.torn {
             torn_tail = Some(cut_torn_tail(
                 storage,
@@ -174,14 +171,15 @@ fn verify_segments(
     })
 }
 
-/// Verifies the header and every record of one segment.
+/// Verifies the header and every record of one segment; returns what it found and the
+/// segment's format version.
 fn scan_segment(
     bytes: &[u8],
     segment: &SegmentMeta,
     lsn_expected: Option<u64>,
     is_last: bool,
     record_bytes_max: u32,
-) -> Result<SegmentScan, WalError> {
+) -> Result<(SegmentScan, u32), WalError> {
     let corrupt = |offset, lsn, kind| WalError::Corrupt {
         path: segment.path.clone(),
         offset,
@@ -213,7 +211,7 @@ fn scan_segment(
     assert!(scan.valid_bytes >= u64::from(SEGMENT_HEADER_BYTES));
     assert!(scan.valid_bytes <= bytes.len() as u64);
     assert!(scan.lsn_next == first_lsn + scan.records);
-    Ok(SegmentScan { version, ..scan })
+    Ok((scan, version))
 }
 
 /// Where corruption was found: byte offset, the LSN expected there, what is wrong.
@@ -261,7 +259,7 @@ struct OpenGroup {
 }
 
 /// A segment of the current format: groups, each a marker and its records. A torn tail
-/// is cut at the start of its group (the whole group was one write and one sync, so
+/// (damage, or the file ending inside a group) is cut at the start of its group (the whole group was one write and one sync, so
 /// none of it was acknowledged), which keeps every group in the file whole.
 fn scan_grouped(
     bytes: &[u8],
@@ -286,7 +284,8 @@ fn scan_grouped(
         );
         kind.map_err(|kind| (offset, lsn, kind))
     };
-    while offset < file_bytes {
+    // An open group at the end of the file reads as a record cut short there.
+    while offset < file_bytes || group.is_some() {
         let Some(open) = &mut group else {
             match decode_group_marker(bytes, offset) {
                 Ok(marker) if marker.first_lsn == lsn => {
@@ -355,23 +354,6 @@ fn scan_grouped(
                 ));
             }
         }
-    }
-    if let Some(open) = group {
-        // The file ends inside a group: its write was cut short.
-        let damage = CorruptionKind::RecordHeaderShort { bytes_left: 0 };
-        if !is_last {
-            let kind = CorruptionKind::DamagedInSealedSegment {
-                damage: Box::new(damage),
-            };
-            return Err((offset, lsn, kind));
-        }
-        let records_kept = records - (lsn - open.marker.first_lsn);
-        return Ok(SegmentScan::torn(
-            open.marker.first_lsn,
-            open.marker_offset,
-            records_kept,
-            damage,
-        ));
     }
     Ok(SegmentScan::whole(lsn, offset, records))
 }

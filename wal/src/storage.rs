@@ -90,7 +90,7 @@ impl FsSegmentFile {
     /// Write zeros from the end of what is reserved (never below `end`) to
     /// `SEGMENT_RESERVE_BYTES` past `end`. A failure (a full disk, say) is
     /// not the WAL's: nothing written is lost, later writes simply append, so
-    /// it is logged and reserving is tried again a chunk later.
+    /// it is logged and reserving is tried again at the next write.
     fn reserve(&mut self) {
         let target = self.end + SEGMENT_RESERVE_BYTES;
         let mut offset = self.reserved.max(self.end);

@@ -8,9 +8,9 @@ use std::path::Path;
 use common::*;
 use rand::{Rng, SeedableRng};
 use settled_wal::{
-    encode_group_marker, CorruptionKind, GroupMarker, Wal, WalError, FORMAT_VERSION,
-    FORMAT_VERSION_UNGROUPED, GROUP_MARKER_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
-    SEGMENT_RESERVE_BYTES,
+    encode_group_marker, encode_segment_header_of_version, CorruptionKind, GroupMarker, Wal,
+    WalError, FORMAT_VERSION, FORMAT_VERSION_UNGROUPED, GROUP_MARKER_BYTES, RECORD_HEADER_BYTES,
+    SEGMENT_HEADER_BYTES, SEGMENT_RESERVE_BYTES,
 };
 
 /// Byte range of the last group in `segment` (marker, record header, payload), given
@@ -567,11 +567,9 @@ fn reserved_zeros_are_given_back_at_a_clean_close_and_cut_after_a_crash() {
 /// `content` (a segment of the current format, as `build_wal` writes it) in the first
 /// format: the same records back to back, no markers, version 1.
 fn to_first_format(content: &[u8]) -> Vec<u8> {
-    let mut old = content[..SEGMENT_HEADER_BYTES as usize].to_vec();
-    assert_eq!(old[8..12], FORMAT_VERSION.to_le_bytes());
-    old[8..12].copy_from_slice(&FORMAT_VERSION_UNGROUPED.to_le_bytes());
-    let crc = crc32c::crc32c(&old[..28]);
-    old[28..32].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(content[8..12], FORMAT_VERSION.to_le_bytes());
+    let first_lsn = u64::from_le_bytes(content[16..24].try_into().expect("8 bytes"));
+    let mut old = encode_segment_header_of_version(first_lsn, FORMAT_VERSION_UNGROUPED).to_vec();
     for (_, record) in single_record_groups(content) {
         old.extend_from_slice(&record);
     }
