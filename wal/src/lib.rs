@@ -37,8 +37,8 @@
 //!   64 KiB), makes it durable with one `fdatasync`, then
 //!   publishes the new durable LSN: it stores [`Wal::durable_lsn`], wakes
 //!   [`Wal::wait_durable`] callers, and sends the LSN on every
-//!   [`Wal::subscribe`] channel (and calls the wake of a
-//!   [`Wal::subscribe_waking`] one). While it syncs, the next group fills. If the
+//!   [`Wal::subscribe`] channel and calls every [`Wal::on_durable`] callback.
+//!   While it syncs, the next group fills. If the
 //!   writer falls behind and the pending buffer reaches
 //!   [`WalConfig::pending_bytes_max`], appends block (backpressure).
 //! * **Segments.** The log is a directory of segment files named
@@ -176,4 +176,4 @@ pub use format::{
 pub use recovery::{RecoveryReport, TornTail};
 pub use replay::{Record, Replay};
 pub use storage::{FsStorage, SegmentFile, Storage, SEGMENT_RESERVE_BYTES};
-pub use wal::{DurableWake, GroupDurable, Wal, WalObserver, WalStats};
+pub use wal::{Durability, DurableCallback, GroupDurable, Wal, WalObserver, WalStats};

@@ -23,13 +23,26 @@ use crate::writer::{add_segment, run_writer};
 /// enough to wake a receiver, which then reads [`Wal::durable_lsn`].
 const DURABLE_NOTIFY_DEPTH: usize = 1;
 
-/// Wakes a durability subscriber that parks itself (see [`Wal::subscribe_waking`]).
-pub type DurableWake = Box<dyn Fn() + Send + Sync>;
+/// What a durability callback hears (see [`Wal::on_durable`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Every record through this LSN is durable.
+    Durable(u64),
+    /// The writer stopped (the WAL was closed or poisoned): nothing more becomes durable.
+    /// The last call a callback gets.
+    Stopped,
+}
 
-/// One durability subscription: its channel and, for a parking subscriber, its wake.
-pub(crate) struct Subscriber {
-    pub sender: Sender<u64>,
-    pub wake: Option<DurableWake>,
+/// Called on the writer thread after each durable group, and once when it stops (see
+/// [`Wal::on_durable`]).
+pub type DurableCallback = Box<dyn Fn(Durability) + Send + Sync>;
+
+/// One durability subscription.
+pub(crate) enum Subscriber {
+    /// A [`Wal::subscribe`] channel.
+    Channel(Sender<u64>),
+    /// A [`Wal::on_durable`] callback.
+    Callback(DurableCallback),
 }
 
 /// Counters, all monotonic since open (except the two LSNs).
@@ -397,25 +410,33 @@ impl Wal {
     /// for the latest. The channel disconnects when the WAL is poisoned or
     /// closed; then call [`Wal::error`].
     pub fn subscribe(&self) -> Receiver<u64> {
-        self.subscribe_with(None)
+        self.subscribe_channel()
     }
 
-    /// Like [`Wal::subscribe`], for a thread that parks itself rather than blocking on
-    /// the channel: the writer calls `wake` after each notification it sends, and once
-    /// after the channel disconnects. `wake` runs on the writer thread between syncs: it
-    /// must only wake someone (no I/O, no locks held long).
-    pub fn subscribe_waking(&self, wake: DurableWake) -> Receiver<u64> {
-        self.subscribe_with(Some(wake))
+    /// Call `callback` on the writer thread with the durable LSN right after each group's
+    /// sync returns, and once with [`Durability::Stopped`] when the writer stops (at once
+    /// if it already has). It runs between syncs, under the subscribers' lock: it must be
+    /// quick (hand results on, wake someone; no I/O, no blocking, never call back into
+    /// this WAL's subscriptions).
+    pub fn on_durable(&self, callback: DurableCallback) {
+        let mut subscribers = lock(&self.shared.subscribers);
+        if self.shared.poison.get().is_none() && !self.shared.writer_stopped.load(Ordering::Acquire)
+        {
+            subscribers.push(Subscriber::Callback(callback));
+            return;
+        }
+        drop(subscribers);
+        callback(Durability::Stopped);
     }
 
-    fn subscribe_with(&self, wake: Option<DurableWake>) -> Receiver<u64> {
+    fn subscribe_channel(&self) -> Receiver<u64> {
         let (sender, receiver) = crossbeam::channel::bounded(DURABLE_NOTIFY_DEPTH);
         let mut subscribers = lock(&self.shared.subscribers);
         // A WAL already stopped drops the sender here: the receiver reads as disconnected
-        // at once, so nobody waits for a wake that will never come.
+        // at once, so nobody waits for a notification that will never come.
         if self.shared.poison.get().is_none() && !self.shared.writer_stopped.load(Ordering::Acquire)
         {
-            subscribers.push(Subscriber { sender, wake });
+            subscribers.push(Subscriber::Channel(sender));
         }
         receiver
     }

@@ -12,7 +12,7 @@ use crate::format::{
     GROUP_MARKER_BYTES,
 };
 use crate::segment::{create_segment, ActiveSegment, SegmentMeta};
-use crate::wal::{lock, GroupDurable, Shared};
+use crate::wal::{lock, Durability, GroupDurable, Shared, Subscriber};
 
 pub(crate) fn run_writer(shared: Arc<Shared>, mut active: ActiveSegment, lsn_next: u64) {
     let mut lsn_next = lsn_next;
@@ -62,14 +62,14 @@ pub(crate) fn run_writer(shared: Arc<Shared>, mut active: ActiveSegment, lsn_nex
     let _guard = lock(&shared.durable_mutex);
     shared.writer_stopped.store(true, Ordering::Release);
     shared.durable_changed.notify_all();
-    // Senders go first, then the wakes: a woken subscriber finds its channel disconnected.
+    // Channels disconnect, callbacks hear the end. `writer_stopped` is set before the list
+    // is taken and `on_durable` reads it under the list's lock: a callback either is in the
+    // list taken here or hears the end from `on_durable` itself.
     let ended = std::mem::take(&mut *lock(&shared.subscribers));
-    let wakes: Vec<_> = ended
-        .into_iter()
-        .filter_map(|subscriber| subscriber.wake)
-        .collect();
-    for wake in wakes {
-        wake();
+    for subscriber in ended {
+        if let Subscriber::Callback(callback) = subscriber {
+            callback(Durability::Stopped);
+        }
     }
 }
 
@@ -224,12 +224,15 @@ fn publish_durable(shared: &Shared, lsn: u64) {
     }
     // A full channel already holds a wake-up; the receiver reads the latest
     // durable LSN itself. Dropped receivers are forgotten.
-    lock(&shared.subscribers).retain(|subscriber| {
-        let sent = subscriber.sender.try_send(lsn);
-        if let Some(wake) = &subscriber.wake {
-            wake();
+    lock(&shared.subscribers).retain(|subscriber| match subscriber {
+        Subscriber::Channel(sender) => !matches!(
+            sender.try_send(lsn),
+            Err(crossbeam::channel::TrySendError::Disconnected(_))
+        ),
+        Subscriber::Callback(callback) => {
+            callback(Durability::Durable(lsn));
+            true
         }
-        !matches!(sent, Err(crossbeam::channel::TrySendError::Disconnected(_)))
     });
 }
 

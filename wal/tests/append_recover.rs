@@ -151,37 +151,38 @@ fn subscribers_are_told_the_durable_lsn() {
 }
 
 #[test]
-fn a_waking_subscriber_is_woken_after_each_notification_and_after_the_end() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
+fn a_durability_callback_hears_each_durable_lsn_in_order_then_the_end() {
+    use settled_wal::Durability;
+    use std::sync::{Arc, Mutex};
     let dir = tempfile::tempdir().expect("tempdir");
     let wal = Wal::open(dir.path(), small_config()).expect("open");
-    let wakes = Arc::new(AtomicU64::new(0));
-    let counted = wakes.clone();
-    let durable = wal.subscribe_waking(Box::new(move || {
-        counted.fetch_add(1, Ordering::SeqCst);
-    }));
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let hearing = heard.clone();
+    wal.on_durable(Box::new(move |event| hearing.lock().unwrap().push(event)));
     let lsn = append_durable(&wal, 1, 5);
-    // The wake comes right after the send, on the writer thread: wait for it.
+    // `wait_durable` returns once the LSN is published; the callback comes right after,
+    // on the writer thread: wait for it.
     let started = std::time::Instant::now();
-    while wakes.load(Ordering::SeqCst) == 0 {
+    while !heard.lock().unwrap().contains(&Durability::Durable(lsn)) {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(10),
-            "never woken"
+            "never told"
         );
         std::thread::yield_now();
     }
-    let notified = durable.try_recv().expect("a notification before its wake");
-    assert!(notified >= 1 && notified <= lsn);
-    let before_close = wakes.load(Ordering::SeqCst);
     wal.close().expect("close");
-    // The end wakes too, and by then the channel reads as disconnected.
-    assert!(wakes.load(Ordering::SeqCst) > before_close);
-    while durable.try_recv().is_ok() {}
-    assert!(matches!(
-        durable.try_recv(),
-        Err(crossbeam::channel::TryRecvError::Disconnected)
-    ));
+    let heard = heard.lock().unwrap().clone();
+    assert_eq!(heard.last(), Some(&Durability::Stopped), "{heard:?}");
+    let lsns: Vec<u64> = heard
+        .iter()
+        .filter_map(|event| match event {
+            Durability::Durable(lsn) => Some(*lsn),
+            Durability::Stopped => None,
+        })
+        .collect();
+    assert!(lsns.windows(2).all(|pair| pair[0] < pair[1]), "{lsns:?}");
+    assert!(lsns.iter().all(|&told| (1..=lsn).contains(&told)));
+    assert_eq!(heard.len(), lsns.len() + 1, "one end, last: {heard:?}");
 }
 
 #[test]

@@ -196,34 +196,34 @@ fn a_full_disk_while_creating_a_segment_is_recoverable() {
 }
 
 #[test]
-fn a_waking_subscriber_is_woken_when_a_failed_fsync_ends_its_channel() {
-    use std::sync::atomic::{AtomicU64, Ordering};
+fn a_durability_callback_hears_the_end_when_a_failed_fsync_stops_the_writer() {
+    use settled_wal::Durability;
+    use std::sync::Mutex;
     let dir = tempfile::tempdir().expect("tempdir");
     let (wal, storage) = open_faulty(dir.path());
     let durable_before = append_durable(&wal, 1, 3);
-    let wakes = std::sync::Arc::new(AtomicU64::new(0));
-    let counted = wakes.clone();
-    let notifications = wal.subscribe_waking(Box::new(move || {
-        counted.fetch_add(1, Ordering::SeqCst);
-    }));
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let hearing = heard.clone();
+    wal.on_durable(Box::new(move |event| hearing.lock().unwrap().push(event)));
     storage.fail_syncs_from(storage.sync_data_count());
     let lsn = wal.append(&payload(4)).expect("append is buffered");
     wal.wait_durable(lsn).expect_err("the sync failed");
     // Waiters hear of the poison before the writer ends the subscriptions: wait for the
-    // wake that ends this one (no notification came after it subscribed).
+    // end (no group became durable after it subscribed).
     let started = std::time::Instant::now();
-    while wakes.load(Ordering::SeqCst) == 0 {
-        assert!(started.elapsed() < Duration::from_secs(10), "never woken");
+    while !heard.lock().unwrap().contains(&Durability::Stopped) {
+        assert!(started.elapsed() < Duration::from_secs(10), "never told");
         std::thread::yield_now();
     }
-    // Woken with the channel closed, and nothing announced past the last good sync.
-    loop {
-        match notifications.try_recv() {
-            Ok(notified) => assert!(notified <= durable_before),
-            Err(error) => {
-                assert_eq!(error, crossbeam::channel::TryRecvError::Disconnected);
-                break;
-            }
-        }
+    // Nothing announced past the last good sync, and the end came last.
+    let heard = heard.lock().unwrap().clone();
+    assert_eq!(heard.last(), Some(&Durability::Stopped));
+    for event in &heard[..heard.len() - 1] {
+        assert!(matches!(event, Durability::Durable(lsn) if *lsn <= durable_before));
     }
+    // A callback added after the end hears it at once.
+    let late = Arc::new(Mutex::new(Vec::new()));
+    let hearing = late.clone();
+    wal.on_durable(Box::new(move |event| hearing.lock().unwrap().push(event)));
+    assert_eq!(*late.lock().unwrap(), vec![Durability::Stopped]);
 }

@@ -5,28 +5,31 @@
 //! passed, applies everything in arrival order, appends the batch's inputs to the WAL as
 //! one record, and parks the replies until the WAL says that record is durable. It never
 //! waits for an fsync while there is work: the WAL writer syncs group after group while
-//! the core applies the next batches, and replies go out as `durable_lsn` passes them.
+//! the core applies the next batches, and replies go out as `durable_lsn` passes them,
+//! sent by the WAL writer itself right after each sync (see `outbox`).
 //! Every `checkpoint_batches` batches (or `checkpoint_interval`) it hands the changed
 //! state to the checkpointer thread without waiting for RocksDB; only when memory is at
 //! its bound (`throttle`) or at shutdown does it wait for the checkpointer to take it.
 //!
 //! What to do when is decided by the [`Pipeline`] (`pipeline.rs`, pure, no I/O); this
 //! thread feeds it events (a batch appended, the durable LSN, a checkpoint written) and
-//! performs what it returns (send replies, hand over a checkpoint, evict, wait).
+//! performs what it returns (send replies, hand over a checkpoint, evict, wait). The
+//! pipeline sits in an [`Outbox`] that the WAL writer shares, only to release replies.
 //!
 //! Requests arrive on its [`Inbox`] (from the read stage, or straight from async
-//! submitters for small requests); it parks there when idle, and the WAL's durability
-//! notifications ring the same doorbell.
+//! submitters for small requests); it parks there when idle. The WAL writer rings the
+//! same doorbell only when it leaves the query stage's parts for the core, or stops.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender, TrySendError};
-use wal::{DurableWake, Wal};
+use wal::{Durability, Wal};
 
 use super::checkpointer::{CheckpointJob, CheckpointQueue, CheckpointStatus};
-use super::inbox::{Inbox, Woken};
+use super::inbox::{Inbox, Wake, Woken};
+use super::outbox::{Outbox, Releaser};
 use super::pipeline::{Pipeline, PipelineStart, Throttle, ThrottleInput};
 use super::query_stage::{self, RecentPart};
 use super::read_stage::{read_for_request, StoreReadData, StoreReads};
@@ -72,7 +75,7 @@ impl Submission {
 }
 
 /// A reply with the result it carries once released.
-type Answer = (ReplyTo, Result<Reply, EngineError>);
+pub(crate) type Answer = (ReplyTo, Result<Reply, EngineError>);
 
 /// A request with its reply channel and what the read stage read for it.
 type Queued = (Request, ReplyTo, Option<Box<StoreReads>>);
@@ -100,13 +103,14 @@ pub(crate) struct CoreThread {
     ledger: Ledger,
     wal: Arc<Wal>,
     requests: Inbox,
-    /// Handed to the WAL when the core subscribes to durability notifications.
-    durable_wake: Option<DurableWake>,
+    /// Rings the inbox: handed to the WAL's durability callback when the core starts.
+    bell: Option<Wake>,
     checkpoints: CheckpointQueue,
     eviction: Eviction,
-    /// Every decision: batching, parking until durable, checkpoints due, eviction
-    /// marks, throttling (see `pipeline`). This thread performs what it asks.
-    pipeline: Pipeline<Answer>,
+    /// The pipeline makes every decision: batching, parking until durable, checkpoints
+    /// due, eviction marks, throttling (see `pipeline`); this thread performs what it
+    /// asks. The WAL writer shares it to release replies (see `outbox`).
+    outbox: Arc<Outbox>,
     /// The monotonic clock the pipeline's checkpoint interval is measured on.
     started: Instant,
     record: RecordBuilder,
@@ -125,7 +129,7 @@ impl CoreThread {
         config: EngineConfig,
         ledger: Ledger,
         wal: Arc<Wal>,
-        (requests, durable_wake): (Inbox, DurableWake),
+        (requests, bell): (Inbox, Wake),
         checkpoints: CheckpointQueue,
         eviction: Eviction,
         recovery: RecoveryReport,
@@ -146,10 +150,10 @@ impl CoreThread {
             ledger,
             wal,
             requests,
-            durable_wake: Some(durable_wake),
+            bell: Some(bell),
             checkpoints,
             eviction,
-            pipeline,
+            outbox: Arc::new(Outbox::new(pipeline)),
             started: Instant::now(),
             record: RecordBuilder::default(),
             carried: None,
@@ -161,8 +165,7 @@ impl CoreThread {
 
     /// Runs until shutdown; returns the final ledger.
     pub fn run(mut self) -> Ledger {
-        let wake = self.durable_wake.take().expect("run is called once");
-        let durable = self.wal.subscribe_waking(wake);
+        let durable = self.hear_durability();
         while !self.shutdown_seen {
             self.throttle();
             let next = match self.carried.take() {
@@ -197,18 +200,33 @@ impl CoreThread {
         u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn send(&self, answers: Vec<Answer>) {
-        // Checked against the WAL itself, not the pipeline's copy: whatever the pipeline
-        // released is at or below an LSN the WAL reports durable.
-        assert!(
-            answers.is_empty() || self.pipeline.lsn_durable() <= self.wal.durable_lsn(),
-            "replies released at LSN {} with the WAL durable to {}",
-            self.pipeline.lsn_durable(),
-            self.wal.durable_lsn()
-        );
-        for (reply, result) in answers {
-            reply.send(result, &self.eviction.query_parts);
-        }
+    /// Subscribe to the WAL's durability: its writer releases replies itself, and rings
+    /// the core only when something is left for it (the query stage's parts), or when it
+    /// stops. The returned channel says so; its sender is dropped when the writer stops.
+    fn hear_durability(&mut self) -> Receiver<u64> {
+        let bell = self.bell.take().expect("run is called once");
+        let (look, durable) = crossbeam::channel::bounded(1);
+        let look = std::sync::Mutex::new(Some(look));
+        let outbox = Arc::clone(&self.outbox);
+        self.wal.on_durable(Box::new(move |event| {
+            let mut look = look
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match event {
+                Durability::Durable(lsn) => {
+                    if !outbox.durable(lsn, Releaser::WalWriter) {
+                        return;
+                    }
+                    if let Some(look) = look.as_ref() {
+                        // Full already holds a wake-up for the same purpose.
+                        let _ = look.try_send(lsn);
+                    }
+                }
+                Durability::Stopped => drop(look.take()),
+            }
+            bell();
+        }));
+        durable
     }
 
     /// Learn which checkpoints were written and move what they hold out of memory.
@@ -217,7 +235,7 @@ impl CoreThread {
         // it is written, so the pipeline knows it durable when it learns it written.
         let written_lsn = self.eviction.checkpoint_status.lsn.load(Ordering::Acquire);
         self.release_durable();
-        let Some(checkpoint_mark) = self.pipeline.checkpoint_written(written_lsn) else {
+        let Some(checkpoint_mark) = self.outbox.pipeline().checkpoint_written(written_lsn) else {
             return;
         };
         let evicted = self
@@ -260,7 +278,7 @@ impl CoreThread {
         let mut warned = false;
         loop {
             self.observe_checkpointer();
-            let decision = self.pipeline.throttle(self.throttle_input());
+            let decision = self.outbox.pipeline().throttle(self.throttle_input());
             match decision {
                 Throttle::Go => return,
                 Throttle::Pace { delay_ns } => return self.pace(delay_ns),
@@ -269,7 +287,8 @@ impl CoreThread {
             if !warned {
                 tracing::warn!(
                     uncheckpointed = self
-                        .pipeline
+                        .outbox
+                        .pipeline()
                         .transfers_uncheckpointed(self.ledger.transfers_count()),
                     "checkpoints fall behind; holding requests until one is written"
                 );
@@ -277,7 +296,7 @@ impl CoreThread {
             }
             if decision == Throttle::ForceCheckpoint {
                 self.maybe_checkpoint(true);
-                if self.pipeline.checkpoints_in_flight() == 0 {
+                if self.outbox.pipeline().checkpoints_in_flight() == 0 {
                     // The checkpointer is gone: no checkpoint will be written, waiting would hang.
                     tracing::error!("checkpointer stopped; memory is no longer bounded");
                     self.throttle_off = true;
@@ -307,11 +326,13 @@ impl CoreThread {
     /// Wait for a request, a durability notification, or the next deadline.
     fn next_submission(&mut self, durable: &Receiver<u64>) -> Option<Submission> {
         let timeout = Duration::from_nanos(
-            self.pipeline
+            self.outbox
+                .pipeline()
                 .idle_timeout_ns((self.config.clock)(), self.ledger.expiry_timestamp_next()),
         );
-        // Durability only matters while replies wait for it.
-        let durable = self.pipeline.has_parked().then_some(durable);
+        // The WAL writer releases replies itself; the core hears of durability only when
+        // something is left for it, or when the WAL stops (until it fails).
+        let durable = self.failed.is_none().then_some(durable);
         match self.requests.wait(durable, timeout) {
             Woken::Submission(admitted) => Some(admitted.into_submission()),
             Woken::Durable | Woken::TimedOut => None,
@@ -337,7 +358,8 @@ impl CoreThread {
         let now = (self.config.clock)();
         self.record.begin(now);
         if self
-            .pipeline
+            .outbox
+            .pipeline()
             .expiry_due(now, self.ledger.expiry_timestamp_next())
         {
             self.record.push(Write::Expire);
@@ -375,8 +397,14 @@ impl CoreThread {
             }
         };
         // Parked behind the newest record; the pipeline asserts the LSN is dense.
-        let released = self.pipeline.batch_appended(appended, events, replies);
-        self.send(released);
+        let wal = &self.wal;
+        self.outbox.batch_appended(
+            appended,
+            events,
+            replies,
+            || wal.durable_lsn(),
+            &self.eviction.query_parts,
+        );
     }
 
     /// While checkpoints keep failing, writes are refused before they touch the ledger:
@@ -393,7 +421,7 @@ impl CoreThread {
         if let Some(reason) = self.eviction.checkpoint_status.disk.writes_held() {
             return Some(EngineError::Unavailable { reason });
         }
-        if !self.pipeline.writes_refused() {
+        if !self.outbox.pipeline().writes_refused() {
             return None;
         }
         let error = self
@@ -410,7 +438,7 @@ impl CoreThread {
     /// Tell the pipeline whether checkpoints keep failing (the checkpointer's status).
     fn observe_checkpointer(&mut self) {
         let failing = self.eviction.checkpoint_status.failure.is_failing();
-        self.pipeline.checkpoints_failing(failing);
+        self.outbox.pipeline().checkpoints_failing(failing);
     }
 
     /// Per batch, never per event: a handful of atomic updates next to a batch's work.
@@ -423,7 +451,8 @@ impl CoreThread {
         let ledger = &self.ledger;
         let resident = ledger.transfers_resident();
         let uncheckpointed = self
-            .pipeline
+            .outbox
+            .pipeline()
             .transfers_uncheckpointed(ledger.transfers_count());
         metrics::gauge!(m::TRANSFERS_RESIDENT).set(resident as f64);
         metrics::gauge!(m::TRANSFERS_CHECKPOINTED_RESIDENT)
@@ -439,7 +468,7 @@ impl CoreThread {
             .iter()
             .map(|(r, _, _)| u64::from(r.events_count()))
             .sum();
-        while self.pipeline.batch_has_room(events) {
+        while self.outbox.pipeline().batch_has_room(events) {
             match self.requests.try_recv().map(Admitted::into_submission) {
                 Ok(Submission::Request {
                     request,
@@ -447,7 +476,7 @@ impl CoreThread {
                     store_reads,
                 }) => {
                     let count = u64::from(request.events_count());
-                    if !self.pipeline.fits(events, count) {
+                    if !self.outbox.pipeline().fits(events, count) {
                         self.carried = Some((request, reply, store_reads));
                         return;
                     }
@@ -509,11 +538,22 @@ impl CoreThread {
         }
     }
 
-    /// Send what the WAL made durable.
+    /// Send what the WAL made durable and its writer has not sent yet, and the query
+    /// stage's parts it left for the core.
     fn release_durable(&mut self) {
-        let released = self.pipeline.durable(self.wal.durable_lsn());
-        self.send(released);
-        if self.pipeline.has_parked() && self.wal.error().is_some() {
+        self.outbox.durable(
+            self.wal.durable_lsn(),
+            Releaser::Core(&self.eviction.query_parts),
+        );
+        // Checked against the WAL itself, read after the release: whatever the pipeline
+        // released is at or below an LSN the WAL reports durable.
+        let released_through = self.outbox.pipeline().lsn_durable();
+        assert!(
+            released_through <= self.wal.durable_lsn(),
+            "replies released through LSN {released_through} with the WAL durable to {}",
+            self.wal.durable_lsn()
+        );
+        if self.outbox.pipeline().has_parked() && self.wal.error().is_some() {
             self.fail_from_wal();
         }
     }
@@ -527,15 +567,12 @@ impl CoreThread {
     /// state may be ahead of the log, so the engine stops serving until restarted.
     fn fail(&mut self, error: EngineError, replies: Vec<Answer>) {
         tracing::error!(%error, "engine failed; restart to recover from the WAL");
-        let released = self.pipeline.durable(self.wal.durable_lsn());
-        self.send(released);
-        for ((reply, result), durable) in self.pipeline.wal_failed() {
-            let result = if durable { result } else { Err(error.clone()) };
-            reply.send(result, &self.eviction.query_parts);
-        }
-        for (reply, _) in replies {
-            reply.send(Err(error.clone()), &self.eviction.query_parts);
-        }
+        self.outbox.wal_failed(
+            self.wal.durable_lsn(),
+            &error,
+            replies,
+            &self.eviction.query_parts,
+        );
         self.failed = Some(error);
     }
 
@@ -545,7 +582,11 @@ impl CoreThread {
     fn maybe_checkpoint(&mut self, force: bool) {
         let now_ns = self.now_ns();
         let queue_has_room = !self.checkpoints.jobs.is_full();
-        let Some(lsn) = self.pipeline.checkpoint_due(now_ns, queue_has_room, force) else {
+        let Some(lsn) = self
+            .outbox
+            .pipeline()
+            .checkpoint_due(now_ns, queue_has_room, force)
+        else {
             return;
         };
         let meta = CheckpointMeta {
@@ -571,7 +612,8 @@ impl CoreThread {
             }
         };
         if sent {
-            self.pipeline
+            self.outbox
+                .pipeline()
                 .checkpoint_taken(lsn, self.ledger.checkpoint_mark(), now_ns);
         }
     }
@@ -585,7 +627,7 @@ impl CoreThread {
             .checkpoint_status
             .stopping
             .store(true, Ordering::Release);
-        let lsn_last = self.pipeline.lsn_last();
+        let lsn_last = self.outbox.pipeline().lsn_last();
         if self.failed.is_none() && lsn_last > 0 {
             if let Err(error) = self.wal.wait_durable(lsn_last) {
                 self.fail(wal_error(error), Vec::new());

@@ -1,5 +1,5 @@
 //! The core's inbox: the bounded queue every submission reaches the core through, and a
-//! doorbell that wakes the core when a submission arrives or the WAL reports progress.
+//! doorbell that wakes the core when a submission arrives or the WAL writer needs it.
 //!
 //! Why not crossbeam's blocking receive: before it parks, it spins and then calls
 //! `sched_yield` up to four times. With small requests the core waits thousands of times a
@@ -62,6 +62,9 @@ impl Doorbell {
     }
 }
 
+/// Rings the inbox's doorbell from any thread (see [`InboxSender::wake`]).
+pub(crate) type Wake = Box<dyn Fn() + Send + Sync>;
+
 /// The sending side: the read stage, async submitters, and (for its wake) the WAL.
 #[derive(Clone)]
 pub(crate) struct InboxSender {
@@ -103,8 +106,8 @@ impl InboxSender {
         Ok(())
     }
 
-    /// Wakes the core if it sleeps: for the WAL, after it reports a durable LSN.
-    pub fn wake(&self) -> wal::DurableWake {
+    /// Wakes the core if it sleeps: for the WAL's durability callback.
+    pub fn wake(&self) -> Wake {
         let bell = self.bell.clone();
         Box::new(move || bell.ring())
     }

@@ -31,6 +31,7 @@ mod config;
 mod core_thread;
 mod disk;
 mod inbox;
+mod outbox;
 pub mod pipeline;
 mod query_stage;
 mod read_stage;

@@ -1,0 +1,302 @@
+//! Replies on their way out: the [`Pipeline`], shared by the core and the WAL writer, so
+//! that whichever thread learns first that a record is durable sends its replies.
+//!
+//! The WAL writer releases them in its durability callback, right after a group's sync
+//! returns: a reply leaves without waking the core, one thread hand-off fewer on every
+//! request's path (`docs/PERFORMANCE.md`, fourth pass). The core releases what its own
+//! batches find durable already, and everything at shutdown and on failure. The pipeline
+//! stays the one place that decides what may leave; this lock only lets two threads ask.
+//!
+//! Order: replies leave in the order the pipeline releases them. A releasing thread takes
+//! the sending lock before it lets go of the pipeline's, so a later release never
+//! overtakes an earlier one on the way to a connection.
+//!
+//! The query stage's parts: only the core holds their channel's sender (the stage learns
+//! that the core is gone when it disconnects), so the WAL writer leaves them here for the
+//! core and says so; the core sends them, oldest first, before any part of its own.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crossbeam::channel::Sender;
+
+use super::core_thread::Answer;
+use super::pipeline::Pipeline;
+use super::query_stage::RecentPart;
+use super::request::ReplyTo;
+use super::EngineError;
+
+pub(crate) struct Outbox {
+    pipeline: Mutex<Pipeline<Answer>>,
+    /// Held while released replies are sent; holds the query stage's parts the WAL
+    /// writer released, for the core to send.
+    sending: Mutex<Vec<Answer>>,
+}
+
+/// Who releases: the core sends the query stage's parts itself, the WAL writer leaves
+/// them for the core.
+pub(crate) enum Releaser<'a> {
+    Core(&'a Sender<RecentPart>),
+    WalWriter,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding either lock is a bug that already stops the engine; the data
+    // stays consistent (each critical section is one pipeline call or a list of sends).
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Outbox {
+    pub fn new(pipeline: Pipeline<Answer>) -> Outbox {
+        Outbox {
+            pipeline: Mutex::new(pipeline),
+            sending: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The pipeline, for the core's decisions. Hold it for one call: the WAL writer
+    /// waits for it to release replies.
+    pub fn pipeline(&self) -> MutexGuard<'_, Pipeline<Answer>> {
+        lock(&self.pipeline)
+    }
+
+    /// The core appended a batch (`appended`: its LSN; `None`: nothing to log) and parks
+    /// its replies; whatever is durable already (`durable_lsn`, read from the WAL after the
+    /// append) leaves now.
+    pub fn batch_appended(
+        &self,
+        appended: Option<u64>,
+        events: u64,
+        replies: Vec<Answer>,
+        durable_lsn: impl FnOnce() -> u64,
+        parts: &Sender<RecentPart>,
+    ) {
+        let mut pipeline = self.pipeline();
+        let mut released = pipeline.batch_appended(appended, events, replies);
+        // Read under the lock: the WAL writer publishes an LSN before it takes this lock
+        // to release it, so a record that became durable between the append and here is
+        // released by one of the two, whichever comes second.
+        released.extend(Self::durable_locked(&mut pipeline, durable_lsn()));
+        self.send(pipeline, released, Releaser::Core(parts));
+    }
+
+    /// The WAL is durable through `lsn`: send what that releases. Returns whether the
+    /// query stage's parts wait for the core (only ever for [`Releaser::WalWriter`]).
+    pub fn durable(&self, lsn: u64, releaser: Releaser<'_>) -> bool {
+        let mut pipeline = self.pipeline();
+        let released = Self::durable_locked(&mut pipeline, lsn);
+        self.send(pipeline, released, releaser)
+    }
+
+    /// The WAL failed: every parked reply leaves, with its result if its record is
+    /// durable through `lsn` and with `error` otherwise, then `unparked` (the failed
+    /// batch's replies) with `error`. The pipeline applies and releases nothing more.
+    pub fn wal_failed(
+        &self,
+        lsn: u64,
+        error: &EngineError,
+        unparked: Vec<Answer>,
+        parts: &Sender<RecentPart>,
+    ) {
+        let mut pipeline = self.pipeline();
+        let mut released = Self::durable_locked(&mut pipeline, lsn);
+        for ((reply, result), durable) in pipeline.wal_failed() {
+            released.push((reply, if durable { result } else { Err(error.clone()) }));
+        }
+        released.extend(
+            unparked
+                .into_iter()
+                .map(|(reply, _)| (reply, Err(error.clone()))),
+        );
+        self.send(pipeline, released, Releaser::Core(parts));
+    }
+
+    /// The pipeline's release for a durable `lsn` that two threads report: an LSN at or
+    /// below the one already seen releases nothing, and one past the newest record the
+    /// core has told the pipeline of (the WAL writer can report a record before the core
+    /// parks its replies) counts up to that record only.
+    fn durable_locked(pipeline: &mut Pipeline<Answer>, lsn: u64) -> Vec<Answer> {
+        let lsn = lsn.min(pipeline.lsn_last());
+        if lsn <= pipeline.lsn_durable() {
+            return Vec::new();
+        }
+        pipeline.durable(lsn)
+    }
+
+    /// Send `released` in order, taking the sending lock before letting go of the
+    /// pipeline's. Returns whether parts were left for the core.
+    fn send(
+        &self,
+        pipeline: MutexGuard<'_, Pipeline<Answer>>,
+        released: Vec<Answer>,
+        releaser: Releaser<'_>,
+    ) -> bool {
+        let mut left = lock(&self.sending);
+        drop(pipeline);
+        match releaser {
+            Releaser::Core(parts) => {
+                for (reply, result) in left.drain(..).chain(released) {
+                    reply.send(result, parts);
+                }
+                false
+            }
+            Releaser::WalWriter => {
+                for (reply, result) in released {
+                    match reply {
+                        ReplyTo::Caller(reply) => {
+                            let _ = reply.send(result);
+                        }
+                        part @ ReplyTo::QueryStage { .. } => left.push((part, result)),
+                    }
+                }
+                !left.is_empty()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::core::pipeline::{PipelineConfig, PipelineStart};
+    use crate::core::request::{Reply, ReplySender};
+
+    fn outbox() -> Outbox {
+        let config = PipelineConfig {
+            batch_events_max: 8189,
+            checkpoint_batches: u32::MAX,
+            checkpoint_events: u64::MAX,
+            checkpoint_interval_ns: u64::MAX,
+            transfers_uncheckpointed_max: u64::MAX,
+        };
+        Outbox::new(Pipeline::new(config, PipelineStart::default()))
+    }
+
+    /// A reply that notes `(lsn, index)` and the durable LSN it left at.
+    fn noting(
+        lsn: u64,
+        index: u64,
+        durable: &Arc<AtomicU64>,
+        sent: &Arc<Mutex<Vec<[u64; 3]>>>,
+    ) -> Answer {
+        let (durable, sent) = (durable.clone(), sent.clone());
+        let reply = ReplySender::callback(Box::new(move |_| {
+            let at = durable.load(Ordering::SeqCst);
+            lock(&sent).push([lsn, index, at]);
+        }));
+        (ReplyTo::Caller(reply), Ok(Reply::Created(Vec::new())))
+    }
+
+    #[test]
+    fn replies_leave_once_in_order_and_only_when_durable_whichever_thread_releases_them() {
+        const BATCHES: u64 = 20_000;
+        let outbox = Arc::new(outbox());
+        // The WAL: what the core appended, and what its writer made durable (published
+        // before it releases, as `publish_durable` does before calling back).
+        let appended = Arc::new(AtomicU64::new(0));
+        let durable = Arc::new(AtomicU64::new(0));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let (outbox, appended, durable) = (outbox.clone(), appended.clone(), durable.clone());
+            std::thread::spawn(move || loop {
+                let lsn = appended.load(Ordering::SeqCst);
+                if lsn > durable.load(Ordering::SeqCst) {
+                    durable.store(lsn, Ordering::SeqCst);
+                    assert!(!outbox.durable(lsn, Releaser::WalWriter), "no parts here");
+                }
+                if lsn == BATCHES {
+                    return;
+                }
+                std::thread::yield_now();
+            })
+        };
+        let (parts, _stage) = crossbeam::channel::bounded(1);
+        for lsn in 1..=BATCHES {
+            // Appended first, told to the pipeline after: the writer can report the
+            // record before its replies are parked.
+            appended.store(lsn, Ordering::SeqCst);
+            let replies = (0..3)
+                .map(|index| noting(lsn, index, &durable, &sent))
+                .collect();
+            outbox.batch_appended(
+                Some(lsn),
+                3,
+                replies,
+                || durable.load(Ordering::SeqCst),
+                &parts,
+            );
+        }
+        writer.join().expect("the writer thread");
+        outbox.durable(durable.load(Ordering::SeqCst), Releaser::Core(&parts));
+        let sent = lock(&sent);
+        assert_eq!(sent.len() as u64, 3 * BATCHES, "each reply once");
+        for (order, [lsn, index, durable_at]) in sent.iter().enumerate() {
+            let order = order as u64;
+            assert_eq!([*lsn, *index], [order / 3 + 1, order % 3], "in order");
+            assert!(
+                lsn <= durable_at,
+                "LSN {lsn} left with {durable_at} durable"
+            );
+        }
+        assert!(!outbox.pipeline().has_parked());
+    }
+
+    #[test]
+    fn the_wal_writer_leaves_query_parts_for_the_core_which_sends_them_first() {
+        let outbox = outbox();
+        let durable = Arc::new(AtomicU64::new(0));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let (parts, stage) = crossbeam::channel::bounded(4);
+        let part = |id| {
+            (
+                ReplyTo::QueryStage { id, through: 0 },
+                Ok(Reply::Transfers(Vec::new())),
+            )
+        };
+        outbox.batch_appended(
+            Some(1),
+            2,
+            vec![part(7), noting(1, 0, &durable, &sent)],
+            || 0,
+            &parts,
+        );
+        outbox.batch_appended(Some(2), 1, vec![part(8)], || 0, &parts);
+        durable.store(1, Ordering::SeqCst);
+        assert!(
+            outbox.durable(1, Releaser::WalWriter),
+            "a part waits for the core"
+        );
+        assert_eq!(lock(&sent).len(), 1, "the caller's reply left at once");
+        assert!(stage.try_recv().is_err(), "the writer sends no part");
+        durable.store(2, Ordering::SeqCst);
+        outbox.durable(2, Releaser::Core(&parts));
+        let ids: Vec<u64> = stage.try_iter().map(|part| part.id).collect();
+        assert_eq!(ids, vec![7, 8], "the left part first");
+    }
+
+    #[test]
+    fn a_failed_wal_answers_durable_replies_with_their_result_and_the_rest_with_the_error() {
+        let outbox = outbox();
+        let (parts, _stage) = crossbeam::channel::bounded(1);
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let reply = |lsn: u64| {
+            let results = results.clone();
+            let sender =
+                ReplySender::callback(Box::new(move |result: Result<Reply, EngineError>| {
+                    lock(&results).push((lsn, result.is_ok()));
+                }));
+            (ReplyTo::Caller(sender), Ok(Reply::Created(Vec::new())))
+        };
+        outbox.batch_appended(Some(1), 1, vec![reply(1)], || 0, &parts);
+        outbox.batch_appended(Some(2), 1, vec![reply(2)], || 0, &parts);
+        outbox.wal_failed(1, &EngineError::Stopped, vec![reply(3)], &parts);
+        assert_eq!(*lock(&results), vec![(1, true), (2, false), (3, false)]);
+        assert!(
+            !outbox.durable(2, Releaser::WalWriter),
+            "nothing left after a failure"
+        );
+        assert_eq!(lock(&results).len(), 3);
+    }
+}
