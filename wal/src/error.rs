@@ -77,6 +77,12 @@ pub enum WalError {
     /// The WAL was closed; its writer thread has stopped.
     #[error("WAL is closed")]
     Closed,
+
+    /// A durability callback ([`crate::Wal::on_durable`]) panicked on the writer thread.
+    /// What it was told may not have been acted on, so the writer stops as after a
+    /// failed sync: the durable LSN stays, later appends and waits get this error.
+    #[error("a durability callback panicked on the WAL writer thread")]
+    CallbackPanicked,
 }
 
 impl WalError {

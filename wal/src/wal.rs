@@ -83,6 +83,10 @@ pub(crate) struct Pending {
     /// The writer is parked waiting for records: only then does an append
     /// pay for a wake-up (a futex call per small record adds up).
     pub writer_waiting: bool,
+    /// Appenders parked for room: only then does the writer pay for a wake-up
+    /// when it takes the buffer (a `notify_all` is a syscall even with nobody
+    /// waiting, once per group).
+    pub appenders_waiting: u32,
 }
 
 /// Told by the writer thread about each group it made durable, for metrics. Runs on the
@@ -120,7 +124,9 @@ pub(crate) struct Shared {
     /// Highest LSN known to be on disk. Only ever set after a successful
     /// `fdatasync` covering it.
     pub durable_lsn: AtomicU64,
-    pub durable_mutex: Mutex<()>,
+    /// Guards the durable LSN's changes; counts the `wait_durable` callers parked on
+    /// `durable_changed`, so that publishing wakes nobody when nobody waits.
+    pub durable_mutex: Mutex<u32>,
     pub durable_changed: Condvar,
     pub writer_stopped: AtomicBool,
     /// Set once, by the first failed write or sync. Never cleared.
@@ -239,12 +245,13 @@ impl Wal {
                 lsn_next,
                 closing: false,
                 writer_waiting: false,
+                appenders_waiting: 0,
             }),
             pending_filled: Condvar::new(),
             pending_drained: Condvar::new(),
             lsn_next: AtomicU64::new(lsn_next),
             durable_lsn: AtomicU64::new(lsn_next - 1),
-            durable_mutex: Mutex::new(()),
+            durable_mutex: Mutex::new(0),
             durable_changed: Condvar::new(),
             writer_stopped: AtomicBool::new(false),
             poison: OnceLock::new(),
@@ -327,10 +334,12 @@ impl Wal {
                 .stats
                 .backpressure_waits
                 .fetch_add(1, Ordering::Relaxed);
+            pending.appenders_waiting += 1;
             pending = shared
                 .pending_drained
                 .wait(pending)
                 .unwrap_or_else(PoisonError::into_inner);
+            pending.appenders_waiting -= 1;
         }
     }
 
@@ -385,15 +394,21 @@ impl Wal {
             if shared.writer_stopped.load(Ordering::Acquire) {
                 return Err(WalError::Closed);
             }
-            guard = match deadline {
+            let left = match deadline {
+                None => None,
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) => Some(left),
+                    None => return Ok(false),
+                },
+            };
+            // Counted while parked: the writer notifies only when someone waits.
+            *guard += 1;
+            guard = match left {
                 None => shared
                     .durable_changed
                     .wait(guard)
                     .unwrap_or_else(PoisonError::into_inner),
-                Some(deadline) => {
-                    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                        return Ok(false);
-                    };
+                Some(left) => {
                     shared
                         .durable_changed
                         .wait_timeout(guard, left)
@@ -401,6 +416,7 @@ impl Wal {
                         .0
                 }
             };
+            *guard -= 1;
         }
     }
 

@@ -12,7 +12,7 @@ use crate::format::{
     GROUP_MARKER_BYTES,
 };
 use crate::segment::{create_segment, ActiveSegment, SegmentMeta};
-use crate::wal::{lock, Durability, GroupDurable, Shared, Subscriber};
+use crate::wal::{lock, Durability, DurableCallback, GroupDurable, Shared, Subscriber};
 
 pub(crate) fn run_writer(shared: Arc<Shared>, mut active: ActiveSegment, lsn_next: u64) {
     let mut lsn_next = lsn_next;
@@ -30,7 +30,10 @@ pub(crate) fn run_writer(shared: Arc<Shared>, mut active: ActiveSegment, lsn_nex
         );
         match written {
             Ok(lsn_last) => {
-                publish_durable(&shared, lsn_last);
+                if let Err(error) = publish_durable(&shared, lsn_last) {
+                    poison(&shared, error);
+                    break;
+                }
                 if let Some(observer) = shared.observer.get() {
                     observer.group_durable(&GroupDurable {
                         records: lsn_last + 1 - lsn_next,
@@ -68,7 +71,9 @@ pub(crate) fn run_writer(shared: Arc<Shared>, mut active: ActiveSegment, lsn_nex
     let ended = std::mem::take(&mut *lock(&shared.subscribers));
     for subscriber in ended {
         if let Subscriber::Callback(callback) = subscriber {
-            callback(Durability::Stopped);
+            if call(&callback, Durability::Stopped).is_err() {
+                tracing::error!("a durability callback panicked when told the WAL stopped");
+            }
         }
     }
 }
@@ -89,8 +94,11 @@ fn take_group(shared: &Shared, spare: Vec<u8>) -> Option<Vec<u8>> {
         return None;
     }
     let group = std::mem::replace(&mut pending.buffer, spare);
+    let appenders_waiting = pending.appenders_waiting > 0;
     drop(pending);
-    shared.pending_drained.notify_all();
+    if appenders_waiting {
+        shared.pending_drained.notify_all();
+    }
     Some(group)
 }
 
@@ -212,28 +220,43 @@ pub(crate) fn add_segment(shared: &Shared, first_lsn: u64) -> Result<ActiveSegme
     Ok(segment)
 }
 
-fn publish_durable(shared: &Shared, lsn: u64) {
+/// Calls `callback`; a panic comes back as an error instead of unwinding the writer,
+/// which would leave `wait_durable` callers and appenders waiting forever.
+fn call(callback: &DurableCallback, event: Durability) -> Result<(), WalError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(event)))
+        .map_err(|_| WalError::CallbackPanicked)
+}
+
+fn publish_durable(shared: &Shared, lsn: u64) -> Result<(), WalError> {
     assert!(
         lsn >= shared.durable_lsn.load(Ordering::Relaxed),
         "durable LSN never goes back"
     );
     {
-        let _guard = lock(&shared.durable_mutex);
+        let waiters = lock(&shared.durable_mutex);
         shared.durable_lsn.store(lsn, Ordering::Release);
-        shared.durable_changed.notify_all();
+        if *waiters > 0 {
+            shared.durable_changed.notify_all();
+        }
     }
     // A full channel already holds a wake-up; the receiver reads the latest
-    // durable LSN itself. Dropped receivers are forgotten.
+    // durable LSN itself. Dropped receivers are forgotten, and so is a callback
+    // that panicked (after which the writer stops).
+    let mut result = Ok(());
     lock(&shared.subscribers).retain(|subscriber| match subscriber {
         Subscriber::Channel(sender) => !matches!(
             sender.try_send(lsn),
             Err(crossbeam::channel::TrySendError::Disconnected(_))
         ),
-        Subscriber::Callback(callback) => {
-            callback(Durability::Durable(lsn));
-            true
-        }
+        Subscriber::Callback(callback) => match call(callback, Durability::Durable(lsn)) {
+            Ok(()) => true,
+            Err(error) => {
+                result = Err(error);
+                false
+            }
+        },
     });
+    result
 }
 
 /// After a failed write or sync nothing past the durable LSN can be trusted

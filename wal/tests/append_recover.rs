@@ -151,7 +151,7 @@ fn subscribers_are_told_the_durable_lsn() {
 }
 
 #[test]
-fn a_durability_callback_hears_each_durable_lsn_in_order_then_the_end() {
+fn a_durability_callback_hears_durable_lsns_in_order_then_the_end() {
     use settled_wal::Durability;
     use std::sync::{Arc, Mutex};
     let dir = tempfile::tempdir().expect("tempdir");

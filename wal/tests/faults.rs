@@ -227,3 +227,38 @@ fn a_durability_callback_hears_the_end_when_a_failed_fsync_stops_the_writer() {
     wal.on_durable(Box::new(move |event| hearing.lock().unwrap().push(event)));
     assert_eq!(*late.lock().unwrap(), vec![Durability::Stopped]);
 }
+
+#[test]
+fn a_panicking_durability_callback_stops_the_writer_instead_of_hanging_its_waiters() {
+    use settled_wal::Durability;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _storage) = open_faulty(dir.path());
+    let durable_before = append_durable(&wal, 1, 3);
+    wal.on_durable(Box::new(|event| {
+        if let Durability::Durable(lsn) = event {
+            panic!("callback told LSN {lsn}");
+        }
+    }));
+    let notifications = wal.subscribe();
+    // The group's LSN is published before the callback runs, so this wait can succeed
+    // or fail; it must not hang.
+    let lsn = wal.append(&payload(4)).expect("append is buffered");
+    let _ = wal.wait_durable(lsn);
+    let started = std::time::Instant::now();
+    while wal.error().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(10), "never stopped");
+        std::thread::yield_now();
+    }
+    assert!(matches!(
+        wal.error(),
+        Some(WalError::Poisoned { cause, .. }) if matches!(*cause, WalError::CallbackPanicked)
+    ));
+    assert!(wal.durable_lsn() >= durable_before);
+    assert!(wal.append(&payload(5)).is_err(), "appends are refused");
+    // Subscribers hear the end: the channel disconnects.
+    while notifications.try_recv().is_ok() {}
+    assert_eq!(
+        notifications.recv_timeout(Duration::from_secs(10)),
+        Err(crossbeam::channel::RecvTimeoutError::Disconnected)
+    );
+}

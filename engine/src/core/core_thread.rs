@@ -323,7 +323,8 @@ impl CoreThread {
         }
     }
 
-    /// Wait for a request, a durability notification, or the next deadline.
+    /// Wait for a request, the WAL writer's call (parts left, or the WAL stopped), or the
+    /// next deadline.
     fn next_submission(&mut self, durable: &Receiver<u64>) -> Option<Submission> {
         let timeout = Duration::from_nanos(
             self.outbox

@@ -122,7 +122,8 @@ pub(crate) struct Inbox {
 /// Why [`Inbox::wait`] returned.
 pub(crate) enum Woken {
     Submission(Admitted),
-    /// A durability notification arrived.
+    /// A message on the durability channel: for the core, the WAL writer left it the
+    /// query stage's parts (see `core_thread::hear_durability`).
     Durable,
     /// The durability channel disconnected: the WAL stopped or failed.
     DurableClosed,

@@ -3,18 +3,26 @@
 //!
 //! The WAL writer releases them in its durability callback, right after a group's sync
 //! returns: a reply leaves without waking the core, one thread hand-off fewer on every
-//! request's path (`docs/PERFORMANCE.md`, fourth pass). The core releases what its own
+//! request's path (`docs/PERFORMANCE.md`, "fourth pass"). The core releases what its own
 //! batches find durable already, and everything at shutdown and on failure. The pipeline
 //! stays the one place that decides what may leave; this lock only lets two threads ask.
 //!
 //! Order: replies leave in the order the pipeline releases them. A releasing thread takes
 //! the sending lock before it lets go of the pipeline's, so a later release never
-//! overtakes an earlier one on the way to a connection.
+//! overtakes an earlier one on the way to a connection. A release of nothing takes no
+//! sending lock, so the core does not wait there while the writer sends a group's
+//! replies.
+//!
+//! Panics: a reply callback or a pipeline assert that panics on the WAL writer is caught
+//! there and stops the WAL (`WalError::CallbackPanicked`), which fails the engine as a
+//! failed sync does. Once a panic has poisoned the pipeline's lock, the writer releases
+//! nothing more; the core goes on only to fail and answer.
 //!
 //! The query stage's parts: only the core holds their channel's sender (the stage learns
 //! that the core is gone when it disconnects), so the WAL writer leaves them here for the
 //! core and says so; the core sends them, oldest first, before any part of its own.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crossbeam::channel::Sender;
@@ -30,6 +38,9 @@ pub(crate) struct Outbox {
     /// Held while released replies are sent; holds the query stage's parts the WAL
     /// writer released, for the core to send.
     sending: Mutex<Vec<Answer>>,
+    /// Set (under `sending`) while `sending` holds parts, so that the core takes that
+    /// lock only when it has something to send.
+    parts_left: AtomicBool,
 }
 
 /// Who releases: the core sends the query stage's parts itself, the WAL writer leaves
@@ -39,9 +50,9 @@ pub(crate) enum Releaser<'a> {
     WalWriter,
 }
 
+/// The core's lock: a panic that poisoned it stopped the WAL (on the writer) or the core
+/// itself, and what is left to do is fail and answer.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding either lock is a bug that already stops the engine; the data
-    // stays consistent (each critical section is one pipeline call or a list of sends).
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -50,6 +61,7 @@ impl Outbox {
         Outbox {
             pipeline: Mutex::new(pipeline),
             sending: Mutex::new(Vec::new()),
+            parts_left: AtomicBool::new(false),
         }
     }
 
@@ -82,7 +94,14 @@ impl Outbox {
     /// The WAL is durable through `lsn`: send what that releases. Returns whether the
     /// query stage's parts wait for the core (only ever for [`Releaser::WalWriter`]).
     pub fn durable(&self, lsn: u64, releaser: Releaser<'_>) -> bool {
-        let mut pipeline = self.pipeline();
+        let mut pipeline = match releaser {
+            Releaser::Core(_) => self.pipeline(),
+            // A pipeline a panic left behind decides nothing more on this thread.
+            Releaser::WalWriter => match self.pipeline.lock() {
+                Ok(pipeline) => pipeline,
+                Err(_) => return false,
+            },
+        };
         let released = Self::durable_locked(&mut pipeline, lsn);
         self.send(pipeline, released, releaser)
     }
@@ -130,10 +149,19 @@ impl Outbox {
         released: Vec<Answer>,
         releaser: Releaser<'_>,
     ) -> bool {
+        let nothing_left = match releaser {
+            Releaser::Core(_) => !self.parts_left.load(Ordering::Acquire),
+            // Parts it left before already rang the core.
+            Releaser::WalWriter => true,
+        };
+        if released.is_empty() && nothing_left {
+            return false;
+        }
         let mut left = lock(&self.sending);
         drop(pipeline);
         match releaser {
             Releaser::Core(parts) => {
+                self.parts_left.store(false, Ordering::Release);
                 for (reply, result) in left.drain(..).chain(released) {
                     reply.send(result, parts);
                 }
@@ -148,6 +176,7 @@ impl Outbox {
                         part @ ReplyTo::QueryStage { .. } => left.push((part, result)),
                     }
                 }
+                self.parts_left.store(!left.is_empty(), Ordering::Release);
                 !left.is_empty()
             }
         }
@@ -174,17 +203,20 @@ mod tests {
         Outbox::new(Pipeline::new(config, PipelineStart::default()))
     }
 
-    /// A reply that notes `(lsn, index)` and the durable LSN it left at.
+    /// A reply that notes `(lsn, index)`, the durable LSN it left at, and whether it
+    /// left on the thread that made it (1) or another (0).
     fn noting(
         lsn: u64,
         index: u64,
         durable: &Arc<AtomicU64>,
-        sent: &Arc<Mutex<Vec<[u64; 3]>>>,
+        sent: &Arc<Mutex<Vec<[u64; 4]>>>,
     ) -> Answer {
         let (durable, sent) = (durable.clone(), sent.clone());
+        let maker = std::thread::current().id();
         let reply = ReplySender::callback(Box::new(move |_| {
             let at = durable.load(Ordering::SeqCst);
-            lock(&sent).push([lsn, index, at]);
+            let on_maker = u64::from(std::thread::current().id() == maker);
+            lock(&sent).push([lsn, index, at, on_maker]);
         }));
         (ReplyTo::Caller(reply), Ok(Reply::Created(Vec::new())))
     }
@@ -229,10 +261,15 @@ mod tests {
             );
         }
         writer.join().expect("the writer thread");
+        // Everything durable has left by now, through one thread or the other: no reply
+        // parked as its record was reported durable was stranded.
+        assert_eq!(lock(&sent).len() as u64, 3 * BATCHES, "each reply");
+        let by_writer = lock(&sent).iter().filter(|sent| sent[3] == 0).count();
+        assert!(by_writer > 0, "the writer released some");
         outbox.durable(durable.load(Ordering::SeqCst), Releaser::Core(&parts));
         let sent = lock(&sent);
-        assert_eq!(sent.len() as u64, 3 * BATCHES, "each reply once");
-        for (order, [lsn, index, durable_at]) in sent.iter().enumerate() {
+        assert_eq!(sent.len() as u64, 3 * BATCHES, "none twice");
+        for (order, [lsn, index, durable_at, _]) in sent.iter().enumerate() {
             let order = order as u64;
             assert_eq!([*lsn, *index], [order / 3 + 1, order % 3], "in order");
             assert!(
@@ -240,6 +277,31 @@ mod tests {
                 "LSN {lsn} left with {durable_at} durable"
             );
         }
+        assert!(!outbox.pipeline().has_parked());
+    }
+
+    #[test]
+    fn a_record_reported_durable_before_its_replies_are_parked_sends_them_when_parked() {
+        let outbox = outbox();
+        let durable = Arc::new(AtomicU64::new(0));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let (parts, _stage) = crossbeam::channel::bounded(1);
+        outbox.batch_appended(
+            Some(1),
+            1,
+            vec![noting(1, 0, &durable, &sent)],
+            || 0,
+            &parts,
+        );
+        // The WAL made records 1 and 2 durable and says so before the core has told the
+        // pipeline of record 2: only record 1's reply can leave.
+        durable.store(2, Ordering::SeqCst);
+        assert!(!outbox.durable(2, Releaser::WalWriter));
+        assert_eq!(lock(&sent).len(), 1);
+        // The core parks record 2's reply; the WAL's durable LSN, read then, sends it.
+        let replies = vec![noting(2, 0, &durable, &sent)];
+        outbox.batch_appended(Some(2), 1, replies, || 2, &parts);
+        assert_eq!(lock(&sent).len(), 2, "not stranded until the next group");
         assert!(!outbox.pipeline().has_parked());
     }
 
@@ -274,6 +336,13 @@ mod tests {
         outbox.durable(2, Releaser::Core(&parts));
         let ids: Vec<u64> = stage.try_iter().map(|part| part.id).collect();
         assert_eq!(ids, vec![7, 8], "the left part first");
+        // A part left while the core has nothing of its own to release goes too.
+        outbox.batch_appended(Some(3), 1, vec![part(9)], || 2, &parts);
+        durable.store(3, Ordering::SeqCst);
+        assert!(outbox.durable(3, Releaser::WalWriter));
+        outbox.durable(3, Releaser::Core(&parts));
+        let ids: Vec<u64> = stage.try_iter().map(|part| part.id).collect();
+        assert_eq!(ids, vec![9]);
     }
 
     #[test]

@@ -98,7 +98,8 @@ pub struct ThrottleInput {
 pub const PACE_DELAY_MAX_NS: u64 = 250_000_000;
 
 /// How long the core sleeps when idle and nothing is due: only bounds how late a
-/// checkpoint can be, since requests and durability notifications wake it at once.
+/// checkpoint can be, since requests (and the WAL writer, when it needs the core) wake
+/// it at once.
 pub const IDLE_WAKE_MAX_NS: u64 = 100_000_000;
 
 pub struct Pipeline<R> {

@@ -81,8 +81,10 @@ enum Destination {
     Callback(OnReply),
 }
 
-/// Called once, on the core thread (or the read stage), with a request's reply: it must
-/// only hand the reply on (no I/O, no blocking, nothing slow).
+/// Called once, with a request's reply, on the WAL writer thread (right after the sync
+/// that made it durable), the core thread or the read stage: it must only hand the reply
+/// on (no I/O, no blocking, nothing slow; on the WAL writer it delays the next group
+/// commit). A panic there stops the WAL and fails the engine.
 pub type OnReply = Box<dyn FnOnce(Result<Reply, EngineError>) + Send>;
 
 impl ReplySender {

@@ -161,8 +161,8 @@ impl EngineHandle {
     }
 
     /// Queue a request from async code; `on_reply` is called with its reply once the batch
-    /// that applied it is durable (see [`OnReply`]: on the core thread, so it must only
-    /// hand the reply on).
+    /// that applied it is durable (see [`OnReply`]: on the WAL writer or the core thread,
+    /// so it must only hand the reply on).
     ///
     /// While the queue is full the task waits for a slot, in arrival order, for at most
     /// `queue_full_wait` or until `cancel` completes; `Ok(Err(_))` says which ended the

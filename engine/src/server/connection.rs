@@ -4,7 +4,7 @@
 //! ```text
 //! socket ─read─▶ FrameReader ─▶ handshake / check / decode ─▶ EngineHandle::submit_async
 //!                                                                  │ (a queue slot)
-//!                                                     core thread: durable reply
+//!                                        WAL writer (or core) thread: durable reply
 //!                                                                  ▼
 //! socket ◀─write─ writer task ◀── bounded mpsc (slot reserved per request) ◀──┘
 //! ```
