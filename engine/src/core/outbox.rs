@@ -1,11 +1,15 @@
 //! Replies on their way out: the [`Pipeline`], shared by the core and the WAL writer, so
 //! that whichever thread learns first that a record is durable sends its replies.
 //!
-//! The WAL writer releases them in its durability callback, right after a group's sync
-//! returns: a reply leaves without waking the core, one thread hand-off fewer on every
-//! request's path (`docs/PERFORMANCE.md`, "fourth pass"). The core releases what its own
-//! batches find durable already, and everything at shutdown and on failure. The pipeline
-//! stays the one place that decides what may leave; this lock only lets two threads ask.
+//! While the core sleeps, the WAL writer releases them in its durability callback, right
+//! after a group's sync returns: a reply leaves without waking the core, one thread
+//! hand-off fewer on every request's path. While the core is awake it releases them at
+//! the end of its turn, which keeps the sends off the writer's way to its next sync when
+//! the cores are busy (`docs/PERFORMANCE.md`, "fourth pass"; `CoreThread::hear_durability`
+//! and `Inbox::wait_for` for why no release is missed between the two). The core also
+//! releases what its own batches find durable already, and everything at shutdown and
+//! on failure. The pipeline stays the one place that decides what may leave; this lock
+//! only lets two threads ask.
 //!
 //! Order: replies leave in the order the pipeline releases them. A releasing thread takes
 //! the sending lock before it lets go of the pipeline's, so a later release never
