@@ -17,9 +17,10 @@
 //! sending lock, so the core does not wait there while the writer sends a group's
 //! replies.
 //!
-//! Panics: a reply callback or a pipeline assert that panics on the WAL writer is caught
-//! there and stops the WAL (`WalError::CallbackPanicked`), which fails the engine as a
-//! failed sync does. Once a panic has poisoned the pipeline's lock, the writer releases
+//! Panics: the release daemon aborts on any panic (`panic = "abort"`). Where panics
+//! unwind (tests, an embedding), a reply callback or a pipeline assert that panics on the
+//! WAL writer is caught there and stops the WAL (`WalError::CallbackPanicked`), which
+//! fails the engine as a failed sync does. Once a panic has poisoned the pipeline's lock, the writer releases
 //! nothing more; the core goes on only to fail and answer.
 //!
 //! The query stage's parts: only the core holds their channel's sender (the stage learns
