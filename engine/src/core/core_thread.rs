@@ -28,7 +28,7 @@ use crossbeam::channel::{Receiver, Sender, TrySendError};
 use wal::{Durability, Wal};
 
 use super::checkpointer::{CheckpointJob, CheckpointQueue, CheckpointStatus};
-use super::inbox::{Bell, Inbox, Woken};
+use super::inbox::{Inbox, Wake, Woken};
 use super::outbox::{Outbox, Releaser};
 use super::pipeline::{Pipeline, PipelineStart, Throttle, ThrottleInput};
 use super::query_stage::{self, RecentPart};
@@ -104,7 +104,7 @@ pub(crate) struct CoreThread {
     wal: Arc<Wal>,
     requests: Inbox,
     /// Rings the inbox: handed to the WAL's durability callback when the core starts.
-    bell: Option<Bell>,
+    bell: Option<Wake>,
     checkpoints: CheckpointQueue,
     eviction: Eviction,
     /// The pipeline makes every decision: batching, parking until durable, checkpoints
@@ -129,7 +129,7 @@ impl CoreThread {
         config: EngineConfig,
         ledger: Ledger,
         wal: Arc<Wal>,
-        (requests, bell): (Inbox, Bell),
+        (requests, bell): (Inbox, Wake),
         checkpoints: CheckpointQueue,
         eviction: Eviction,
         recovery: RecoveryReport,
@@ -187,6 +187,8 @@ impl CoreThread {
                 Some(Submission::Shutdown) => self.shutdown_seen = true,
                 None => self.run_batch(None),
             }
+            // After the batch's flag is down: what the writer left to an applying core.
+            self.outbox.end_applying();
             self.release_durable();
             self.maybe_checkpoint(false);
             self.evict_checkpointed();
@@ -200,12 +202,13 @@ impl CoreThread {
         u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Subscribe to the WAL's durability. While the core sleeps, the writer releases the
-    /// replies itself (waking the core only to send them would put a thread hand-off on
-    /// every request's path); while it is awake, the core releases them at the end of
-    /// its turn, so the sends stay off the writer's path to its next sync. The writer
-    /// rings the core only when it leaves the query stage's parts, or when it stops; the
-    /// returned channel says so, its sender dropped when the writer stops.
+    /// Subscribe to the WAL's durability. The writer releases the replies itself (waking
+    /// the core only to send them would put a thread hand-off on every request's path),
+    /// except while the core applies a batch: then the core releases them when the batch
+    /// ends, moments later, and the sends stay off the writer's path to its next sync
+    /// when the cores are busy (see `Outbox::core_applying`). The writer rings the core
+    /// only when it leaves the query stage's parts, or when it stops; the returned
+    /// channel says so, its sender dropped when the writer stops.
     fn hear_durability(&mut self) -> Receiver<u64> {
         let bell = self.bell.take().expect("run is called once");
         let (look, durable) = crossbeam::channel::bounded(1);
@@ -217,9 +220,8 @@ impl CoreThread {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             match event {
                 Durability::Durable(lsn) => {
-                    // Awake, the core sees `lsn` at the end of its turn or in its last
-                    // look before it sleeps (`released_behind`).
-                    if !bell.core_asleep() || !outbox.durable(lsn, Releaser::WalWriter) {
+                    // An applying core sees `lsn` when its batch ends.
+                    if outbox.core_applying() || !outbox.durable(lsn, Releaser::WalWriter) {
                         return;
                     }
                     if let Some(look) = look.as_ref() {
@@ -229,16 +231,9 @@ impl CoreThread {
                 }
                 Durability::Stopped => drop(look.take()),
             }
-            bell.ring();
+            bell();
         }));
         durable
-    }
-
-    /// Whether the WAL made durable a parked reply nobody has released: the core's last
-    /// look before it sleeps, after announcing it (see `hear_durability`).
-    fn released_behind(&self) -> bool {
-        let pipeline = self.outbox.pipeline();
-        pipeline.has_parked() && self.wal.durable_lsn() > pipeline.lsn_durable()
     }
 
     /// Learn which checkpoints were written and move what they hold out of memory.
@@ -346,10 +341,7 @@ impl CoreThread {
         // The WAL writer releases replies itself; the core hears of durability only when
         // something is left for it, or when the WAL stops (until it fails).
         let durable = self.failed.is_none().then_some(durable);
-        match self
-            .requests
-            .wait_for(durable, || self.released_behind(), timeout)
-        {
+        match self.requests.wait(durable, timeout) {
             Woken::Submission(admitted) => Some(admitted.into_submission()),
             Woken::Durable | Woken::TimedOut => None,
             Woken::DurableClosed => {
@@ -362,6 +354,7 @@ impl CoreThread {
 
     /// One core batch: the first request (if any) plus whatever else is waiting.
     fn run_batch(&mut self, first: Option<Queued>) {
+        self.outbox.begin_applying();
         let mut batch: Vec<Queued> = first.into_iter().collect();
         self.drain_into(&mut batch);
         if let Some(error) = &self.failed {

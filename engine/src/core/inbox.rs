@@ -62,24 +62,8 @@ impl Doorbell {
     }
 }
 
-/// The doorbell as the WAL's durability callback holds it (see [`InboxSender::bell`]).
-#[derive(Clone)]
-pub(crate) struct Bell(Arc<Doorbell>);
-
-impl Bell {
-    /// Wake the core if it sleeps.
-    pub fn ring(&self) {
-        self.0.ring();
-    }
-
-    /// Whether the core sleeps in [`Inbox::wait_for`] (or is about to). Whatever the
-    /// caller stored before asking, the core's `behind` check sees it, or this sees the
-    /// core asleep, or both: the same fences as a send and the core's last look.
-    pub fn core_asleep(&self) -> bool {
-        fence(Ordering::SeqCst);
-        self.0.sleeping.load(Ordering::Relaxed)
-    }
-}
+/// Rings the inbox's doorbell from any thread (see [`InboxSender::wake`]).
+pub(crate) type Wake = Box<dyn Fn() + Send + Sync>;
 
 /// The sending side: the read stage, async submitters, and (for its wake) the WAL.
 #[derive(Clone)]
@@ -122,9 +106,10 @@ impl InboxSender {
         Ok(())
     }
 
-    /// The doorbell, for the WAL's durability callback.
-    pub fn bell(&self) -> Bell {
-        Bell(self.bell.clone())
+    /// Wakes the core if it sleeps: for the WAL's durability callback.
+    pub fn wake(&self) -> Wake {
+        let bell = self.bell.clone();
+        Box::new(move || bell.ring())
     }
 }
 
@@ -137,9 +122,8 @@ pub(crate) struct Inbox {
 /// Why [`Inbox::wait`] returned.
 pub(crate) enum Woken {
     Submission(Admitted),
-    /// Replies to release: `behind` said so, or a message on the durability channel
-    /// (for the core: the WAL writer left it the query stage's parts, see
-    /// `core_thread::hear_durability`).
+    /// A message on the durability channel: for the core, the WAL writer left it the
+    /// query stage's parts (see `core_thread::hear_durability`).
     Durable,
     /// The durability channel disconnected: the WAL stopped or failed.
     DurableClosed,
@@ -160,20 +144,7 @@ impl Inbox {
     /// Wait up to `timeout` for a submission or, when `durable` is given, a durability
     /// notification on it (its WAL subscription must wake this inbox: see
     /// [`InboxSender::wake`]). Always called from the same thread.
-    #[cfg(test)]
     pub fn wait(&self, durable: Option<&Receiver<u64>>, timeout: Duration) -> Woken {
-        self.wait_for(durable, || false, timeout)
-    }
-
-    /// [`Inbox::wait`], also returning [`Woken::Durable`] when `behind` says so: the
-    /// core's check that the WAL made durable what it has not released, made again after
-    /// it announces that it sleeps (see [`Bell::core_asleep`]).
-    pub fn wait_for(
-        &self,
-        durable: Option<&Receiver<u64>>,
-        behind: impl Fn() -> bool,
-        timeout: Duration,
-    ) -> Woken {
         let core = self.bell.core.get_or_init(std::thread::current);
         debug_assert_eq!(
             core.id(),
@@ -182,14 +153,14 @@ impl Inbox {
         );
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(woken) = self.poll(durable, &behind) {
+            if let Some(woken) = self.poll(durable) {
                 return woken;
             }
             self.bell.sleeping.store(true, Ordering::Relaxed);
             // Pairs with the fence in `Doorbell::ring`: `sleeping` is visible before the
             // queue is looked at again.
             fence(Ordering::SeqCst);
-            let woken = self.poll(durable, &behind);
+            let woken = self.poll(durable);
             let left = deadline.saturating_duration_since(Instant::now());
             if woken.is_none() && !left.is_zero() {
                 std::thread::park_timeout(left);
@@ -199,19 +170,16 @@ impl Inbox {
                 return woken;
             }
             if Instant::now() >= deadline {
-                return self.poll(durable, &behind).unwrap_or(Woken::TimedOut);
+                return self.poll(durable).unwrap_or(Woken::TimedOut);
             }
         }
     }
 
-    fn poll(&self, durable: Option<&Receiver<u64>>, behind: &impl Fn() -> bool) -> Option<Woken> {
+    fn poll(&self, durable: Option<&Receiver<u64>>) -> Option<Woken> {
         match self.queue.try_recv() {
             Ok(admitted) => return Some(Woken::Submission(admitted)),
             Err(TryRecvError::Disconnected) => return Some(Woken::Disconnected),
             Err(TryRecvError::Empty) => {}
-        }
-        if behind() {
-            return Some(Woken::Durable);
         }
         match durable?.try_recv() {
             Ok(_) => Some(Woken::Durable),
@@ -259,14 +227,14 @@ mod tests {
     fn a_durability_notification_wakes_and_its_end_reads_closed() {
         let (sender, inbox) = inbox(4);
         let (durable, notifications) = crossbeam::channel::bounded(1);
-        let bell = sender.bell();
+        let wake = sender.wake();
         let notifying = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
             durable.try_send(7).unwrap();
-            bell.ring();
+            wake();
             std::thread::sleep(Duration::from_millis(20));
             drop(durable);
-            bell.ring();
+            wake();
         });
         // Woken, not found at the timeout: each wait ends long before it.
         let started = Instant::now();
@@ -378,50 +346,5 @@ mod tests {
         }
         assert_eq!(received, 8_000);
         assert!(started.elapsed() < Duration::from_secs(20));
-    }
-
-    #[test]
-    fn a_publisher_that_rings_only_a_sleeping_core_is_never_missed() {
-        // The WAL's durability callback: publish, then ring only if the core sleeps. The
-        // core's last look before it sleeps (`behind`) sees the value, or the ring comes;
-        // either missing shows as a wait that lasts until its timeout.
-        use std::sync::atomic::AtomicU64;
-        const ROUNDS: u64 = 3_000;
-        let (sender, inbox) = inbox(1);
-        let bell = sender.bell();
-        let published = Arc::new(AtomicU64::new(0));
-        let seen = Arc::new(AtomicU64::new(0));
-        let publisher = {
-            let (published, seen) = (published.clone(), seen.clone());
-            std::thread::spawn(move || {
-                for round in 1..=ROUNDS {
-                    published.store(round, Ordering::SeqCst);
-                    if bell.core_asleep() {
-                        bell.ring();
-                    }
-                    while seen.load(Ordering::SeqCst) < round {
-                        std::hint::spin_loop();
-                    }
-                }
-            })
-        };
-        for round in 1..=ROUNDS {
-            let started = Instant::now();
-            let woken = inbox.wait_for(
-                None,
-                || published.load(Ordering::SeqCst) >= round,
-                Duration::from_secs(5),
-            );
-            // The look at the timeout finds the value anyway: a miss shows as the wait's
-            // length.
-            assert!(matches!(woken, Woken::Durable));
-            assert!(
-                started.elapsed() < Duration::from_secs(4),
-                "round {round} was missed"
-            );
-            seen.store(round, Ordering::SeqCst);
-        }
-        publisher.join().expect("the publisher");
-        drop(sender);
     }
 }

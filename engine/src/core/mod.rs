@@ -246,7 +246,7 @@ impl Engine {
             config,
             ledger,
             wal.clone(),
-            (inbox, inbox_sender.bell()),
+            (inbox, inbox_sender.wake()),
             CheckpointQueue {
                 jobs: jobs_sender,
                 emptied,

@@ -1,12 +1,12 @@
 //! Replies on their way out: the [`Pipeline`], shared by the core and the WAL writer, so
 //! that whichever thread learns first that a record is durable sends its replies.
 //!
-//! While the core sleeps, the WAL writer releases them in its durability callback, right
-//! after a group's sync returns: a reply leaves without waking the core, one thread
-//! hand-off fewer on every request's path. While the core is awake it releases them at
-//! the end of its turn, which keeps the sends off the writer's way to its next sync when
-//! the cores are busy (`docs/PERFORMANCE.md`, "fourth pass"; `CoreThread::hear_durability`
-//! and `Inbox::wait_for` for why no release is missed between the two). The core also
+//! The WAL writer releases them in its durability callback, right after a group's sync
+//! returns: a reply leaves without waking the core, one thread hand-off fewer on every
+//! request's path. While the core applies a batch it leaves them to the core, which
+//! releases when the batch ends, moments later: that keeps the sends off the writer's
+//! way to its next sync when the cores are busy (`docs/PERFORMANCE.md`, "fourth pass";
+//! [`Outbox::end_applying`] for why no release is missed between the two). The core also
 //! releases what its own batches find durable already, and everything at shutdown and
 //! on failure. The pipeline stays the one place that decides what may leave; this lock
 //! only lets two threads ask.
@@ -27,7 +27,7 @@
 //! that the core is gone when it disconnects), so the WAL writer leaves them here for the
 //! core and says so; the core sends them, oldest first, before any part of its own.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crossbeam::channel::Sender;
@@ -46,6 +46,9 @@ pub(crate) struct Outbox {
     /// Set (under `sending`) while `sending` holds parts, so that the core takes that
     /// lock only when it has something to send.
     parts_left: AtomicBool,
+    /// Set while the core applies a batch: it releases at the batch's end, and the writer
+    /// leaves it to.
+    applying: AtomicBool,
 }
 
 /// Who releases: the core sends the query stage's parts itself, the WAL writer leaves
@@ -67,7 +70,30 @@ impl Outbox {
             pipeline: Mutex::new(pipeline),
             sending: Mutex::new(Vec::new()),
             parts_left: AtomicBool::new(false),
+            applying: AtomicBool::new(false),
         }
+    }
+
+    /// The core starts a batch: until [`Outbox::end_applying`], the WAL writer may leave
+    /// releases to it. (Should the writer miss this store, it releases itself: harmless.)
+    pub fn begin_applying(&self) {
+        self.applying.store(true, Ordering::Relaxed);
+    }
+
+    /// The core's batch ended; it releases next (`CoreThread::release_durable`), reading
+    /// the durable LSN after this fence. The writer stores the LSN before its fence in
+    /// [`Outbox::core_applying`]: either the core's read sees that LSN, or the writer sees
+    /// the flag down and releases itself. No durable reply waits for a later event.
+    pub fn end_applying(&self) {
+        self.applying.store(false, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    /// For the WAL writer, after it published a durable LSN: whether the core is in a
+    /// batch and will release when it ends.
+    pub fn core_applying(&self) -> bool {
+        fence(Ordering::SeqCst);
+        self.applying.load(Ordering::Relaxed)
     }
 
     /// The pipeline, for the core's decisions. Hold it for one call: the WAL writer
@@ -308,6 +334,63 @@ mod tests {
         outbox.batch_appended(Some(2), 1, replies, || 2, &parts);
         assert_eq!(lock(&sent).len(), 2, "not stranded until the next group");
         assert!(!outbox.pipeline().has_parked());
+    }
+
+    #[test]
+    fn a_release_the_writer_leaves_to_an_applying_core_is_never_missed() {
+        // The writer publishes, then releases unless the core applies a batch; the core
+        // lowers its flag, then releases. Once the writer is done with a record, its
+        // reply has left, with no later event to carry it.
+        const BATCHES: u64 = 5_000;
+        let outbox = Arc::new(outbox());
+        let appended = Arc::new(AtomicU64::new(0));
+        let durable = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicU64::new(0));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let (outbox, appended, durable, done) = (
+                outbox.clone(),
+                appended.clone(),
+                durable.clone(),
+                done.clone(),
+            );
+            std::thread::spawn(move || {
+                for lsn in 1..=BATCHES {
+                    while appended.load(Ordering::SeqCst) < lsn {
+                        std::hint::spin_loop();
+                    }
+                    durable.store(lsn, Ordering::SeqCst);
+                    if !outbox.core_applying() {
+                        outbox.durable(lsn, Releaser::WalWriter);
+                    }
+                    done.store(lsn, Ordering::SeqCst);
+                }
+            })
+        };
+        let (parts, _stage) = crossbeam::channel::bounded(1);
+        for lsn in 1..=BATCHES {
+            outbox.begin_applying();
+            appended.store(lsn, Ordering::SeqCst);
+            let replies = vec![noting(lsn, 0, &durable, &sent)];
+            outbox.batch_appended(
+                Some(lsn),
+                1,
+                replies,
+                || durable.load(Ordering::SeqCst),
+                &parts,
+            );
+            outbox.end_applying();
+            outbox.durable(durable.load(Ordering::SeqCst), Releaser::Core(&parts));
+            while done.load(Ordering::SeqCst) < lsn {
+                std::hint::spin_loop();
+            }
+            assert_eq!(
+                lock(&sent).len() as u64,
+                lsn,
+                "the reply of {lsn} was left behind"
+            );
+        }
+        writer.join().expect("the writer thread");
     }
 
     #[test]
