@@ -187,7 +187,8 @@ impl CoreThread {
                 Some(Submission::Shutdown) => self.shutdown_seen = true,
                 None => self.run_batch(None),
             }
-            // After the batch's flag is down: what the writer left to an applying core.
+            // The batch's flag down first, then the release: it sends what the writer left
+            // to the applying core (see `Outbox::end_applying`).
             self.outbox.end_applying();
             self.release_durable();
             self.maybe_checkpoint(false);

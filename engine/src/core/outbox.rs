@@ -46,8 +46,8 @@ pub(crate) struct Outbox {
     /// Set (under `sending`) while `sending` holds parts, so that the core takes that
     /// lock only when it has something to send.
     parts_left: AtomicBool,
-    /// Set while the core applies a batch: it releases at the batch's end, and the writer
-    /// leaves it to.
+    /// Set while the core applies a batch: the writer leaves releases to the core, which
+    /// releases when the batch ends.
     applying: AtomicBool,
 }
 
