@@ -426,7 +426,12 @@ impl Wal {
     /// for the latest. The channel disconnects when the WAL is poisoned or
     /// closed; then call [`Wal::error`].
     pub fn subscribe(&self) -> Receiver<u64> {
-        self.subscribe_channel()
+        let (sender, receiver) = crossbeam::channel::bounded(DURABLE_NOTIFY_DEPTH);
+        // A WAL already stopped hands the sender back and it is dropped here: the receiver
+        // reads as disconnected at once, so nobody waits for a notification that will
+        // never come.
+        drop(self.add_subscriber(Subscriber::Channel(sender)));
+        receiver
     }
 
     /// Call `callback` on the writer thread with the durable LSN right after each group's
@@ -435,26 +440,25 @@ impl Wal {
     /// quick (hand results on, wake someone; no I/O, no blocking, never call back into
     /// this WAL's subscriptions).
     pub fn on_durable(&self, callback: DurableCallback) {
-        let mut subscribers = lock(&self.shared.subscribers);
-        if self.shared.poison.get().is_none() && !self.shared.writer_stopped.load(Ordering::Acquire)
+        if let Some(Subscriber::Callback(callback)) =
+            self.add_subscriber(Subscriber::Callback(callback))
         {
-            subscribers.push(Subscriber::Callback(callback));
-            return;
+            callback(Durability::Stopped);
         }
-        drop(subscribers);
-        callback(Durability::Stopped);
     }
 
-    fn subscribe_channel(&self) -> Receiver<u64> {
-        let (sender, receiver) = crossbeam::channel::bounded(DURABLE_NOTIFY_DEPTH);
+    /// Adds `subscriber` while the writer runs; gives it back once the writer has stopped
+    /// (closed or poisoned), when nothing more will be published. The writer sets
+    /// `writer_stopped` before it takes the list, and this reads it under the list's lock:
+    /// a subscriber is either in the list the writer ends or given back here.
+    fn add_subscriber(&self, subscriber: Subscriber) -> Option<Subscriber> {
         let mut subscribers = lock(&self.shared.subscribers);
-        // A WAL already stopped drops the sender here: the receiver reads as disconnected
-        // at once, so nobody waits for a notification that will never come.
-        if self.shared.poison.get().is_none() && !self.shared.writer_stopped.load(Ordering::Acquire)
+        if self.shared.poison.get().is_some() || self.shared.writer_stopped.load(Ordering::Acquire)
         {
-            subscribers.push(Subscriber::Channel(sender));
+            return Some(subscriber);
         }
-        receiver
+        subscribers.push(subscriber);
+        None
     }
 
     /// The error that poisoned the WAL, if any.

@@ -65,9 +65,8 @@ pub(crate) fn run_writer(shared: Arc<Shared>, mut active: ActiveSegment, lsn_nex
     let _guard = lock(&shared.durable_mutex);
     shared.writer_stopped.store(true, Ordering::Release);
     shared.durable_changed.notify_all();
-    // Channels disconnect, callbacks hear the end. `writer_stopped` is set before the list
-    // is taken and `on_durable` reads it under the list's lock: a callback either is in the
-    // list taken here or hears the end from `on_durable` itself.
+    // Channels disconnect, callbacks hear the end; a subscriber added from now on is given
+    // back to its caller (`Wal::add_subscriber`).
     let ended = std::mem::take(&mut *lock(&shared.subscribers));
     for subscriber in ended {
         if let Subscriber::Callback(callback) = subscriber {

@@ -6,7 +6,8 @@
 //! one record, and parks the replies until the WAL says that record is durable. It never
 //! waits for an fsync while there is work: the WAL writer syncs group after group while
 //! the core applies the next batches, and replies go out as `durable_lsn` passes them,
-//! sent by the WAL writer itself right after each sync (see `outbox`).
+//! sent by the WAL writer right after each sync unless the core is applying a batch
+//! (see `outbox`).
 //! Every `checkpoint_batches` batches (or `checkpoint_interval`) it hands the changed
 //! state to the checkpointer thread without waiting for RocksDB; only when memory is at
 //! its bound (`throttle`) or at shutdown does it wait for the checkpointer to take it.
@@ -216,22 +217,29 @@ impl CoreThread {
         let look = std::sync::Mutex::new(Some(look));
         let outbox = Arc::clone(&self.outbox);
         self.wal.on_durable(Box::new(move |event| {
-            let mut look = look
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match event {
+            let lsn = match event {
                 Durability::Durable(lsn) => {
                     // An applying core sees `lsn` when its batch ends.
                     if outbox.core_applying() || !outbox.durable(lsn, Releaser::WalWriter) {
                         return;
                     }
-                    if let Some(look) = look.as_ref() {
-                        // Full already holds a wake-up for the same purpose.
-                        let _ = look.try_send(lsn);
+                    Some(lsn)
+                }
+                Durability::Stopped => None,
+            };
+            let mut look = look
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match lsn {
+                // Full already holds a wake-up for the same purpose.
+                Some(lsn) => {
+                    if let Some(sender) = look.as_ref() {
+                        let _ = sender.try_send(lsn);
                     }
                 }
-                Durability::Stopped => drop(look.take()),
+                None => drop(look.take()),
             }
+            drop(look);
             bell();
         }));
         durable

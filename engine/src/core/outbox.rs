@@ -20,8 +20,8 @@
 //! Panics: the release daemon aborts on any panic (`panic = "abort"`). Where panics
 //! unwind (tests, an embedding), a reply callback or a pipeline assert that panics on the
 //! WAL writer is caught there and stops the WAL (`WalError::CallbackPanicked`), which
-//! fails the engine as a failed sync does. Once a panic has poisoned the pipeline's lock, the writer releases
-//! nothing more; the core goes on only to fail and answer.
+//! fails the engine as a failed sync does. Once a panic has poisoned the pipeline's lock,
+//! the writer releases nothing more; the core goes on only to fail and answer.
 //!
 //! The query stage's parts: only the core holds their channel's sender (the stage learns
 //! that the core is gone when it disconnects), so the WAL writer leaves them here for the
