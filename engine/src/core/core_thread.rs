@@ -651,6 +651,10 @@ impl CoreThread {
                 self.fail(wal_error(error), Vec::new());
             }
         }
+        // The core hears no more rings: it waits for a release the writer is still
+        // sending, and sends the query stage's parts it leaves.
+        self.outbox
+            .last_release(self.wal.durable_lsn(), &self.eviction.query_parts);
         self.release_durable();
         self.maybe_checkpoint(true);
         while let Ok(admitted) = self.requests.try_recv() {

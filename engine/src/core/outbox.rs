@@ -119,7 +119,7 @@ impl Outbox {
         // to release it, so a record that became durable between the append and here is
         // released by one of the two, whichever comes second.
         released.extend(Self::durable_locked(&mut pipeline, durable_lsn()));
-        self.send(pipeline, released, Releaser::Core(parts));
+        self.send(pipeline, released, Releaser::Core(parts), false);
     }
 
     /// The WAL is durable through `lsn`: send what that releases. Returns whether the
@@ -134,7 +134,18 @@ impl Outbox {
             },
         };
         let released = Self::durable_locked(&mut pipeline, lsn);
-        self.send(pipeline, released, releaser)
+        self.send(pipeline, released, releaser, false)
+    }
+
+    /// The core's last release before it stops, with everything it appended durable
+    /// through `lsn`: as [`Outbox::durable`], and it also waits for a release the WAL
+    /// writer is still sending and sends the parts that one leaves. The writer rings the
+    /// core for such parts, but a stopping core hears no more rings, and the query stage
+    /// would answer their reads `Stopped` once the core is gone.
+    pub fn last_release(&self, lsn: u64, parts: &Sender<RecentPart>) {
+        let mut pipeline = self.pipeline();
+        let released = Self::durable_locked(&mut pipeline, lsn);
+        self.send(pipeline, released, Releaser::Core(parts), true);
     }
 
     /// The WAL failed: every parked reply leaves, with its result if its record is
@@ -157,7 +168,9 @@ impl Outbox {
                 .into_iter()
                 .map(|(reply, _)| (reply, Err(error.clone()))),
         );
-        self.send(pipeline, released, Releaser::Core(parts));
+        // The core may release nothing more after this: it waits for what the writer
+        // is still sending, as its last release does.
+        self.send(pipeline, released, Releaser::Core(parts), true);
     }
 
     /// The pipeline's release for a durable `lsn` that two threads report: an LSN at or
@@ -173,15 +186,19 @@ impl Outbox {
     }
 
     /// Send `released` in order, taking the sending lock before letting go of the
-    /// pipeline's. Returns whether parts were left for the core.
+    /// pipeline's. Returns whether parts were left for the core. `wait_for_writer`: take
+    /// the sending lock even with nothing to send, so that a release the writer began
+    /// under the pipeline's lock has ended, and its parts are sent, when this returns
+    /// (`parts_left` alone can still read false while the writer is sending).
     fn send(
         &self,
         pipeline: MutexGuard<'_, Pipeline<Answer>>,
         released: Vec<Answer>,
         releaser: Releaser<'_>,
+        wait_for_writer: bool,
     ) -> bool {
         let nothing_left = match releaser {
-            Releaser::Core(_) => !self.parts_left.load(Ordering::Acquire),
+            Releaser::Core(_) => !wait_for_writer && !self.parts_left.load(Ordering::Acquire),
             // Parts it left before already rang the core.
             Releaser::WalWriter => true,
         };
@@ -431,6 +448,48 @@ mod tests {
         outbox.durable(3, Releaser::Core(&parts));
         let ids: Vec<u64> = stage.try_iter().map(|part| part.id).collect();
         assert_eq!(ids, vec![9]);
+    }
+
+    #[test]
+    fn the_cores_last_release_sends_the_parts_of_a_release_the_writer_is_still_sending() {
+        // The core stops right after the WAL reports its last record durable: the
+        // writer's callback for that record may hold the parts it leaves, not yet
+        // flagged. The last release waits for it and sends them.
+        const ROUNDS: u64 = 20_000;
+        // Each round a fresh outbox with one record, made durable by the writer.
+        let (rounds, writer_rounds) = crossbeam::channel::bounded::<Arc<Outbox>>(1);
+        let published = Arc::new(AtomicU64::new(0));
+        let writer = {
+            let published = published.clone();
+            std::thread::spawn(move || {
+                for (round, outbox) in (1..).zip(writer_rounds) {
+                    // Published before the callback runs, as the WAL writer does.
+                    published.store(round, Ordering::SeqCst);
+                    outbox.durable(1, Releaser::WalWriter);
+                }
+            })
+        };
+        let (parts, stage) = crossbeam::channel::bounded(1);
+        for round in 1..=ROUNDS {
+            let outbox = Arc::new(outbox());
+            let part = (
+                ReplyTo::QueryStage {
+                    id: round,
+                    through: 0,
+                },
+                Ok(Reply::Transfers(Vec::new())),
+            );
+            outbox.batch_appended(Some(1), 1, vec![part], || 0, &parts);
+            rounds.send(outbox.clone()).expect("the writer thread");
+            while published.load(Ordering::SeqCst) < round {
+                std::hint::spin_loop();
+            }
+            outbox.last_release(1, &parts);
+            let sent = stage.try_recv().map(|part| part.id);
+            assert_eq!(sent, Ok(round), "the part of round {round}");
+        }
+        drop(rounds);
+        writer.join().expect("the writer thread");
     }
 
     #[test]
