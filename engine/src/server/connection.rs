@@ -51,6 +51,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::auth::{ClientAuth, Identity};
 use super::codec::{self, OutFrame, Refusal};
+use super::direct::{Direct, DirectReplies, DIRECT_REPLY_BYTES_MAX};
 use super::frame_io::{Frame, FrameReader, ReadError};
 use super::shutdown::Shutdown;
 use crate::core::{EngineError, EngineHandle, Reply, Request, SlotWait};
@@ -95,6 +96,8 @@ pub(crate) enum Outgoing {
         request: InFlight,
         result: Result<Reply, EngineError>,
     },
+    /// A direct write left the rest of a frame for the writer ([`DirectReplies`]).
+    Wake,
 }
 
 pub(crate) struct Answered {
@@ -104,6 +107,19 @@ pub(crate) struct Answered {
     /// when the request was refused.
     pub results: Vec<(&'static str, u32)>,
     pub started: Instant,
+}
+
+impl Answered {
+    /// Count the answer in the metrics, once its bytes are in the socket.
+    pub fn record(self) {
+        let Answered {
+            operation,
+            outcome,
+            results,
+            started,
+        } = self;
+        crate::metrics::request_answered(operation, outcome, &results, started.elapsed());
+    }
 }
 
 /// How the reading side ended.
@@ -128,6 +144,7 @@ pub(crate) async fn serve<R, W>(
     peer: Option<SocketAddr>,
     context: Arc<Context>,
     shutdown: Shutdown,
+    direct: Option<Arc<DirectReplies>>,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -142,6 +159,7 @@ pub(crate) async fn serve<R, W>(
         receiver,
         context.write_timeout,
         reply_bytes.clone(),
+        direct.clone(),
     ));
     let connection = Connection {
         in_flight: Arc::new(Semaphore::new(context.requests_in_flight_max as usize)),
@@ -153,6 +171,7 @@ pub(crate) async fn serve<R, W>(
         identity: Identity::anonymous(),
         peer,
         shutdown,
+        direct,
     };
     let (end, read_half) = connection.run().await;
     tracing::debug!(?peer, ?end, "connection reading stopped");
@@ -179,6 +198,8 @@ struct Connection<R> {
     identity: Identity,
     peer: Option<SocketAddr>,
     shutdown: Shutdown,
+    /// Plain TCP: small replies are written by the thread that releases them.
+    direct: Option<Arc<DirectReplies>>,
 }
 
 impl<R: AsyncRead + Unpin> Connection<R> {
@@ -365,12 +386,12 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             _in_flight: in_flight,
             budget,
         };
+        let direct = match &self.direct {
+            Some(direct) if bound <= DIRECT_REPLY_BYTES_MAX => Some(Arc::clone(direct)),
+            _ => None,
+        };
         let on_reply = Box::new(move |result: Result<Reply, EngineError>| {
-            // Never blocks: the slot was reserved. Dropped when the writer is gone.
-            slot.send(Outgoing::Reply {
-                request: request_in_flight,
-                result,
-            });
+            hand_reply(direct.as_deref(), slot, request_in_flight, result);
         });
         match self.submit(request, on_reply).await {
             Ok(()) => Ok(()),
@@ -459,6 +480,44 @@ impl<R: AsyncRead + Unpin> Connection<R> {
     }
 }
 
+/// Hand `request`'s reply on, on the thread that released it: written at once when
+/// `direct` takes it ([`DirectReplies::write`]), else through the writer's channel in the
+/// slot reserved for it (never blocks; dropped when the writer is gone). Returns how.
+fn hand_reply(
+    direct: Option<&DirectReplies>,
+    slot: mpsc::OwnedPermit<Outgoing>,
+    request: InFlight,
+    result: Result<Reply, EngineError>,
+) -> Handed {
+    let direct = match direct {
+        Some(direct) => direct.write(request, result),
+        None => Direct::Declined(request, result),
+    };
+    match direct {
+        // The slot goes back unused.
+        Direct::Written => Handed::Written,
+        Direct::Rest => {
+            slot.send(Outgoing::Wake);
+            Handed::Rest
+        }
+        Direct::Declined(request, result) => {
+            slot.send(Outgoing::Reply { request, result });
+            Handed::Queued
+        }
+    }
+}
+
+/// How [`hand_reply`] passed a reply on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Handed {
+    /// Written whole by the releasing thread.
+    Written,
+    /// Begun by it, the rest left to the writer task.
+    Rest,
+    /// Queued for the writer task.
+    Queued,
+}
+
 /// A request handed to the engine, travelling with its reply to the writer.
 pub(crate) struct InFlight {
     operation: Operation,
@@ -474,7 +533,7 @@ pub(crate) struct InFlight {
 impl InFlight {
     /// The frame for `result`, what to record about it, and the budget to give back once
     /// it is written.
-    fn into_frame(
+    pub(crate) fn into_frame(
         self,
         result: Result<Reply, EngineError>,
     ) -> (OutFrame, Answered, OwnedSemaphorePermit) {
@@ -598,26 +657,47 @@ enum WriteError {
 
 /// The writer task: frames from the channel to the socket, small ones gathered into one
 /// write while the channel has more (pipelined replies share a syscall), metrics recorded
-/// and reply budget given back once written. On a failed or stalled write it closes the
-/// budget and drops the channel, which ends the reader too.
+/// and reply budget given back once written. With `direct` (plain TCP) it also writes the
+/// rest of a frame a direct write began, first, and tells the direct path when it is idle
+/// ([`DirectReplies`]). On a failed or stalled write it closes the budget and drops the
+/// channel, which ends the reader too.
 async fn write_frames<W: AsyncWrite + Unpin>(
     mut socket: W,
     mut receiver: mpsc::Receiver<Outgoing>,
     write_timeout: Duration,
     reply_bytes: Arc<Semaphore>,
+    direct: Option<Arc<DirectReplies>>,
 ) {
     let mut gathered = Vec::with_capacity(WRITE_GATHER_BYTES);
     let mut answered = Vec::new();
     let mut budgets = Vec::new();
     let outcome: Result<(), WriteError> = async {
-        while let Some(outgoing) = receiver.recv().await {
-            let mut next = Some(outgoing);
+        loop {
+            // Idle: direct writes may go on while it waits.
+            if let Some(direct) = &direct {
+                direct.writer_idle();
+            }
+            let Some(first) = receiver.recv().await else {
+                break;
+            };
+            let rest = direct.as_ref().and_then(|direct| direct.writer_busy());
+            // The rest of a frame a direct write began goes before anything else.
+            if let Some(rest) = rest {
+                write_timed(&mut socket, &rest.bytes, write_timeout).await?;
+                answered.push(rest.answered);
+                budgets.push(rest.budget);
+            }
+            let mut next = Some(first);
             while let Some(outgoing) = next {
                 let (frame, answer, budget) = match outgoing {
                     Outgoing::Frame { frame, answered } => (frame, answered, None),
                     Outgoing::Reply { request, result } => {
                         let (frame, answer, budget) = request.into_frame(result);
                         (frame, Some(answer), Some(budget))
+                    }
+                    Outgoing::Wake => {
+                        next = receiver.try_recv().ok();
+                        continue;
                     }
                 };
                 let body = frame.body.as_slice();
@@ -637,19 +717,16 @@ async fn write_frames<W: AsyncWrite + Unpin>(
             gathered.clear();
             budgets.clear();
             for answer in answered.drain(..) {
-                let Answered {
-                    operation,
-                    outcome,
-                    results,
-                    started,
-                } = answer;
-                crate::metrics::request_answered(operation, outcome, &results, started.elapsed());
+                answer.record();
             }
         }
         Ok(())
     }
     .await;
     reply_bytes.close();
+    if let Some(direct) = &direct {
+        direct.close();
+    }
     match outcome {
         // Every sender is gone (reader done, no reply in flight): say so with a FIN.
         Ok(()) => {
@@ -705,4 +782,184 @@ pub(crate) async fn linger<R: AsyncRead + Unpin>(mut read_half: R) {
         }
     };
     let _ = tokio::time::timeout(LINGER_AFTER_CLOSE, drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use protocol::frame::{FrameKind, Header, HEADER_BYTES};
+    use protocol::CreateResult;
+    use tokio::net::{TcpListener, TcpSocket};
+
+    use super::*;
+
+    /// Small replies written by two releasing threads straight into the socket, while the
+    /// writer task writes large replies from its channel, over buffers small enough and a
+    /// client slow enough that direct writes find the socket full and leave rests: the
+    /// client reads every frame whole and valid, each once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_written_directly_and_by_the_writer_task_never_interleave() {
+        const SMALL_PER_THREAD: u64 = 3000;
+        const LARGE: u64 = 40;
+        const LARGE_RESULTS: usize = 4000;
+        let listener = TcpSocket::new_v4().unwrap();
+        listener.set_recv_buffer_size(4096).unwrap();
+        listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener: TcpListener = listener.listen(1).unwrap();
+        let server = TcpSocket::new_v4().unwrap();
+        server.set_send_buffer_size(4096).unwrap();
+        let server = server
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut client, _) = listener.accept().await.unwrap();
+
+        let (_read_half, write_half) = server.into_split();
+        let (direct, shared) = DirectReplies::new(write_half);
+        let capacity = (2 * SMALL_PER_THREAD + LARGE) as usize;
+        let (sender, receiver) = mpsc::channel(capacity);
+        let reply_bytes = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
+        let writer = tokio::spawn(write_frames(
+            shared,
+            receiver,
+            Duration::from_secs(60),
+            reply_bytes.clone(),
+            Some(direct.clone()),
+        ));
+        let permits = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
+        let in_flight = |request_id: u64, events: u32| InFlight {
+            operation: Operation::CreateTransfers,
+            request_id,
+            events,
+            started: Instant::now(),
+            _in_flight: permits.clone().try_acquire_owned().unwrap(),
+            budget: reply_bytes
+                .clone()
+                .try_acquire_many_owned(HEADER_BYTES as u32 + 16 * events)
+                .unwrap(),
+        };
+        let results = |count: usize| {
+            let result = CreateResult {
+                timestamp: 7,
+                status: 0,
+                reserved: 0,
+            };
+            Ok(Reply::Created(vec![result; count]))
+        };
+
+        // Until the releasers have handed on this many replies, far more than the
+        // socket's buffers hold, the client reads nothing: some are written whole, then
+        // one finds the socket full and leaves a rest, then the busy writer queues them.
+        const HANDED_BEFORE_READING: u64 = 1000;
+        let handed_count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let all_handed = |handed_count: Arc<std::sync::atomic::AtomicU64>| async move {
+            while handed_count.load(std::sync::atomic::Ordering::Relaxed) < HANDED_BEFORE_READING {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        let mut releasers = Vec::new();
+        for thread in 0..2 {
+            let mut replies = Vec::new();
+            for index in 0..SMALL_PER_THREAD {
+                let slot = sender.clone().reserve_owned().await.unwrap();
+                // 1 to 200 results: frames up to 3 264 bytes, all taken directly, and
+                // large enough that a full socket takes some of them in part.
+                let events = 1 + (index % 200) as u32;
+                replies.push((
+                    slot,
+                    in_flight(1_000_000 * (thread + 1) + index, events),
+                    events,
+                ));
+            }
+            let direct = direct.clone();
+            let handed_count = handed_count.clone();
+            releasers.push(std::thread::spawn(move || {
+                let mut handed = BTreeMap::new();
+                for (index, (slot, request, events)) in replies.into_iter().enumerate() {
+                    // Spread over the client's reading, so that direct writes meet the
+                    // writer task mid-frame as well as a full socket.
+                    if index % 4 == 0 {
+                        std::thread::sleep(Duration::from_micros(300));
+                    }
+                    let how = hand_reply(Some(&direct), slot, request, results(events as usize));
+                    *handed.entry(format!("{how:?}")).or_insert(0u64) += 1;
+                    handed_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                handed
+            }));
+        }
+        // The FIN goes when the last holder of the socket lets go.
+        drop(direct);
+        // Large replies through the channel meanwhile, spaced so that the writer task is
+        // in turn busy with them and idle, with direct writes before, between and after.
+        let large: Vec<InFlight> = (0..LARGE)
+            .map(|request_id| in_flight(request_id, LARGE_RESULTS as u32))
+            .collect();
+        let filled = all_handed(handed_count.clone());
+        tokio::spawn(async move {
+            filled.await;
+            for request in large {
+                let result = results(LARGE_RESULTS);
+                sender
+                    .send(Outgoing::Reply { request, result })
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        });
+        all_handed(handed_count).await;
+        let mut seen = BTreeMap::new();
+        let mut header = [0u8; HEADER_BYTES];
+        loop {
+            match client.read_exact(&mut header).await {
+                Ok(_) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(error) => panic!("reading a header: {error}"),
+            }
+            let decoded = Header::decode(&header).expect("a whole, valid header");
+            assert_eq!(decoded.kind, FrameKind::Reply);
+            let mut body = vec![0u8; decoded.body_bytes as usize];
+            client.read_exact(&mut body).await.unwrap();
+            decoded
+                .check_body(&body)
+                .expect("the body its header names");
+            *seen.entry(decoded.request_id).or_insert(0) += 1;
+            if seen.len() % 256 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        writer.await.unwrap();
+
+        let mut handed = BTreeMap::new();
+        for releaser in releasers {
+            for (how, count) in releaser.join().unwrap() {
+                *handed.entry(how).or_insert(0) += count;
+            }
+        }
+        let expected: BTreeMap<u64, u32> = (0..LARGE)
+            .chain((0..2).flat_map(|thread| {
+                (0..SMALL_PER_THREAD).map(move |index| 1_000_000 * (thread + 1) + index)
+            }))
+            .map(|request_id| (request_id, 1))
+            .collect();
+        assert!(
+            seen == expected,
+            "each reply once: {} of {}",
+            seen.len(),
+            expected.len()
+        );
+        // Every way a reply can go was taken, or the test proved less than it says.
+        for how in ["Written", "Rest", "Queued"] {
+            assert!(
+                handed.get(how).copied().unwrap_or(0) > 0,
+                "{how}: {handed:?}"
+            );
+        }
+        assert_eq!(
+            reply_bytes.available_permits(),
+            Semaphore::MAX_PERMITS,
+            "every budget given back"
+        );
+    }
 }

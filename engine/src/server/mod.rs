@@ -20,6 +20,7 @@ pub mod auth;
 pub(crate) mod codec;
 mod connection;
 mod descriptors;
+mod direct;
 pub(crate) mod frame_io;
 mod shutdown;
 pub(crate) mod tls;
@@ -41,6 +42,7 @@ use crate::metrics::http::Readiness;
 use crate::metrics::MetricsError;
 use auth::ClientAuth;
 use connection::Context;
+use direct::DirectReplies;
 use shutdown::Shutdown;
 
 /// Why the server could not start or stop cleanly.
@@ -285,13 +287,16 @@ impl Acceptor {
             match tls {
                 None => {
                     let (read_half, write_half) = stream.into_split();
-                    connection::serve(read_half, write_half, peer, context, shutdown).await;
+                    let (direct, write_half) = DirectReplies::new(write_half);
+                    connection::serve(read_half, write_half, peer, context, shutdown, Some(direct))
+                        .await;
                 }
                 Some(acceptor) => {
                     if let Some(stream) = tls::accept(&acceptor, stream, peer, &mut shutdown).await
                     {
                         let (read_half, write_half) = tokio::io::split(stream);
-                        connection::serve(read_half, write_half, peer, context, shutdown).await;
+                        connection::serve(read_half, write_half, peer, context, shutdown, None)
+                            .await;
                     }
                 }
             }

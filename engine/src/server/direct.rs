@@ -1,0 +1,200 @@
+//! Small replies written by the thread that releases them, on plain TCP.
+//!
+//! A reply the WAL writer (or the core, or a read stage) releases would otherwise cross
+//! one more thread: into the connection's channel, then a tokio worker woken to write it.
+//! On a busy machine a woken thread waits about 30 µs for a core, a tenth of a
+//! one-transfer request's round trip at 16 connections (`docs/PERFORMANCE.md`, "fifth
+//! pass"). So a small reply is written at once with a non-blocking `try_write` on the
+//! releasing thread, when the socket takes it whole and the writer task is not writing.
+//!
+//! Frames never interleave. The socket is written only under this connection's lock,
+//! by one of two parties:
+//! - the writer task, from [`DirectReplies::writer_busy`] until
+//!   [`DirectReplies::writer_idle`] (its writes await, so it does not hold the lock, but
+//!   the busy flag keeps the direct path out);
+//! - a direct write, only while the writer is idle and no rest waits, holding the lock
+//!   for its one non-blocking write.
+//!
+//! A direct write the socket does not take whole (full send buffer, a client that does
+//! not read, a failed socket) leaves the rest of its frame here and marks the writer
+//! busy; the writer task writes that rest before anything else, under its write timeout,
+//! so the connection's bounds and timeouts apply as before. Nothing blocks the releasing
+//! thread, and a reply never waits on a socket there.
+//!
+//! TLS connections write every reply from the writer task: a TLS session cannot be
+//! written from two places.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{ready, Context, Poll};
+
+use tokio::io::AsyncWrite;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::connection::{Answered, InFlight};
+use crate::core::{EngineError, Reply};
+
+/// Replies whose frame can take more than this go through the writer task: their
+/// encoding and result count stay off the releasing thread, and a partial write never
+/// copies a large body.
+pub(crate) const DIRECT_REPLY_BYTES_MAX: u32 = 4096;
+
+/// One plain TCP connection's socket, shared by the writer task and the direct path.
+pub(crate) struct DirectReplies {
+    socket: Arc<OwnedWriteHalf>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The writer task is writing, or holds frames to write.
+    writer_busy: bool,
+    /// The writer task ended (the socket failed, stalled or the connection closed).
+    closed: bool,
+    /// The end of a frame a direct write began: the writer task's first write.
+    rest: Option<Rest>,
+}
+
+/// What is left of a frame a direct write began, with what the writer task records and
+/// gives back once it is written.
+pub(crate) struct Rest {
+    pub bytes: Vec<u8>,
+    pub answered: Answered,
+    pub budget: OwnedSemaphorePermit,
+}
+
+/// How a direct write went.
+pub(crate) enum Direct {
+    /// The whole frame is in the socket, recorded and its budget given back.
+    Written,
+    /// Part of it (or none) is: the rest waits for the writer task, which must be woken.
+    Rest,
+    /// Not written: the writer task is busy or gone. The reply goes through its channel.
+    Declined(InFlight, Result<Reply, EngineError>),
+}
+
+impl DirectReplies {
+    /// Share `socket` between a writer task (the returned [`SharedWriteHalf`]) and the
+    /// direct path.
+    pub fn new(socket: OwnedWriteHalf) -> (Arc<DirectReplies>, SharedWriteHalf) {
+        let socket = Arc::new(socket);
+        let direct = Arc::new(DirectReplies {
+            socket: Arc::clone(&socket),
+            state: Mutex::new(State::default()),
+        });
+        (direct, SharedWriteHalf { socket })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Nothing panics under this lock but the socket write's own asserts; what it
+        // guards is three flags, consistent at every statement.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Write `request`'s reply now if the writer task is idle (any thread, never
+    /// blocks).
+    pub fn write(&self, request: InFlight, result: Result<Reply, EngineError>) -> Direct {
+        let mut state = self.state();
+        // A rest waiting for the writer keeps others out too: it goes first.
+        if state.writer_busy || state.closed || state.rest.is_some() {
+            return Direct::Declined(request, result);
+        }
+        let (frame, answered, budget) = request.into_frame(result);
+        let body = frame.body.as_slice();
+        let total = frame.header.len() + body.len();
+        let written = self
+            .socket
+            .try_write_vectored(&[IoSlice::new(&frame.header), IoSlice::new(body)])
+            // Would block, or the socket failed: the writer task meets the same on its
+            // first write and deals with it under its timeout.
+            .unwrap_or(0);
+        assert!(written <= total, "wrote {written} of a {total}-byte frame");
+        if written == total {
+            drop(state);
+            drop(budget);
+            answered.record();
+            return Direct::Written;
+        }
+        let header = &frame.header[..];
+        let mut bytes = Vec::with_capacity(total - written);
+        if written < header.len() {
+            bytes.extend_from_slice(&header[written..]);
+            bytes.extend_from_slice(body);
+        } else {
+            bytes.extend_from_slice(&body[written - header.len()..]);
+        }
+        assert_eq!(bytes.len(), total - written, "the rest of the frame");
+        state.rest = Some(Rest {
+            bytes,
+            answered,
+            budget,
+        });
+        state.writer_busy = true;
+        Direct::Rest
+    }
+
+    /// The writer task is about to write what it received: keep direct writes out, and
+    /// take the rest of a frame one began meanwhile, which goes first. (A rest is always
+    /// followed by a wake in the writer's channel, so the writer comes here for it.)
+    pub fn writer_busy(&self) -> Option<Rest> {
+        let mut state = self.state();
+        state.writer_busy = true;
+        state.rest.take()
+    }
+
+    /// The writer task wrote everything it had and waits for its channel: direct writes
+    /// may go on.
+    pub fn writer_idle(&self) {
+        self.state().writer_busy = false;
+    }
+
+    /// The writer task ended: no more direct writes; a rest is dropped with its budget.
+    pub fn close(&self) {
+        let mut state = self.state();
+        state.closed = true;
+        state.rest = None;
+    }
+}
+
+/// The writer task's half of a shared socket: an `AsyncWrite` over `&OwnedWriteHalf`.
+/// Its shutdown is the write half's drop (a FIN when the last holder lets go, which is
+/// this writer: the direct path's holders are the replies in flight).
+pub(crate) struct SharedWriteHalf {
+    socket: Arc<OwnedWriteHalf>,
+}
+
+impl SharedWriteHalf {
+    fn stream(&self) -> &TcpStream {
+        (*self.socket).as_ref()
+    }
+}
+
+impl AsyncWrite for SharedWriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.stream().poll_write_ready(context))?;
+            // `try_write` clears the readiness it finds gone, so the next poll waits.
+            match self.socket.try_write(bytes) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                written => return Poll::Ready(written),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Nothing to do here: the FIN goes when the write half is dropped, once neither
+    /// this writer nor a reply in flight holds it.
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
