@@ -5,6 +5,8 @@
 //! socket ─read─▶ FrameReader ─▶ handshake / check / decode ─▶ EngineHandle::submit_async
 //!                                                                  │ (a queue slot)
 //!                                        WAL writer (or core) thread: durable reply
+//!                                                                  │
+//! socket ◀─try_write─ plain TCP, ≤ 4 KiB, writer idle (direct.rs) ◀┤
 //!                                                                  ▼
 //! socket ◀─write─ writer task ◀── bounded mpsc (slot reserved per request) ◀──┘
 //! ```
@@ -19,9 +21,11 @@
 //! take more than the budget. Waits for the engine queue are fair (first come, first
 //! served) and bounded by `queue_full_wait_ms_max`, then answered `busy`.
 //!
-//! The core hands each reply straight to the writer's channel through the reserved slot
-//! (no task per request); the writer encodes it, writes, and gives the budget back once
-//! the bytes are in the socket. A write that makes no progress for
+//! The thread that releases a reply hands it straight to the writer's channel through the
+//! reserved slot (no task per request); the writer encodes it, writes, and gives the
+//! budget back once the bytes are in the socket. On plain TCP a small reply is instead
+//! written by the releasing thread itself while the writer is idle, and what the socket
+//! does not take goes to the writer ([`super::direct`]). A write that makes no progress for
 //! `write_timeout_seconds` ends the connection. The first frame must arrive within
 //! `handshake_timeout_seconds`, and a connection with nothing in flight that sends no
 //! frame for `idle_timeout_seconds` (when set) is closed.
@@ -31,8 +35,9 @@
 //! tokio worker thread.
 //!
 //! The connection is generic over its two halves: plain TCP passes the socket's owned
-//! halves (no lock between reader and writer, as before TLS existed), TLS the halves of
-//! `tokio::io::split`. Each kind is compiled on its own, with no boxing per read.
+//! read half and its write half shared with the direct path ([`DirectReplies::new`]), TLS
+//! the halves of `tokio::io::split`. Each kind is compiled on its own, with no boxing per
+//! read.
 //!
 //! The handshake also authenticates ([`super::auth`]): a server that lists clients answers
 //! a missing or unknown token `unauthorized` and closes; a read-only client's creates are

@@ -8,7 +8,8 @@
 //! - At most `connections_max` connections are served; one more is accepted, told `busy`
 //!   with an Error frame, and closed, so the client learns why instead of timing out.
 //! - Each connection ([`connection`]) reads frames ([`frame_io`]), turns requests into
-//!   engine requests ([`codec`]) and writes replies as they become durable, in any order.
+//!   engine requests ([`codec`]) and writes replies as they become durable, in any order;
+//!   on plain TCP small ones are written by the thread that releases them ([`direct`]).
 //! - Who may connect: with `tls_cert_file`/`tls_key_file` every connection is TLS
 //!   ([`tls`]; the handshake bounded by `TLS_HANDSHAKE_TIMEOUT`), with `[[clients]]` every
 //!   handshake must carry a known token ([`auth`]). A listener on a non-loopback address
