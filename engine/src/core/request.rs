@@ -70,7 +70,8 @@ pub struct PendingReply {
 }
 
 /// Where the core sends a request's reply: a [`PendingReply`]'s channel, or a callback the
-/// submitter gave (the server's, which hands the reply straight to its connection's writer).
+/// submitter gave (the server's, which writes a small reply into its socket or hands it
+/// to its connection's writer).
 ///
 /// Sending consumes it. One dropped unsent (a thread that died) answers
 /// [`EngineError::Stopped`], so no submitter waits forever.
@@ -83,8 +84,9 @@ enum Destination {
 
 /// Called once, with a request's reply, on the WAL writer thread (right after the sync
 /// that made it durable), the core thread or the read stage: it must only hand the reply
-/// on (no I/O, no blocking, nothing slow; on the WAL writer it delays the next group
-/// commit). A panic there stops the WAL and fails the engine.
+/// on (nothing slow, no blocking I/O; on the WAL writer it delays the next group commit).
+/// The server's may make one non-blocking write of a frame of at most 4 KiB
+/// (`server/direct.rs`). A panic there stops the WAL and fails the engine.
 pub type OnReply = Box<dyn FnOnce(Result<Reply, EngineError>) + Send>;
 
 impl ReplySender {

@@ -31,8 +31,9 @@
 //! frame for `idle_timeout_seconds` (when set) is closed.
 //!
 //! A client that goes away loses only its own replies: the writer's failure drops the
-//! channel's receiver, and every later send simply fails. Nothing here can block a
-//! tokio worker thread.
+//! channel's receiver, and every later send simply fails. Nothing here blocks a tokio
+//! worker thread, but for the connection's direct-write lock, held for one non-blocking
+//! write at a time.
 //!
 //! The connection is generic over its two halves: plain TCP passes the socket's owned
 //! read half and its write half shared with the direct path ([`DirectReplies::new`]), TLS
@@ -388,7 +389,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             request_id: header.request_id,
             events: header.event_count,
             started,
-            _in_flight: in_flight,
+            in_flight,
             budget,
         };
         let direct = match &self.direct {
@@ -529,13 +530,20 @@ pub(crate) struct InFlight {
     request_id: u64,
     events: u32,
     started: Instant,
-    /// Released once the reply is with the writer: bounds requests per connection.
-    _in_flight: OwnedSemaphorePermit,
+    /// Released once the reply is with the writer or in the socket: bounds requests per
+    /// connection.
+    in_flight: OwnedSemaphorePermit,
     /// The reply's share of the connection's byte budget, given back once it is written.
     budget: OwnedSemaphorePermit,
 }
 
 impl InFlight {
+    /// Whether no other request of its connection is in flight (of `in_flight_max`).
+    pub(crate) fn alone(&self, in_flight_max: u32) -> bool {
+        let others_free = self.in_flight.semaphore().available_permits();
+        others_free + 1 >= in_flight_max as usize
+    }
+
     /// The frame for `result`, what to record about it, and the budget to give back once
     /// it is written.
     pub(crate) fn into_frame(
@@ -579,7 +587,8 @@ impl InFlight {
 }
 
 /// A reply's events counted by result name, for `settled_events_total`: one pass over a
-/// create reply's results (on this task, not the core thread), `ok` for a read.
+/// create reply's results (on the writer task; on the releasing thread only for a reply
+/// small enough to be written there, at most 250 results), `ok` for a read.
 fn results_by_name(
     operation: Operation,
     events: u32,
@@ -678,10 +687,6 @@ async fn write_frames<W: AsyncWrite + Unpin>(
     let mut budgets = Vec::new();
     let outcome: Result<(), WriteError> = async {
         loop {
-            // Idle: direct writes may go on while it waits.
-            if let Some(direct) = &direct {
-                direct.writer_idle();
-            }
             let Some(first) = receiver.recv().await else {
                 break;
             };
@@ -723,6 +728,11 @@ async fn write_frames<W: AsyncWrite + Unpin>(
             budgets.clear();
             for answer in answered.drain(..) {
                 answer.record();
+            }
+            // Idle: direct writes may go on while it waits. (Busy until its first turn
+            // is done: the handshake's reply goes before any reply written directly.)
+            if let Some(direct) = &direct {
+                direct.writer_idle();
             }
         }
         Ok(())
@@ -799,6 +809,116 @@ mod tests {
 
     use super::*;
 
+    /// A create request of `events` in flight, its permits taken from `permits` (its
+    /// connection's in-flight limit) and `reply_bytes`.
+    fn in_flight(
+        permits: &Arc<Semaphore>,
+        reply_bytes: &Arc<Semaphore>,
+        request_id: u64,
+        events: u32,
+    ) -> InFlight {
+        InFlight {
+            operation: Operation::CreateTransfers,
+            request_id,
+            events,
+            started: Instant::now(),
+            in_flight: permits.clone().try_acquire_owned().unwrap(),
+            budget: reply_bytes
+                .clone()
+                .try_acquire_many_owned(HEADER_BYTES as u32 + 16 * events)
+                .unwrap(),
+        }
+    }
+
+    /// `count` results `created`.
+    fn results(count: usize) -> Result<Reply, EngineError> {
+        let result = CreateResult {
+            timestamp: 7,
+            status: 0,
+            reserved: 0,
+        };
+        Ok(Reply::Created(vec![result; count]))
+    }
+
+    /// The next frame's header and body, checked; `None` at the end of the stream.
+    async fn read_frame(client: &mut tokio::net::TcpStream) -> Option<(Header, Vec<u8>)> {
+        let mut header = [0u8; HEADER_BYTES];
+        match client.read_exact(&mut header).await {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+            Err(error) => panic!("reading a header: {error}"),
+        }
+        let decoded = Header::decode(&header).expect("a whole, valid header");
+        let mut body = vec![0u8; decoded.body_bytes as usize];
+        client.read_exact(&mut body).await.unwrap();
+        decoded
+            .check_body(&body)
+            .expect("the body its header names");
+        Some((decoded, body))
+    }
+
+    #[tokio::test]
+    async fn the_handshake_reply_goes_before_any_reply_written_directly() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut client, _) = listener.accept().await.unwrap();
+        let (_read_half, write_half) = server.into_split();
+        // Two requests in flight at most; one at a time until the end.
+        let (direct, shared) = DirectReplies::new(write_half, 2);
+        let (sender, receiver) = mpsc::channel(8);
+        let reply_bytes = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
+        let permits = Arc::new(Semaphore::new(2));
+        // The reader queued the handshake's reply, and a pipelined request's reply is
+        // released before the writer task has run.
+        let handshake = Outgoing::Frame {
+            frame: codec::handshake_frame(PROTOCOL_VERSION),
+            answered: None,
+        };
+        sender.send(handshake).await.unwrap();
+        let slot = sender.clone().reserve_owned().await.unwrap();
+        let request = in_flight(&permits, &reply_bytes, 1, 1);
+        let how = hand_reply(Some(&direct), slot, request, results(1));
+        assert_eq!(how, Handed::Queued, "behind the handshake's reply");
+        let writer = tokio::spawn(write_frames(
+            shared,
+            receiver,
+            Duration::from_secs(60),
+            reply_bytes.clone(),
+            Some(direct.clone()),
+        ));
+        // Once the writer has had its turn, replies go directly.
+        let mut request_id = 2;
+        loop {
+            let slot = sender.clone().reserve_owned().await.unwrap();
+            let request = in_flight(&permits, &reply_bytes, request_id, 1);
+            if hand_reply(Some(&direct), slot, request, results(1)) == Handed::Written {
+                break;
+            }
+            assert!(request_id < 5000, "the writer never went idle");
+            request_id += 1;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // With another request in flight beside it, a reply is left to the writer, which
+        // gathers pipelined replies into one write.
+        let beside = permits.clone().try_acquire_owned().unwrap();
+        let slot = sender.clone().reserve_owned().await.unwrap();
+        request_id += 1;
+        let request = in_flight(&permits, &reply_bytes, request_id, 1);
+        let how = hand_reply(Some(&direct), slot, request, results(1));
+        assert_eq!(how, Handed::Queued, "pipelined");
+        drop((sender, direct, beside));
+        let mut kinds = Vec::new();
+        while let Some((header, _)) = read_frame(&mut client).await {
+            kinds.push((header.kind, header.request_id));
+        }
+        writer.await.unwrap();
+        assert_eq!(kinds[0], (FrameKind::Handshake, 0), "{kinds:?}");
+        assert_eq!(kinds[1], (FrameKind::Reply, 1), "{kinds:?}");
+        assert_eq!(kinds.len() as u64, request_id + 1, "every reply once");
+    }
+
     /// Small replies written by two releasing threads straight into the socket, while the
     /// writer task writes large replies from its channel, over buffers small enough and a
     /// client slow enough that direct writes find the socket full and leave rests: the
@@ -821,7 +941,8 @@ mod tests {
         let (mut client, _) = listener.accept().await.unwrap();
 
         let (_read_half, write_half) = server.into_split();
-        let (direct, shared) = DirectReplies::new(write_half);
+        // Each request alone on its connection, as far as the direct path can tell.
+        let (direct, shared) = DirectReplies::new(write_half, 1);
         let capacity = (2 * SMALL_PER_THREAD + LARGE) as usize;
         let (sender, receiver) = mpsc::channel(capacity);
         let reply_bytes = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
@@ -832,25 +953,13 @@ mod tests {
             reply_bytes.clone(),
             Some(direct.clone()),
         ));
-        let permits = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
-        let in_flight = |request_id: u64, events: u32| InFlight {
-            operation: Operation::CreateTransfers,
-            request_id,
-            events,
-            started: Instant::now(),
-            _in_flight: permits.clone().try_acquire_owned().unwrap(),
-            budget: reply_bytes
-                .clone()
-                .try_acquire_many_owned(HEADER_BYTES as u32 + 16 * events)
-                .unwrap(),
-        };
-        let results = |count: usize| {
-            let result = CreateResult {
-                timestamp: 7,
-                status: 0,
-                reserved: 0,
-            };
-            Ok(Reply::Created(vec![result; count]))
+        let in_flight = |request_id: u64, events: u32| {
+            in_flight(
+                &Arc::new(Semaphore::new(1)),
+                &reply_bytes,
+                request_id,
+                events,
+            )
         };
 
         // Until the releasers have handed on this many replies, far more than the
@@ -915,20 +1024,8 @@ mod tests {
         });
         all_handed(handed_count).await;
         let mut seen = BTreeMap::new();
-        let mut header = [0u8; HEADER_BYTES];
-        loop {
-            match client.read_exact(&mut header).await {
-                Ok(_) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                Err(error) => panic!("reading a header: {error}"),
-            }
-            let decoded = Header::decode(&header).expect("a whole, valid header");
+        while let Some((decoded, _)) = read_frame(&mut client).await {
             assert_eq!(decoded.kind, FrameKind::Reply);
-            let mut body = vec![0u8; decoded.body_bytes as usize];
-            client.read_exact(&mut body).await.unwrap();
-            decoded
-                .check_body(&body)
-                .expect("the body its header names");
             *seen.entry(decoded.request_id).or_insert(0) += 1;
             if seen.len() % 256 == 0 {
                 tokio::time::sleep(Duration::from_millis(1)).await;

@@ -18,8 +18,9 @@
 //! A direct write the socket does not take whole (full send buffer, a client that does
 //! not read, a failed socket) leaves the rest of its frame here and marks the writer
 //! busy; the writer task writes that rest before anything else, under its write timeout,
-//! so the connection's bounds and timeouts apply as before. Nothing blocks the releasing
-//! thread, and a reply never waits on a socket there.
+//! so the connection's bounds and timeouts apply as before. A reply never waits on a
+//! socket on the releasing thread: at most it waits for the connection's lock, which
+//! another thread holds for one non-blocking write or a flag's change.
 //!
 //! TLS connections write every reply from the writer task: a TLS session cannot be
 //! written from two places.
@@ -44,16 +45,18 @@ pub(crate) const DIRECT_REPLY_BYTES_MAX: u32 = 4096;
 
 /// One plain TCP connection's socket, shared by the writer task and the direct path.
 pub(crate) struct DirectReplies {
-    socket: Arc<OwnedWriteHalf>,
+    /// The connection's `requests_in_flight_per_connection_max`.
+    in_flight_max: u32,
     state: Mutex<State>,
 }
 
-#[derive(Default)]
 struct State {
-    /// The writer task is writing, or holds frames to write.
+    /// The socket, until the writer task ends: then it goes, so that a reply still in
+    /// flight keeps no descriptor open (the writer's own handle is the last).
+    socket: Option<Arc<OwnedWriteHalf>>,
+    /// The writer task is writing, or holds frames to write. Set from the start: the
+    /// connection's first frame (the handshake's reply) is the writer's to send.
     writer_busy: bool,
-    /// The writer task ended (the socket failed, stalled or the connection closed).
-    closed: bool,
     /// The end of a frame a direct write began: the writer task's first write.
     rest: Option<Rest>,
 }
@@ -78,12 +81,19 @@ pub(crate) enum Direct {
 
 impl DirectReplies {
     /// Share `socket` between a writer task (the returned [`SharedWriteHalf`]) and the
-    /// direct path.
-    pub fn new(socket: OwnedWriteHalf) -> (Arc<DirectReplies>, SharedWriteHalf) {
+    /// direct path, for a connection of at most `in_flight_max` requests in flight.
+    pub fn new(
+        socket: OwnedWriteHalf,
+        in_flight_max: u32,
+    ) -> (Arc<DirectReplies>, SharedWriteHalf) {
         let socket = Arc::new(socket);
         let direct = Arc::new(DirectReplies {
-            socket: Arc::clone(&socket),
-            state: Mutex::new(State::default()),
+            in_flight_max,
+            state: Mutex::new(State {
+                socket: Some(Arc::clone(&socket)),
+                writer_busy: true,
+                rest: None,
+            }),
         });
         (direct, SharedWriteHalf { socket })
     }
@@ -96,17 +106,26 @@ impl DirectReplies {
 
     /// Write `request`'s reply now if the writer task is idle (any thread, never
     /// blocks).
+    /// Only the reply of a request alone in flight on its connection: replies of
+    /// pipelined requests are left to the writer task, which gathers those that come
+    /// together into one write (one syscall for many, off the releasing thread).
     pub fn write(&self, request: InFlight, result: Result<Reply, EngineError>) -> Direct {
+        if !request.alone(self.in_flight_max) {
+            return Direct::Declined(request, result);
+        }
         let mut state = self.state();
-        // A rest waiting for the writer keeps others out too: it goes first.
-        if state.writer_busy || state.closed || state.rest.is_some() {
+        // A rest waiting for the writer keeps others out too: it goes first. Without a
+        // socket the writer has ended, and its channel drops the reply.
+        if state.writer_busy || state.rest.is_some() || state.socket.is_none() {
             return Direct::Declined(request, result);
         }
         let (frame, answered, budget) = request.into_frame(result);
         let body = frame.body.as_slice();
         let total = frame.header.len() + body.len();
-        let written = self
+        let written = state
             .socket
+            .as_ref()
+            .expect("checked above, under the same lock")
             .try_write_vectored(&[IoSlice::new(&frame.header), IoSlice::new(body)])
             // Would block, or the socket failed: the writer task meets the same on its
             // first write and deals with it under its timeout.
@@ -151,17 +170,18 @@ impl DirectReplies {
         self.state().writer_busy = false;
     }
 
-    /// The writer task ended: no more direct writes; a rest is dropped with its budget.
+    /// The writer task ended: no more direct writes, and the socket is let go (a rest
+    /// is dropped with its budget).
     pub fn close(&self) {
         let mut state = self.state();
-        state.closed = true;
+        state.socket = None;
         state.rest = None;
     }
 }
 
 /// The writer task's half of a shared socket: an `AsyncWrite` over `&OwnedWriteHalf`.
-/// Its shutdown is the write half's drop (a FIN when the last holder lets go, which is
-/// this writer: the direct path's holders are the replies in flight).
+/// Its shutdown is the write half's drop: a FIN when the last holder lets go, which is
+/// this writer once [`DirectReplies::close`] let go of the direct path's handle.
 pub(crate) struct SharedWriteHalf {
     socket: Arc<OwnedWriteHalf>,
 }
@@ -192,8 +212,8 @@ impl AsyncWrite for SharedWriteHalf {
         Poll::Ready(Ok(()))
     }
 
-    /// Nothing to do here: the FIN goes when the write half is dropped, once neither
-    /// this writer nor a reply in flight holds it.
+    /// Nothing to do here: the FIN goes when the write half is dropped, with this writer
+    /// (the direct path let go of it when the writer ended).
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }

@@ -288,7 +288,8 @@ impl Acceptor {
             match tls {
                 None => {
                     let (read_half, write_half) = stream.into_split();
-                    let (direct, write_half) = DirectReplies::new(write_half);
+                    let in_flight_max = context.requests_in_flight_max;
+                    let (direct, write_half) = DirectReplies::new(write_half, in_flight_max);
                     connection::serve(read_half, write_half, peer, context, shutdown, Some(direct))
                         .await;
                 }
