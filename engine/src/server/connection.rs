@@ -6,7 +6,7 @@
 //!                                                                  │ (a queue slot)
 //!                                        WAL writer (or core) thread: durable reply
 //!                                                                  │
-//! socket ◀─try_write─ plain TCP, ≤ 4 KiB, writer idle (direct.rs) ◀┤
+//! socket ◀─send─ plain TCP, ≤ 4 KiB, alone in flight, writer idle ◀┤ (direct.rs)
 //!                                                                  ▼
 //! socket ◀─write─ writer task ◀── bounded mpsc (slot reserved per request) ◀──┘
 //! ```
@@ -23,17 +23,18 @@
 //!
 //! The thread that releases a reply hands it straight to the writer's channel through the
 //! reserved slot (no task per request); the writer encodes it, writes, and gives the
-//! budget back once the bytes are in the socket. On plain TCP a small reply is instead
-//! written by the releasing thread itself while the writer is idle, and what the socket
-//! does not take goes to the writer ([`super::direct`]). A write that makes no progress for
+//! budget back once the bytes are in the socket. On plain TCP a small reply to a request
+//! alone in flight on its connection is instead written by the releasing thread itself
+//! while the writer is idle, and what the socket does not take goes to the writer
+//! ([`super::direct`]). A write that makes no progress for
 //! `write_timeout_seconds` ends the connection. The first frame must arrive within
 //! `handshake_timeout_seconds`, and a connection with nothing in flight that sends no
 //! frame for `idle_timeout_seconds` (when set) is closed.
 //!
 //! A client that goes away loses only its own replies: the writer's failure drops the
 //! channel's receiver, and every later send simply fails. Nothing here blocks a tokio
-//! worker thread, but for the connection's direct-write lock, held for one non-blocking
-//! write at a time.
+//! worker thread, but for the connection's direct-write lock, held for one small frame's
+//! encoding and non-blocking `send` at a time.
 //!
 //! The connection is generic over its two halves: plain TCP passes the socket's owned
 //! read half and its write half shared with the direct path ([`DirectReplies::new`]), TLS
@@ -57,7 +58,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::auth::{ClientAuth, Identity};
 use super::codec::{self, OutFrame, Refusal};
-use super::direct::{Direct, DirectReplies, DIRECT_REPLY_BYTES_MAX};
+use super::direct::{Direct, DirectReplies, WriterEnds, DIRECT_REPLY_BYTES_MAX};
 use super::frame_io::{Frame, FrameReader, ReadError};
 use super::shutdown::Shutdown;
 use crate::core::{EngineError, EngineHandle, Reply, Request, SlotWait};
@@ -530,8 +531,8 @@ pub(crate) struct InFlight {
     request_id: u64,
     events: u32,
     started: Instant,
-    /// Released once the reply is with the writer or in the socket: bounds requests per
-    /// connection.
+    /// Released when the reply is encoded (by the writer, or by a direct write): bounds
+    /// requests per connection.
     in_flight: OwnedSemaphorePermit,
     /// The reply's share of the connection's byte budget, given back once it is written.
     budget: OwnedSemaphorePermit,
@@ -682,6 +683,9 @@ async fn write_frames<W: AsyncWrite + Unpin>(
     reply_bytes: Arc<Semaphore>,
     direct: Option<Arc<DirectReplies>>,
 ) {
+    // Dropped before `socket` (a parameter): the direct path lets go first, and the
+    // writer's handle, the last, sends the FIN.
+    let _ends = direct.clone().map(WriterEnds);
     let mut gathered = Vec::with_capacity(WRITE_GATHER_BYTES);
     let mut answered = Vec::new();
     let mut budgets = Vec::new();
@@ -739,9 +743,6 @@ async fn write_frames<W: AsyncWrite + Unpin>(
     }
     .await;
     reply_bytes.close();
-    if let Some(direct) = &direct {
-        direct.close();
-    }
     match outcome {
         // Every sender is gone (reader done, no reply in flight): say so with a FIN.
         Ok(()) => {
@@ -870,17 +871,8 @@ mod tests {
         let (sender, receiver) = mpsc::channel(8);
         let reply_bytes = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
         let permits = Arc::new(Semaphore::new(2));
-        // The reader queued the handshake's reply, and a pipelined request's reply is
-        // released before the writer task has run.
-        let handshake = Outgoing::Frame {
-            frame: codec::handshake_frame(PROTOCOL_VERSION),
-            answered: None,
-        };
-        sender.send(handshake).await.unwrap();
-        let slot = sender.clone().reserve_owned().await.unwrap();
-        let request = in_flight(&permits, &reply_bytes, 1, 1);
-        let how = hand_reply(Some(&direct), slot, request, results(1));
-        assert_eq!(how, Handed::Queued, "behind the handshake's reply");
+        // The writer task waits on its empty channel (this runtime has one thread: it
+        // runs at the yields), as it does from the connection's start.
         let writer = tokio::spawn(write_frames(
             shared,
             receiver,
@@ -888,6 +880,20 @@ mod tests {
             reply_bytes.clone(),
             Some(direct.clone()),
         ));
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // The reader queues the handshake's reply, and a pipelined request's reply is
+        // released before the writer has run again: it waits its turn.
+        let handshake = Outgoing::Frame {
+            frame: codec::handshake_frame(PROTOCOL_VERSION),
+            answered: None,
+        };
+        sender.try_send(handshake).unwrap();
+        let slot = sender.clone().try_reserve_owned().unwrap();
+        let request = in_flight(&permits, &reply_bytes, 1, 1);
+        let how = hand_reply(Some(&direct), slot, request, results(1));
+        assert_eq!(how, Handed::Queued, "behind the handshake's reply");
         // Once the writer has had its turn, replies go directly.
         let mut request_id = 2;
         loop {
@@ -1024,14 +1030,21 @@ mod tests {
         });
         all_handed(handed_count).await;
         let mut seen = BTreeMap::new();
-        while let Some((decoded, _)) = read_frame(&mut client).await {
-            assert_eq!(decoded.kind, FrameKind::Reply);
-            *seen.entry(decoded.request_id).or_insert(0) += 1;
-            if seen.len() % 256 == 0 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
+        let read_all = async {
+            while let Some((decoded, _)) = read_frame(&mut client).await {
+                assert_eq!(decoded.kind, FrameKind::Reply);
+                *seen.entry(decoded.request_id).or_insert(0) += 1;
+                if seen.len() % 256 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
             }
-        }
-        writer.await.unwrap();
+            writer.await.unwrap();
+        };
+        // A broken build fails here instead of hanging the suite (a releasing thread
+        // that panicked mid-frame leaves the stream without an end).
+        tokio::time::timeout(Duration::from_secs(60), read_all)
+            .await
+            .expect("every frame and the end of the stream within 60 s");
 
         let mut handed = BTreeMap::new();
         for releaser in releasers {

@@ -4,8 +4,10 @@
 //! one more thread: into the connection's channel, then a tokio worker woken to write it.
 //! On a busy machine a woken thread waits about 30 µs for a core, a tenth of a
 //! one-transfer request's round trip at 16 connections (`docs/PERFORMANCE.md`, "fifth
-//! pass"). So a small reply is written at once with a non-blocking `try_write` on the
-//! releasing thread, when the socket takes it whole and the writer task is not writing.
+//! pass"). So a small reply (a frame of at most 4 KiB) to a request alone in flight on
+//! its connection is written at once, with a non-blocking `send` on the releasing
+//! thread, when the writer task is not writing. Replies of pipelined requests stay with
+//! the writer task, which gathers those that come together into one write.
 //!
 //! Frames never interleave. The socket is written only under this connection's lock,
 //! by one of two parties:
@@ -13,19 +15,20 @@
 //!   [`DirectReplies::writer_idle`] (its writes await, so it does not hold the lock, but
 //!   the busy flag keeps the direct path out);
 //! - a direct write, only while the writer is idle and no rest waits, holding the lock
-//!   for its one non-blocking write.
+//!   for the frame's encoding and its one non-blocking `send`.
 //!
 //! A direct write the socket does not take whole (full send buffer, a client that does
 //! not read, a failed socket) leaves the rest of its frame here and marks the writer
 //! busy; the writer task writes that rest before anything else, under its write timeout,
 //! so the connection's bounds and timeouts apply as before. A reply never waits on a
 //! socket on the releasing thread: at most it waits for the connection's lock, which
-//! another thread holds for one non-blocking write or a flag's change.
+//! another thread holds for one small frame's encoding and `send`, or a flag's change
+//! (a tokio worker waits for it the same way).
 //!
 //! TLS connections write every reply from the writer task: a TLS session cannot be
 //! written from two places.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll};
@@ -99,16 +102,17 @@ impl DirectReplies {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // Nothing panics under this lock but the socket write's own asserts; what it
-        // guards is three flags, consistent at every statement.
+        // What it guards is three fields, consistent at every statement, so a panic
+        // under it (a broken assert) leaves nothing half done.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Write `request`'s reply now if the writer task is idle (any thread, never
-    /// blocks).
-    /// Only the reply of a request alone in flight on its connection: replies of
+    /// Write `request`'s reply now if the writer task is idle and the request is alone
+    /// in flight on its connection (any thread; never waits on the socket). Replies of
     /// pipelined requests are left to the writer task, which gathers those that come
-    /// together into one write (one syscall for many, off the releasing thread).
+    /// together into one write (one syscall for many, off the releasing thread). The
+    /// lock is held for the frame's encoding (at most 4 KiB), one copy and one
+    /// non-blocking `send`.
     pub fn write(&self, request: InFlight, result: Result<Reply, EngineError>) -> Direct {
         if !request.alone(self.in_flight_max) {
             return Direct::Declined(request, result);
@@ -122,14 +126,21 @@ impl DirectReplies {
         let (frame, answered, budget) = request.into_frame(result);
         let body = frame.body.as_slice();
         let total = frame.header.len() + body.len();
-        let written = state
-            .socket
-            .as_ref()
-            .expect("checked above, under the same lock")
-            .try_write_vectored(&[IoSlice::new(&frame.header), IoSlice::new(body)])
-            // Would block, or the socket failed: the writer task meets the same on its
-            // first write and deals with it under its timeout.
-            .unwrap_or(0);
+        // One buffer for one `send` (which never raises SIGPIPE, unlike `writev`).
+        let mut staged = [0u8; DIRECT_REPLY_BYTES_MAX as usize];
+        let written = match staged.get_mut(..total) {
+            Some(staged) => {
+                let (header, rest) = staged.split_at_mut(frame.header.len());
+                header.copy_from_slice(&frame.header);
+                rest.copy_from_slice(body);
+                let socket = state.socket.as_ref().expect("checked above, same lock");
+                // Would block, or the socket failed: the writer task meets the same on
+                // its first write and deals with it under its timeout.
+                socket.try_write(staged).unwrap_or(0)
+            }
+            // Past the bound the reader checked (it cannot be): the writer takes it.
+            None => 0,
+        };
         assert!(written <= total, "wrote {written} of a {total}-byte frame");
         if written == total {
             drop(state);
@@ -137,14 +148,10 @@ impl DirectReplies {
             answered.record();
             return Direct::Written;
         }
-        let header = &frame.header[..];
-        let mut bytes = Vec::with_capacity(total - written);
-        if written < header.len() {
-            bytes.extend_from_slice(&header[written..]);
-            bytes.extend_from_slice(body);
-        } else {
-            bytes.extend_from_slice(&body[written - header.len()..]);
-        }
+        let bytes = match staged.get(written..total) {
+            Some(rest) => rest.to_vec(),
+            None => [&frame.header[..], body].concat(),
+        };
         assert_eq!(bytes.len(), total - written, "the rest of the frame");
         state.rest = Some(Rest {
             bytes,
@@ -176,6 +183,17 @@ impl DirectReplies {
         let mut state = self.state();
         state.socket = None;
         state.rest = None;
+    }
+}
+
+/// Held by the writer task: when it ends, however it ends (returns, panics where panics
+/// unwind, is aborted), the direct path lets go of the socket ([`DirectReplies::close`])
+/// before the writer's own handle goes.
+pub(crate) struct WriterEnds(pub Arc<DirectReplies>);
+
+impl Drop for WriterEnds {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
