@@ -831,6 +831,31 @@ mod tests {
         }
     }
 
+    /// A writer task on `write_half` shared with the direct path, for a connection of
+    /// `in_flight_max` requests, with a channel of `capacity` and an unbounded budget.
+    fn spawn_writer(
+        write_half: tokio::net::tcp::OwnedWriteHalf,
+        in_flight_max: u32,
+        capacity: usize,
+    ) -> (
+        Arc<DirectReplies>,
+        mpsc::Sender<Outgoing>,
+        Arc<Semaphore>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (direct, shared) = DirectReplies::new(write_half, in_flight_max);
+        let (sender, receiver) = mpsc::channel(capacity);
+        let reply_bytes = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
+        let writer = tokio::spawn(write_frames(
+            shared,
+            receiver,
+            Duration::from_secs(60),
+            reply_bytes.clone(),
+            Some(direct.clone()),
+        ));
+        (direct, sender, reply_bytes, writer)
+    }
+
     /// `count` results `created`.
     fn results(count: usize) -> Result<Reply, EngineError> {
         let result = CreateResult {
@@ -867,19 +892,10 @@ mod tests {
         let (mut client, _) = listener.accept().await.unwrap();
         let (_read_half, write_half) = server.into_split();
         // Two requests in flight at most; one at a time until the end.
-        let (direct, shared) = DirectReplies::new(write_half, 2);
-        let (sender, receiver) = mpsc::channel(8);
-        let reply_bytes = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
+        let (direct, sender, reply_bytes, writer) = spawn_writer(write_half, 2, 8);
         let permits = Arc::new(Semaphore::new(2));
         // The writer task waits on its empty channel (this runtime has one thread: it
         // runs at the yields), as it does from the connection's start.
-        let writer = tokio::spawn(write_frames(
-            shared,
-            receiver,
-            Duration::from_secs(60),
-            reply_bytes.clone(),
-            Some(direct.clone()),
-        ));
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
@@ -948,17 +964,8 @@ mod tests {
 
         let (_read_half, write_half) = server.into_split();
         // Each request alone on its connection, as far as the direct path can tell.
-        let (direct, shared) = DirectReplies::new(write_half, 1);
         let capacity = (2 * SMALL_PER_THREAD + LARGE) as usize;
-        let (sender, receiver) = mpsc::channel(capacity);
-        let reply_bytes = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));
-        let writer = tokio::spawn(write_frames(
-            shared,
-            receiver,
-            Duration::from_secs(60),
-            reply_bytes.clone(),
-            Some(direct.clone()),
-        ));
+        let (direct, sender, reply_bytes, writer) = spawn_writer(write_half, 1, capacity);
         let in_flight = |request_id: u64, events: u32| {
             in_flight(
                 &Arc::new(Semaphore::new(1)),
