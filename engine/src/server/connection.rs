@@ -690,10 +690,7 @@ async fn write_frames<W: AsyncWrite + Unpin>(
     let mut answered = Vec::new();
     let mut budgets = Vec::new();
     let outcome: Result<(), WriteError> = async {
-        loop {
-            let Some(first) = receiver.recv().await else {
-                break;
-            };
+        while let Some(first) = receiver.recv().await {
             let rest = direct.as_ref().and_then(|direct| direct.writer_busy());
             // The rest of a frame a direct write began goes before anything else.
             if let Some(rest) = rest {
