@@ -55,6 +55,8 @@ bench: deps
 	# The ceiling of one-transfer requests: loopback request/reply with nothing behind it.
 	$(CARGO) run --release -p settled-bench --bin loopback-floor -- --clients 64
 	$(CARGO) run --release -p settled-bench --bin loopback-floor -- --clients 16
+	# The same with each group of requests made durable (fdatasync) before its replies.
+	$(CARGO) run --release -p settled-bench --bin loopback-floor -- --clients 64 --sync-dir "$${TMPDIR:-/tmp}"
 	# The daemon over TCP: requests of one transfer (issue 16's goal: 100 k/s at 64
 	# connections, 50 k/s at 16), then a restart after 1 M and 10 M transfers of history.
 	$(CARGO) build --release -p settled-engine --bin settled -p settled-bench --bin settle-bench
