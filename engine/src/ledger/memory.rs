@@ -23,15 +23,18 @@ use memmap2::MmapMut;
 /// The smallest mapping: one 4 KiB page.
 const MAPPING_BYTES_MIN: usize = 4096;
 
-/// A `Vec` of plain-old-data records in its own anonymous mapping. Growing it maps a
-/// larger region and copies (as `Vec` reallocates).
+/// A `Vec` of plain-old-data records in its own anonymous mapping. On Linux growing it
+/// moves the mapping's pages to a larger region (`mremap`) instead of copying them: the
+/// single writer does not stop to copy a table that holds millions of accounts (2.4 s
+/// at 8 M accounts, a gigabyte, when it did). Elsewhere, or if the move fails, it maps
+/// a larger region and copies, as `Vec` reallocates.
 ///
 /// The records are reached through a pointer kept beside the mapping, not through the
 /// mapping's own accessors: every record access of the ledger's hot path goes through
 /// `Deref`, and the accessors' checks cost as much as the access.
 pub(crate) struct HugeVec<T: Pod> {
     /// Owns the memory (unmapped on drop); `None` while nothing was ever pushed.
-    _mapping: Option<MmapMut>,
+    mapping: Option<MmapMut>,
     /// The start of the mapping (dangling while there is none), `capacity` records long.
     records: NonNull<T>,
     capacity: usize,
@@ -47,7 +50,7 @@ unsafe impl<T: Pod + Sync> Sync for HugeVec<T> {}
 impl<T: Pod> HugeVec<T> {
     pub fn new() -> Self {
         HugeVec {
-            _mapping: None,
+            mapping: None,
             records: NonNull::dangling(),
             capacity: 0,
             len: 0,
@@ -66,7 +69,7 @@ impl<T: Pod> HugeVec<T> {
         HugeVec {
             records: NonNull::new(map.as_mut_ptr().cast::<T>()).expect("a mapping is never null"),
             capacity: map.len() / size_of::<T>(),
-            _mapping: Some(map),
+            mapping: Some(map),
             len: 0,
         }
     }
@@ -116,10 +119,44 @@ impl<T: Pod> HugeVec<T> {
     fn grow(&mut self) {
         let bytes_min = MAPPING_BYTES_MIN.max(size_of::<T>());
         let capacity = (self.capacity() * 2).max(bytes_min.div_ceil(size_of::<T>()));
+        #[cfg(target_os = "linux")]
+        if self.remap(capacity) {
+            return;
+        }
         let mut grown = Self::with_capacity(capacity);
         grown.len = self.len;
         grown.deref_mut().copy_from_slice(self);
         *self = grown;
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl<T: Pod> HugeVec<T> {
+    /// Grow the mapping in place or move it whole to room for `capacity` records, its
+    /// records with it. Returns false (nothing changed) when there is no mapping yet or
+    /// the kernel refuses.
+    fn remap(&mut self, capacity: usize) -> bool {
+        let Some(mapping) = self.mapping.as_mut() else {
+            return false;
+        };
+        let Some(bytes) = capacity.checked_mul(size_of::<T>()) else {
+            return false;
+        };
+        let len_before = self.len;
+        // SAFETY: `&mut self` means no reference into the records is alive, and the
+        // records pointer is taken again from the mapping below, wherever it moved.
+        let moved = unsafe { mapping.remap(bytes, memmap2::RemapOptions::new().may_move(true)) };
+        if moved.is_err() {
+            return false;
+        }
+        // The new tail is fresh memory: the same hint as at creation.
+        let _ = mapping.advise(memmap2::Advice::HugePage);
+        assert!(mapping.as_ptr().cast::<T>().is_aligned());
+        self.records =
+            NonNull::new(mapping.as_mut_ptr().cast::<T>()).expect("a mapping is never null");
+        self.capacity = mapping.len() / size_of::<T>();
+        assert!(self.capacity >= capacity && self.len == len_before);
+        true
     }
 }
 
