@@ -52,6 +52,7 @@ bench: deps
 	$(CARGO) run --release -p settled-bench --bin ledger-upkeep -- --accounts 1000000
 	# The slowest one-transfer request while a fresh ledger fills to 3 M transfers.
 	$(CARGO) run --release -p settled-bench --bin ledger-growth -- --transfers 3000000
+	$(CARGO) run --release -p settled-bench --bin ledger-growth -- --new-accounts 10000000
 	$(CARGO) run --release -p settled-bench --bin engine-throughput -- --submitters 1 --requests 200
 	$(CARGO) run --release -p settled-bench --bin engine-throughput -- --submitters 4 --requests 100
 	# The ceiling of one-transfer requests: loopback request/reply with nothing behind it.
