@@ -47,54 +47,29 @@ fn main() -> Result<(), String> {
     }
     let mut ledger = ledger_with_accounts(args.accounts);
     let mut rng = seeded_rng(args.accounts);
-    let mut latency_ns =
-        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| e.to_string())?;
-    let (mut slowest_ns, mut slowest_at) = (0u64, 0u64);
-    let mut applying_ns = 0u64;
-    let mut created = 0u64;
-    while created < args.transfers {
-        let ahead = GENERATED_AHEAD.min((args.transfers - created) as usize);
-        let transfers = random_transfers(&mut rng, args.accounts, u128::from(created) + 1, ahead);
+    let mut timings = Timings::new()?;
+    while timings.created < args.transfers {
+        let ahead = GENERATED_AHEAD.min((args.transfers - timings.created) as usize);
+        let first_id = u128::from(timings.created) + 1;
+        let transfers = random_transfers(&mut rng, args.accounts, first_id, ahead);
         for batch in transfers.chunks(args.batch_size) {
             let mut old = OldTransfers::new(ledger.evicted_through());
             let start = Instant::now();
             let results = ledger.create_transfers_with(NOW, batch, &mut old);
-            let took = start.elapsed().as_nanos() as u64;
-            if results.iter().any(|result| result.status != 0) {
-                return Err(format!("a transfer after {created} failed: {results:?}"));
-            }
-            applying_ns += took;
-            latency_ns.saturating_record(took.max(1));
-            if took > slowest_ns {
-                (slowest_ns, slowest_at) = (took, created);
-            }
-            created += batch.len() as u64;
+            timings.record(start, batch.len(), &results)?;
         }
     }
-    let us = |ns: u64| ns as f64 / 1e3;
-    println!(
-        "{created} transfers in requests of {}: {:.2} M transfers/s; per request p50 {:.1} µs, \
-         p99.9 {:.1} µs, max {:.1} µs (after {slowest_at} transfers){}",
-        args.batch_size,
-        created as f64 / (applying_ns as f64 / 1e9) / 1e6,
-        us(latency_ns.value_at_quantile(0.5)),
-        us(latency_ns.value_at_quantile(0.999)),
-        us(slowest_ns),
-        memory_line(),
-    );
+    timings.print("transfers", args.batch_size);
     Ok(())
 }
 
 /// The account table's turn: `count` new accounts into an empty ledger.
 fn fill_accounts(count: u64, batch_size: usize) -> Result<(), String> {
     let mut ledger = engine::ledger::Ledger::new();
-    let mut latency_ns =
-        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| e.to_string())?;
-    let (mut slowest_ns, mut slowest_at, mut applying_ns) = (0u64, 0u64, 0u64);
-    let mut created = 0u64;
-    while created < count {
-        let ahead = (GENERATED_AHEAD as u64).min(count - created);
-        let accounts: Vec<protocol::Account> = (created + 1..=created + ahead)
+    let mut timings = Timings::new()?;
+    while timings.created < count {
+        let ahead = (GENERATED_AHEAD as u64).min(count - timings.created);
+        let accounts: Vec<protocol::Account> = (timings.created + 1..=timings.created + ahead)
             .map(|id| protocol::Account {
                 id: u128::from(id),
                 ledger: 1,
@@ -105,28 +80,72 @@ fn fill_accounts(count: u64, batch_size: usize) -> Result<(), String> {
         for batch in accounts.chunks(batch_size) {
             let start = Instant::now();
             let results = ledger.create_accounts(NOW, batch);
-            let took = start.elapsed().as_nanos() as u64;
-            if results.iter().any(|result| result.status != 0) {
-                return Err(format!("an account after {created} failed: {results:?}"));
-            }
-            applying_ns += took;
-            latency_ns.saturating_record(took.max(1));
-            if took > slowest_ns {
-                (slowest_ns, slowest_at) = (took, created);
-            }
-            created += batch.len() as u64;
+            timings.record(start, batch.len(), &results)?;
         }
     }
-    println!(
-        "{created} accounts in requests of {batch_size}: {:.2} M accounts/s; per request p50 \
-         {:.1} µs, p99.9 {:.1} µs, max {:.1} µs (after {slowest_at} accounts){}",
-        created as f64 / (applying_ns as f64 / 1e9) / 1e6,
-        latency_ns.value_at_quantile(0.5) as f64 / 1e3,
-        latency_ns.value_at_quantile(0.999) as f64 / 1e3,
-        slowest_ns as f64 / 1e3,
-        memory_line(),
-    );
+    timings.print("accounts", batch_size);
     Ok(())
+}
+
+/// Every request's apply time, and where the slowest was.
+struct Timings {
+    latency_ns: Histogram<u64>,
+    applying_ns: u64,
+    slowest_ns: u64,
+    /// Events created before the slowest request.
+    slowest_at: u64,
+    created: u64,
+}
+
+impl Timings {
+    fn new() -> Result<Timings, String> {
+        Ok(Timings {
+            latency_ns: Histogram::new_with_bounds(1, 60_000_000_000, 3)
+                .map_err(|error| error.to_string())?,
+            applying_ns: 0,
+            slowest_ns: 0,
+            slowest_at: 0,
+            created: 0,
+        })
+    }
+
+    /// A request that started at `start` and created `events`; every one must succeed.
+    fn record(
+        &mut self,
+        start: Instant,
+        events: usize,
+        results: &[protocol::CreateResult],
+    ) -> Result<(), String> {
+        let took = start.elapsed().as_nanos() as u64;
+        if let Some(failed) = results.iter().find(|result| result.status != 0) {
+            return Err(format!(
+                "an event after {} failed: {failed:?}",
+                self.created
+            ));
+        }
+        self.applying_ns += took;
+        self.latency_ns.saturating_record(took.max(1));
+        if took > self.slowest_ns {
+            (self.slowest_ns, self.slowest_at) = (took, self.created);
+        }
+        self.created += events as u64;
+        Ok(())
+    }
+
+    fn print(&self, what: &str, batch_size: usize) {
+        let us = |ns: u64| ns as f64 / 1e3;
+        println!(
+            "{} {what} in requests of {batch_size}: {:.2} M {what}/s; per request p50 {:.1} \
+             µs, p99.9 {:.1} µs, max {:.1} µs (after {} {what}){}",
+            self.created,
+            self.created as f64 / (self.applying_ns as f64 / 1e9) / 1e6,
+            us(self.latency_ns.value_at_quantile(0.5)),
+            us(self.latency_ns.value_at_quantile(0.999)),
+            us(self.slowest_ns),
+            self.slowest_at,
+            memory_line(),
+        );
+    }
 }
 
 /// The process's resident and huge-page memory (Linux), to see that grown tables kept

@@ -80,11 +80,7 @@ async fn serve(addr: SocketAddr, sync_dir: Option<&Path>) -> Result<(), String> 
         return serve_durable(listener, file).await;
     }
     loop {
-        let (mut stream, _) = listener
-            .accept()
-            .await
-            .map_err(|error| format!("accept: {error}"))?;
-        let _ = stream.set_nodelay(true);
+        let mut stream = accept(&listener).await?;
         tokio::spawn(async move {
             let mut request = [0u8; REQUEST_BYTES];
             let reply = [0u8; REPLY_BYTES];
@@ -95,6 +91,16 @@ async fn serve(addr: SocketAddr, sync_dir: Option<&Path>) -> Result<(), String> 
             }
         });
     }
+}
+
+/// The next connection, with `TCP_NODELAY` as the daemon sets it.
+async fn accept(listener: &TcpListener) -> Result<TcpStream, String> {
+    let (stream, _) = listener
+        .accept()
+        .await
+        .map_err(|error| format!("accept: {error}"))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 /// Bytes of the file the durable server appends to, written and synced before it listens,
@@ -131,11 +137,7 @@ async fn serve_durable(listener: TcpListener, file: std::fs::File) -> Result<(),
     let (sender, receiver) = std::sync::mpsc::sync_channel::<Durable>(64 * 1024);
     std::thread::spawn(move || sync_loop(&file, &receiver));
     loop {
-        let (mut stream, _) = listener
-            .accept()
-            .await
-            .map_err(|error| format!("accept: {error}"))?;
-        let _ = stream.set_nodelay(true);
+        let mut stream = accept(&listener).await?;
         // The syncer writes replies through its own descriptor of the same socket, which
         // shares the socket's non-blocking mode.
         let duplicate = stream
